@@ -1,0 +1,208 @@
+"""The ``vhba-lab`` command.
+
+Every LabError is printed as one line (plus its detail lines) without a
+traceback, and the process exits with the error's code: 3 for usage errors,
+2 for infrastructure errors.  ``-v`` shows tracebacks for debugging the lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from lab.context import LabContext
+from lab.errors import LabError, UsageError
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("environment")
+    group.add_argument("--mirror", help="Debian archive URI (default: from the host's apt sources)")
+    group.add_argument("--security-mirror", help="Debian security URI (default: from apt)")
+    group.add_argument(
+        "--accel",
+        choices=["auto", "kvm", "tcg"],
+        help="QEMU accelerator (default: auto, or $VHBA_LAB_ACCEL)",
+    )
+    group.add_argument("--refresh", action="store_true", help="re-download the package indices")
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vhba-lab",
+        description="Test the VHBA kernel module on real Debian kernels in QEMU guests.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("kernels", help="list the kernel series available on the mirror")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_common(p)
+
+    p = sub.add_parser("images", help="build, list or prune cached guest images")
+    p.add_argument("action", choices=["build", "list", "prune"])
+    p.add_argument(
+        "--kernels",
+        nargs="+",
+        default=[],
+        metavar="K",
+        help="kernels for 'build' (series, release, version, or 'all')",
+    )
+    p.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
+    p.add_argument("--all", action="store_true", help="'prune': delete every cached image")
+    _add_common(p)
+
+    p = sub.add_parser("shell", help="boot a guest on a kernel; open a shell or run a command")
+    p.add_argument(
+        "--kernel",
+        required=True,
+        metavar="K",
+        help="series (6.12), release (trixie), exact version, or a kernel build dir",
+    )
+    p.add_argument(
+        "--print",
+        dest="print_only",
+        action="store_true",
+        help="boot, print the ssh command, and wait (Ctrl-C stops the guest)",
+    )
+    p.add_argument("--cold", action="store_true", help="cold boot instead of the warm snapshot")
+    p.add_argument(
+        "--with-module",
+        action="store_true",
+        help="build and load our vhba module before handing over",
+    )
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD: run CMD instead of a shell")
+    _add_common(p)
+
+    p = sub.add_parser("build", help="compile matrix: build module/ for many kernels")
+    p.add_argument("--kernels", nargs="+", default=["all"], metavar="K")
+    p.add_argument("-j", "--jobs", type=int, default=0, help="parallel builds (default: cores)")
+    p.add_argument("--no-werror", action="store_true", help="do not turn warnings into errors")
+    _add_common(p)
+
+    return parser
+
+
+def cmd_kernels(args: argparse.Namespace) -> int:
+    import json
+
+    from lab.kernels import format_table
+
+    ctx = LabContext.from_args(args)
+    entries = ctx.catalogue.entries()
+    if args.json:
+        print(json.dumps([
+            {"series": e.series, "version": e.version, "abi": e.abi, "suite": e.suite,
+             "release": e.release} for e in entries
+        ], indent=2))  # fmt: skip
+    else:
+        from rich.console import Console
+
+        Console().print(format_table(entries))
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    import json
+
+    ctx = LabContext.from_args(args)
+    if args.action == "list":
+        for entry in ctx.images.entries():
+            try:
+                ctx.images.verify(entry)
+                state = "ok"
+            except LabError as exc:
+                state = f"CORRUPT ({exc})"
+            manifest = {}
+            if (entry / "manifest.json").exists():
+                manifest = json.loads((entry / "manifest.json").read_text())
+            print(f"{entry.name}  {manifest.get('built_at', '?')}  {state}")
+        return 0
+    if args.action == "prune":
+        if not args.all:
+            raise UsageError("images prune deletes cached images: pass --all to confirm")
+        for path in ctx.images.prune(keep=set()):
+            print(f"removed {path}")
+        return 0
+    if not args.kernels:
+        raise UsageError("images build needs --kernels (e.g. --kernels 6.12 or --kernels all)")
+    for kernel in ctx.resolve(args.kernels):
+        started = time.monotonic()
+        image = ctx.images.get(kernel, ctx.mirror, progress=ctx.say, rebuild=args.rebuild)
+        ctx.say(f"[{kernel.series}] image ready: {image.path} ({time.monotonic() - started:.0f} s)")
+    return 0
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    import signal
+
+    from lab.session import boot
+
+    ctx = LabContext.from_args(args)
+    kernel = ctx.catalogue.resolve(args.kernel)
+    image = ctx.image_for(kernel)
+    cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
+    workdir = Path(os.environ.get("VHBA_LAB_WORKDIR", "")) or None
+    if workdir is None:
+        from lab.paths import cache_root
+
+        workdir = cache_root() / "runs" / f"shell-{kernel.series}-{os.getpid()}"
+    with boot(image, workdir, ctx.accel, warm=not args.cold, progress=ctx.say) as booted:
+        if args.with_module:
+            from lab.module import build_module, load_module
+
+            ko = build_module(image, workdir / "module-build.log")
+            load_module(booted.guest, ko)
+        ssh = booted.guest.identity.ssh_command(
+            booted.guest.identity.write_known_hosts(workdir / "known_hosts")
+        )
+        if args.print_only:
+            print(shlex.join(ssh), flush=True)
+            ctx.say("guest running; Ctrl-C stops it")
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+            return 0
+        if cmd:
+            result = booted.guest.run(shlex.join(cmd), timeout=3600)
+            sys.stdout.write(result.stdout)
+            sys.stderr.write(result.stderr)
+            return result.rc
+        import subprocess
+
+        return subprocess.call(ssh)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from lab import commands
+
+    handlers = {
+        "kernels": cmd_kernels,
+        "images": cmd_images,
+        "shell": cmd_shell,
+        "build": commands.cmd_build,
+    }
+    try:
+        return handlers[args.command](args)
+    except LabError as exc:
+        if args.verbose:
+            raise
+        print(f"vhba-lab: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vhba-lab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

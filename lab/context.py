@@ -1,0 +1,70 @@
+"""What every command needs: mirror, catalogue, image cache, accelerator, console.
+
+Built once per CLI invocation from the options, and passed down explicitly
+(no module-level state), so tests and the conformance plugin can build their
+own with different settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from rich.console import Console
+
+from lab.accel import AccelChoice, choose_accel
+from lab.apt_sources import Mirror, find_mirror
+from lab.config import Config, load_config
+from lab.images import Image, ImageStore
+from lab.kernels import Catalogue, KernelEntry
+
+
+@dataclass
+class LabContext:
+    mirror_override: str | None = None
+    security_override: str | None = None
+    accel_request: str | None = None
+    refresh: bool = False
+    console: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config()
+
+    @cached_property
+    def mirror(self) -> Mirror:
+        return find_mirror(self.mirror_override, self.security_override, config=self.config)
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        with self.console.status("reading the Debian kernel catalogue"):
+            return Catalogue.load(
+                self.mirror, refresh=self.refresh, extra_suites=self.config.extra_suites
+            )
+
+    @cached_property
+    def accel(self) -> AccelChoice:
+        return choose_accel(self.accel_request)
+
+    @cached_property
+    def images(self) -> ImageStore:
+        return ImageStore()
+
+    @classmethod
+    def from_args(cls, args: object) -> LabContext:
+        """Build from the common CLI options (see ``lab.cli._add_common``)."""
+        return cls(
+            mirror_override=getattr(args, "mirror", None),
+            security_override=getattr(args, "security_mirror", None),
+            accel_request=getattr(args, "accel", None),
+            refresh=bool(getattr(args, "refresh", False)),
+        )
+
+    def say(self, message: str) -> None:
+        self.console.log(message)
+
+    def resolve(self, names: list[str]) -> list[KernelEntry]:
+        return self.catalogue.resolve_many(names)
+
+    def image_for(self, kernel: KernelEntry) -> Image:
+        return self.images.get(kernel, self.mirror, progress=self.say)

@@ -1,0 +1,176 @@
+"""The SSH channel into a booted guest (paramiko).
+
+Host keys are generated per image at build time and pinned here, so the lab
+never trusts an unknown key and never pays for key generation at boot.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import logging
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from lab.errors import GuestCommandError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    cmd: str
+    rc: int
+    stdout: str
+    stderr: str
+
+    def check(self) -> CommandResult:
+        if self.rc != 0:
+            raise GuestCommandError(
+                f"guest command failed (rc {self.rc}): {self.cmd}\n"
+                f"stdout: {self.stdout.strip()[-2000:]}\nstderr: {self.stderr.strip()[-2000:]}"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class SshIdentity:
+    """How to reach a guest: loopback port, client key, pinned host key."""
+
+    port: int
+    client_key: Path
+    host_pubkey: Path
+    user: str = "root"
+
+    def ssh_command(self, known_hosts: Path) -> list[str]:
+        """An OpenSSH command line equivalent to this channel (for ``--print``)."""
+        return [
+            "ssh", "-p", str(self.port), "-i", str(self.client_key),
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "LogLevel=ERROR", f"{self.user}@127.0.0.1",
+        ]  # fmt: skip
+
+    def write_known_hosts(self, path: Path) -> Path:
+        kind, blob = self.host_pubkey.read_text().split()[:2]
+        path.write_text(f"[127.0.0.1]:{self.port} {kind} {blob}\n")
+        return path
+
+
+class Guest:
+    """Run commands in and move files to/from a guest over SSH."""
+
+    def __init__(self, identity: SshIdentity) -> None:
+        self.identity = identity
+        self._client: paramiko.SSHClient | None = None
+
+    def _new_client(self, timeout: float) -> paramiko.SSHClient:
+        ident = self.identity
+        client = paramiko.SSHClient()
+        kind, blob = ident.host_pubkey.read_text().split()[:2]
+        host_key = paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+        client.get_host_keys().add(f"[127.0.0.1]:{ident.port}", kind, host_key)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(
+            "127.0.0.1",
+            port=ident.port,
+            username=ident.user,
+            key_filename=str(ident.client_key),
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            allow_agent=False,
+            look_for_keys=False,
+        )
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(15)
+        return client
+
+    def try_connect(self, timeout: float = 5.0) -> bool:
+        """One connection attempt; True once sshd answers and accepts our key."""
+        try:
+            self._client = self._new_client(timeout)
+            return True
+        except (OSError, paramiko.SSHException, EOFError, socket.timeout) as exc:
+            log.debug("ssh not ready: %s", exc)
+            return False
+
+    @property
+    def client(self) -> paramiko.SSHClient:
+        if self._client is None and not self.try_connect(timeout=15):
+            raise GuestCommandError(f"cannot reach the guest over ssh on port {self.identity.port}")
+        assert self._client is not None
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+
+    def run(
+        self, cmd: str, timeout: float = 120.0, check: bool = False, stdin: bytes | None = None
+    ) -> CommandResult:
+        """Run ``cmd`` with sh in the guest; kill the session after ``timeout`` seconds."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            self.close()
+            transport = self.client.get_transport()
+        assert transport is not None
+        chan = transport.open_session(timeout=30)
+        chan.settimeout(timeout)
+        chan.exec_command(cmd)
+        if stdin is not None:
+            chan.sendall(stdin)
+        chan.shutdown_write()
+        out, err = io.BytesIO(), io.BytesIO()
+        deadline = time.monotonic() + timeout
+        while True:
+            if chan.recv_ready():
+                out.write(chan.recv(65536))
+            if chan.recv_stderr_ready():
+                err.write(chan.recv_stderr(65536))
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            if time.monotonic() > deadline:
+                chan.close()
+                raise GuestCommandError(
+                    f"guest command timed out after {timeout:.0f} s: {cmd}\n"
+                    f"partial stdout: {out.getvalue().decode(errors='replace')[-1000:]}"
+                )
+            time.sleep(0.01)
+        rc = chan.recv_exit_status()
+        chan.close()
+        result = CommandResult(
+            cmd,
+            rc,
+            out.getvalue().decode(errors="replace"),
+            err.getvalue().decode(errors="replace"),
+        )
+        if check:
+            result.check()
+        return result
+
+    def upload(self, local: Path, remote: str, mode: int | None = None) -> None:
+        with self.client.open_sftp() as sftp:
+            sftp.put(str(local), remote)
+            if mode is not None:
+                sftp.chmod(remote, mode)
+
+    def download(self, remote: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with self.client.open_sftp() as sftp:
+            sftp.get(remote, str(local))
+
+    def write_text(self, remote: str, text: str) -> None:
+        self.run(f"cat > {shlex.quote(remote)}", stdin=text.encode(), check=True)
+
+    def kmsg_marker(self, text: str) -> None:
+        """Tag the kernel log so a test's dmesg slice can be cut out later."""
+        self.run(f"echo {shlex.quote('vhba-lab: ' + text)} > /dev/kmsg", check=True)

@@ -1,0 +1,116 @@
+"""Building our vhba module for a kernel, and putting it into a booted guest.
+
+The build runs by chroot in the image's own root tree: the same gcc, headers
+and kbuild a DKMS user of that kernel has, at native speed.  (A TCG guest is
+many times slower, and the host's own gcc cannot build every kernel's
+headers.)  The log is always kept, because a failed build is a result.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.errors import GuestCommandError, ModuleBuildError
+from lab.guest import Guest
+from lab.images import Image
+from lab.paths import repo_root
+
+MODULE_SOURCE = repo_root() / "module"
+# gcc's "warning:" lines; kbuild's own "WARNING: modpost" lines count too.
+_WARNING = re.compile(r"(warning:|WARNING:)")
+BUILD_TIMEOUT = 600
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    abi: str
+    ok: bool
+    warnings: int
+    seconds: float
+    log: Path
+    ko: Path | None
+
+
+def build_module(
+    image: Image, log_path: Path, *, werror: bool = True, source: Path = MODULE_SOURCE
+) -> BuildResult:
+    """Compile ``source`` against the image's kernel headers inside its root tree."""
+    import time
+
+    started = time.monotonic()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    inside = Path("/var/tmp") / f"vhba-build-{uuid.uuid4().hex[:8]}"
+    build_dir = image.tree / inside.relative_to("/")
+    shutil.copytree(
+        source,
+        build_dir,
+        ignore=shutil.ignore_patterns(
+            "*.o", "*.ko", "*.mod", "*.mod.c", ".*.cmd", "Module.symvers", "modules.order"
+        ),
+    )
+    cmd = [
+        "chroot", str(image.tree), "make", "-C", str(image.headers_dir), f"M={inside}",
+        "modules", *(["WERROR=1"] if werror else []),
+    ]  # fmt: skip
+    try:
+        with log_path.open("wb") as out:
+            out.write(f"$ {' '.join(cmd)}\n".encode())
+            out.flush()
+            try:
+                proc = subprocess.run(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=BUILD_TIMEOUT,
+                    env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+                )
+                rc = proc.returncode
+            except subprocess.TimeoutExpired:
+                out.write(f"\nvhba-lab: build killed after {BUILD_TIMEOUT} s\n".encode())
+                rc = -1
+        text = log_path.read_text(errors="replace")
+        warnings = len(_WARNING.findall(text))
+        built = build_dir / "vhba.ko"
+        ko = None
+        if rc == 0 and built.exists():
+            ko = log_path.parent / "vhba.ko"
+            shutil.copy2(built, ko)
+        return BuildResult(
+            image.abi, ko is not None, warnings, round(time.monotonic() - started, 1), log_path, ko
+        )
+    finally:
+        shutil.rmtree(build_dir, ignore_errors=True)
+
+
+def require_built(result: BuildResult) -> Path:
+    if result.ko is None:
+        tail = "\n".join(result.log.read_text(errors="replace").splitlines()[-20:])
+        raise ModuleBuildError(
+            f"module did not build for {result.abi}; build log {result.log}:\n{tail}"
+        )
+    return result.ko
+
+
+def load_module(guest: Guest, ko: Path, params: str = "") -> None:
+    """Insert ``ko`` into the guest and wait for /dev/vhba_ctl."""
+    guest.upload(ko, "/root/vhba.ko")
+    # insmod does not resolve dependencies: load the SCSI stack sr/sg need first.
+    result = guest.run(
+        "modprobe -a scsi_mod sr_mod sg cdrom 2>/dev/null; "
+        f"insmod /root/vhba.ko {params} && udevadm settle -t 20 && test -c /dev/vhba_ctl",
+        timeout=120,
+    )
+    if result.rc != 0:
+        dmesg = guest.run("dmesg | tail -20").stdout
+        raise GuestCommandError(
+            f"loading vhba.ko failed (rc {result.rc}): {result.stderr.strip()}\n{dmesg}"
+        )
+
+
+def unload_module(guest: Guest) -> None:
+    guest.run("rmmod vhba", timeout=60, check=True)

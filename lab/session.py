@@ -1,0 +1,171 @@
+"""A booted guest for one run: overlay, QEMU, ssh, warm snapshot restore.
+
+Under TCG a cold boot costs ~40 s and a restore of a saved guest ~2-3 s, so
+each image gets a *warm* snapshot once: a qcow2 overlay holding an internal
+``savevm`` of the guest at its ssh prompt.  Every later run copies that
+overlay into its own run directory and starts QEMU with ``-loadvm``.  The
+snapshot is only valid for the same QEMU and the same machine shape, which
+``warm.json`` records; anything else triggers a new cold boot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.accel import AccelChoice, qemu_binary
+from lab.guest import Guest, SshIdentity
+from lab.images import Image
+from lab.machine import Machine, MachineSpec
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_TAG = "ready"
+COLD_BOOT_TIMEOUT = 300.0
+WARM_BOOT_TIMEOUT = 60.0
+
+
+@dataclass
+class BootedGuest:
+    machine: Machine
+    guest: Guest
+    image: Image
+    workdir: Path
+    warm: bool
+    ready_seconds: float
+
+    @property
+    def serial_log(self) -> Path:
+        return self.machine.spec.serial_log
+
+
+def _qemu_version() -> str:
+    out = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()[0]
+
+
+def _shape(image: Image, accel: AccelChoice, memory_mb: int, cpus: int) -> str:
+    material = json.dumps(
+        [_qemu_version(), accel.name, memory_mb, cpus, image.path.name], sort_keys=True
+    )
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def _overlay(base: Path, out: Path) -> None:
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(out)],
+        check=True,
+    )
+
+
+def _spec(
+    image: Image,
+    disk: Path,
+    workdir: Path,
+    accel: AccelChoice,
+    memory_mb: int,
+    cpus: int,
+    loadvm: str | None,
+) -> MachineSpec:
+    return MachineSpec(
+        kernel=image.kernel, initrd=image.initrd, disk=disk, workdir=workdir, accel=accel,
+        memory_mb=memory_mb, cpus=cpus, loadvm=loadvm,
+    )  # fmt: skip
+
+
+def _wait_ssh(machine: Machine, image: Image, timeout: float, what: str) -> Guest:
+    guest = Guest(SshIdentity(machine.spec.ssh_port, image.client_key, image.host_pubkey))
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    machine.wait_until(lambda: guest.try_connect(5), timeout, what)
+    return guest
+
+
+def _ensure_warm(
+    image: Image, accel: AccelChoice, memory_mb: int, cpus: int, say: Callable[[str], None]
+) -> Path:
+    """The image's warm overlay, made by one cold boot + savevm if missing or stale."""
+    warm_dir = image.path / "warm"
+    warm_disk = warm_dir / "warm.qcow2"
+    meta = warm_dir / "warm.json"
+    shape = _shape(image, accel, memory_mb, cpus)
+    with contextlib.suppress(OSError, ValueError):
+        if warm_disk.exists() and json.loads(meta.read_text()).get("shape") == shape:
+            return warm_disk
+    if warm_dir.exists():
+        shutil.rmtree(warm_dir)
+    tmp = image.path / "warm.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    _overlay(image.disk, tmp / "warm.qcow2")
+    say(f"cold boot of {image.abi} ({accel.name}) to make its warm snapshot")
+    started = time.monotonic()
+    spec = _spec(image, tmp / "warm.qcow2", tmp, accel, memory_mb, cpus, None)
+    with Machine(spec) as machine:
+        guest = _wait_ssh(machine, image, COLD_BOOT_TIMEOUT, "reachable over ssh")
+        boot_s = time.monotonic() - started
+        # Settle: let udev finish so a restored guest starts from a quiet state.
+        guest.run("udevadm settle -t 30; sync", timeout=60)
+        guest.close()
+        machine.savevm(SNAPSHOT_TAG)
+    (tmp / "warm.json").write_text(
+        json.dumps({"shape": shape, "cold_boot_seconds": round(boot_s, 1)}) + "\n"
+    )
+    tmp.rename(warm_dir)
+    return warm_disk
+
+
+@contextlib.contextmanager
+def boot(
+    image: Image,
+    workdir: Path,
+    accel: AccelChoice,
+    *,
+    warm: bool = True,
+    memory_mb: int = 2048,
+    cpus: int = 2,
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[BootedGuest]:
+    """Boot ``image`` in ``workdir`` and yield it reachable over ssh; always shut down."""
+    say = progress or (lambda msg: log.info("%s", msg))
+    workdir.mkdir(parents=True, exist_ok=True)
+    disk = workdir / "disk.qcow2"
+    if warm:
+        warm_disk = _ensure_warm(image, accel, memory_mb, cpus, say)
+        shutil.copy2(warm_disk, disk)
+        cold_log = warm_disk.parent / "serial.log"
+        if cold_log.exists():
+            shutil.copy2(cold_log, workdir / "boot-serial.log")
+        loadvm: str | None = SNAPSHOT_TAG
+    else:
+        _overlay(image.disk, disk)
+        loadvm = None
+    spec = _spec(image, disk, workdir, accel, memory_mb, cpus, loadvm)
+    started = time.monotonic()
+    machine = Machine(spec)
+    machine.launch()
+    try:
+        timeout = WARM_BOOT_TIMEOUT if warm else COLD_BOOT_TIMEOUT
+        guest = _wait_ssh(machine, image, timeout, "reachable over ssh")
+        if warm:
+            # A restored guest's clock stops at savevm time; make it now.
+            guest.run(f"date -u -s @{time.time():.3f} >/dev/null", check=True)
+        ready = time.monotonic() - started
+        say(f"guest {image.abi} ready in {ready:.1f} s ({'warm' if warm else 'cold'}, "
+            f"{accel.name})")  # fmt: skip
+        booted = BootedGuest(machine, guest, image, workdir, warm, ready)
+        try:
+            yield booted
+        finally:
+            guest.close()
+    finally:
+        machine.shutdown()
+        with contextlib.suppress(OSError):
+            disk.unlink()
