@@ -25,7 +25,9 @@ class LabContext:
     security_override: str | None = None
     accel_request: str | None = None
     refresh: bool = False
-    console: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    console: Console = field(
+        default_factory=lambda: Console(stderr=True, highlight=False, log_path=False)
+    )
 
     @cached_property
     def config(self) -> Config:
