@@ -1,0 +1,598 @@
+"""The results model: one run, its cells, their tests, and how they are stored.
+
+A run is what one ``vhba-lab`` invocation (or a merge of several) produced.
+A cell is one (kernel, module, responder, accel) combination booted in one
+guest; a cell has tests.  Everything the report writers need is in these
+dataclasses, so junit.xml, summary.md and index.html can never disagree with
+results.json: they are all rendered from the same :class:`Run`.
+
+Statuses follow KCIDB's ordering so "worst of" is well defined::
+
+    fail > error > pass > known > skip
+
+``error`` means the harness broke (boot timeout, guest panic outside a test,
+lost ssh, infrastructure): the module's behaviour is unknown, so it is never
+shown as a module bug.  ``known`` is a failure matched by an unexpired entry
+of ``conformance/known-failures.toml`` (see :mod:`lab.known_failures`).
+
+Artifact paths are always relative to the run directory, so a report
+directory can be moved, archived or merged without breaking its links.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jsonschema
+
+from lab.errors import LabError, UsageError
+from lab.paths import repo_root
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+LATEST_LINK = "latest"
+
+#: Canonical labels for cell-level artifacts, in display order.  The harness
+#: should use these keys so the report can show "missing" for the ones it
+#: failed to collect; any other label is shown after them.
+CELL_ARTIFACTS: dict[str, str] = {
+    "serial": "serial log",
+    "build_log": "build log",
+    "dmesg": "dmesg",
+    "responder_log": "responder log",
+    "cdb_trace": "CDB trace",
+}
+
+#: The test-level artifact the matrix badge links to, when present.
+TEST_LOG = "log"
+
+
+class Status(str, Enum):
+    """A KCIDB-style ordered verdict; compare with :attr:`severity`, not ``<``."""
+
+    FAIL = "fail"
+    ERROR = "error"
+    PASS = "pass"
+    KNOWN = "known"
+    SKIP = "skip"
+
+    @property
+    def severity(self) -> int:
+        """Higher is worse: fail 4, error 3, pass 2, known 1, skip 0."""
+        return _SEVERITY[self]
+
+    @property
+    def label(self) -> str:
+        """Upper-case text shown next to every colour, so colour is never the only cue."""
+        return self.value.upper()
+
+    @classmethod
+    def worst(cls, statuses: Iterable[Status], default: Status | None = None) -> Status:
+        """The most severe status; ``default`` (or SKIP) when there is none."""
+        found = list(statuses)
+        if not found:
+            return default if default is not None else cls.SKIP
+        return max(found, key=lambda s: s.severity)
+
+
+_SEVERITY = {Status.FAIL: 4, Status.ERROR: 3, Status.PASS: 2, Status.KNOWN: 1, Status.SKIP: 0}
+
+
+@dataclass
+class TestResult:
+    """One conformance test in one cell."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    name: str  # "spc/test_inquiry_standard"
+    group: str  # "spc"
+    status: Status
+    duration_s: float = 0.0
+    message: str | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)  # label -> path under run dir
+    known_failure: dict[str, Any] | None = None  # the matching known-failures entry
+
+
+@dataclass
+class Cell:
+    """One guest: a kernel with one module build and one responder.
+
+    ``status`` is the harness's verdict on the cell itself (build, boot,
+    module load, responder start): ``pass`` when all of that worked,
+    ``error`` when the harness broke, ``fail`` when the module under test did
+    (e.g. it does not compile for this kernel).  Tests can only make a cell
+    worse, so reports use :attr:`overall`.
+    """
+
+    cell_id: str  # "6.12-ours-ours"
+    kernel: dict[str, str]  # series, version, abi, release
+    module: str  # "ours" | "upstream"
+    responder: str  # "ours" | "cdemu"
+    accel: str  # "kvm" | "tcg"
+    status: Status = Status.PASS
+    duration_s: float = 0.0
+    tests: list[TestResult] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    reproducer: str = ""
+    message: str | None = None
+    origin: str | None = None  # run id this cell came from, set by merge_runs
+
+    @property
+    def overall(self) -> Status:
+        """Worst of the cell's own status and its tests' statuses."""
+        return Status.worst([self.status, *(t.status for t in self.tests)])
+
+    @property
+    def series_key(self) -> tuple[int, ...]:
+        """Kernel series as numbers, so 6.12 sorts after 6.9 and 3.16 after 3.2."""
+        parts = []
+        for piece in self.kernel.get("series", "").split("."):
+            parts.append(int(piece) if piece.isdigit() else -1)
+        return tuple(parts)
+
+    def all_artifacts(self) -> Iterator[str]:
+        """Every artifact path the cell and its tests refer to."""
+        yield from self.artifacts.values()
+        for test in self.tests:
+            yield from test.artifacts.values()
+
+
+@dataclass
+class Run:
+    """A whole matrix run (or a merge of several)."""
+
+    run_id: str
+    started: datetime
+    finished: datetime
+    host: dict[str, str]  # hostname, qemu_version, python, lab_commit
+    cells: list[Cell] = field(default_factory=list)
+    merged_from: list[dict[str, Any]] = field(default_factory=list)  # [{run_id, host}]
+
+    @property
+    def status(self) -> Status:
+        """Worst cell; a run without cells is an ERROR (results are missing)."""
+        return Status.worst((c.overall for c in self.cells), default=Status.ERROR)
+
+    @property
+    def exit_code(self) -> int:
+        """The process exit code for this run; see :meth:`verdict`."""
+        return self.verdict()[0]
+
+    def verdict(self) -> tuple[int, str]:
+        """Exit code and the reason for it.
+
+        0: every test passed, was a known failure, or was skipped;
+        1: any FAIL — a module bug wins over harness trouble, because it is the
+           actionable signal and KCIDB orders it first (ERROR cells are still
+           listed in every report);
+        2: any ERROR, or no test ran at all (no cells, or all skipped): missing
+           results must not look green (TuxRun's rule);
+        3: reserved for usage errors (:class:`lab.errors.UsageError`), never
+           produced here.
+        """
+        if not self.cells:
+            return 2, "no cells ran: results are missing"
+        statuses = [c.overall for c in self.cells]
+        if Status.FAIL in statuses:
+            n = statuses.count(Status.FAIL)
+            return 1, f"{n} cell(s) failed"
+        if Status.ERROR in statuses:
+            n = statuses.count(Status.ERROR)
+            return 2, f"{n} cell(s) hit a harness error (not a module verdict)"
+        ran = [t for c in self.cells for t in c.tests if t.status is not Status.SKIP]
+        if not ran:
+            return 2, "every test was skipped: nothing was verified"
+        return 0, "all tests passed, were known failures, or were skipped"
+
+    def counts(self) -> dict[Status, int]:
+        """Number of test results per status, over all cells."""
+        totals = {s: 0 for s in Status}
+        for cell in self.cells:
+            for test in cell.tests:
+                totals[test.status] += 1
+        return totals
+
+    def sorted_cells(self) -> list[Cell]:
+        """Cells in matrix order: kernel series numerically, then module, responder, accel."""
+        return sorted(
+            self.cells,
+            key=lambda c: (c.series_key, c.module, c.responder, c.accel, c.cell_id),
+        )
+
+    def cell(self, cell_id: str) -> Cell:
+        for c in self.cells:
+            if c.cell_id == cell_id:
+                return c
+        raise KeyError(cell_id)
+
+    # -- JSON -------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict matching ``schemas/results.schema.json``.
+
+        ``status``, ``exit_code`` and each cell's ``overall`` are derived and
+        written for readers (jq, CI); :meth:`from_json` recomputes them.
+        """
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "started": self.started.isoformat(),
+            "finished": self.finished.isoformat(),
+            "host": dict(self.host),
+            "merged_from": [dict(m) for m in self.merged_from],
+            "status": self.status.value,
+            "exit_code": self.exit_code,
+            "cells": [_cell_to_json(c) for c in self.cells],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "results.json") -> Run:
+        """Build a Run from a dict, validating it against the schema first."""
+        validate(data, source)
+        return cls(
+            run_id=data["run_id"],
+            started=_parse_time(data["started"]),
+            finished=_parse_time(data["finished"]),
+            host=dict(data["host"]),
+            cells=[_cell_from_json(c) for c in data["cells"]],
+            merged_from=[dict(m) for m in data.get("merged_from", [])],
+        )
+
+
+def _cell_to_json(cell: Cell) -> dict[str, Any]:
+    return {
+        "cell_id": cell.cell_id,
+        "kernel": dict(cell.kernel),
+        "module": cell.module,
+        "responder": cell.responder,
+        "accel": cell.accel,
+        "status": cell.status.value,
+        "overall": cell.overall.value,
+        "duration_s": cell.duration_s,
+        "reproducer": cell.reproducer,
+        "message": cell.message,
+        "origin": cell.origin,
+        "artifacts": dict(cell.artifacts),
+        "tests": [
+            {
+                "name": t.name,
+                "group": t.group,
+                "status": t.status.value,
+                "duration_s": t.duration_s,
+                "message": t.message,
+                "artifacts": dict(t.artifacts),
+                "known_failure": dict(t.known_failure) if t.known_failure else None,
+            }
+            for t in cell.tests
+        ],
+    }
+
+
+def _cell_from_json(data: dict[str, Any]) -> Cell:
+    return Cell(
+        cell_id=data["cell_id"],
+        kernel=dict(data["kernel"]),
+        module=data["module"],
+        responder=data["responder"],
+        accel=data["accel"],
+        status=Status(data["status"]),
+        duration_s=float(data["duration_s"]),
+        reproducer=data["reproducer"],
+        message=data.get("message"),
+        origin=data.get("origin"),
+        artifacts=dict(data["artifacts"]),
+        tests=[
+            TestResult(
+                name=t["name"],
+                group=t["group"],
+                status=Status(t["status"]),
+                duration_s=float(t["duration_s"]),
+                message=t.get("message"),
+                artifacts=dict(t["artifacts"]),
+                known_failure=dict(t["known_failure"]) if t.get("known_failure") else None,
+            )
+            for t in data["tests"]
+        ],
+    )
+
+
+def _parse_time(text: str) -> datetime:
+    # Python 3.9's fromisoformat does not accept a trailing "Z".
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+# -- schema ---------------------------------------------------------------
+
+
+def schema_path() -> Path:
+    return repo_root() / "schemas" / "results.schema.json"
+
+
+def load_schema() -> dict[str, Any]:
+    path = schema_path()
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LabError(
+            f"cannot read the results schema {path}: {exc}; restore it from git"
+        ) from exc
+
+
+def validate(data: dict[str, Any], source: str = "results.json") -> None:
+    """Raise LabError listing where ``data`` breaks the schema (first five problems)."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    lines = []
+    for err in errors[:5]:
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        lines.append(f"  at {where}: {err.message}")
+    more = f"\n  ... and {len(errors) - 5} more" if len(errors) > 5 else ""
+    raise LabError(
+        f"{source} does not match {schema_path().name}:\n"
+        + "\n".join(lines)
+        + more
+        + "\nfix the writer that produced it, or regenerate it with this lab version"
+    )
+
+
+# -- files ----------------------------------------------------------------
+
+
+def write_run(run: Run, run_dir: Path) -> Path:
+    """Write ``run_dir/results.json`` after validating it; returns the path."""
+    data = run.to_json()
+    validate(data, f"results for run {run.run_id}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RESULTS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # readers never see a half-written file
+    return path
+
+
+def load_run(path: Path) -> Run:
+    """Load a run from ``results.json`` or from the run directory holding it."""
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UsageError(
+            f"{path} does not exist: pass a run directory (reports/<run-id>) or its results.json"
+        ) from exc
+    except ValueError as exc:
+        raise LabError(f"{path} is not valid JSON ({exc}); re-run or restore it") from exc
+    if not isinstance(data, dict):
+        raise LabError(f"{path} holds a JSON {type(data).__name__}, not a run object")
+    return Run.from_json(data, str(path))
+
+
+# -- comparison -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One test whose status changed between two runs."""
+
+    cell_id: str
+    test: str
+    before: Status
+    after: Status
+
+
+def _transitions(prev: Run, cur: Run, before: Status, after: Status) -> list[Transition]:
+    old = {(c.cell_id, t.name): t.status for c in prev.cells for t in c.tests}
+    found = []
+    for cell in cur.sorted_cells():
+        for test in cell.tests:
+            if old.get((cell.cell_id, test.name)) is before and test.status is after:
+                found.append(Transition(cell.cell_id, test.name, before, after))
+    return found
+
+
+def regressions(prev: Run, cur: Run) -> list[Transition]:
+    """Tests that PASSed in ``prev`` and FAIL in ``cur`` (same cell id and name)."""
+    return _transitions(prev, cur, Status.PASS, Status.FAIL)
+
+
+def fixes(prev: Run, cur: Run) -> list[Transition]:
+    """Tests that FAILed in ``prev`` and PASS in ``cur``."""
+    return _transitions(prev, cur, Status.FAIL, Status.PASS)
+
+
+# -- artifact helpers -----------------------------------------------------
+
+
+def artifact_file(run_dir: Path, rel: str) -> Path | None:
+    """The artifact's path if it exists inside ``run_dir``, else None.
+
+    Used so reports only ever link to files that are really there.
+    """
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts:
+        return None
+    path = run_dir.joinpath(*pure.parts)
+    return path if path.exists() else None
+
+
+# -- writing a report ------------------------------------------------------
+
+
+def write_report(
+    run: Run,
+    run_dir: Path,
+    previous: Run | None = None,
+    *,
+    update_latest: bool = True,
+) -> None:
+    """Write results.json, junit.xml, summary.md and index.html into ``run_dir``.
+
+    Refuses to write into a directory that holds a different run, so a report
+    is never overwritten by another run.  When ``update_latest`` is set, the
+    ``latest`` symlink next to ``run_dir`` is pointed at it (atomically).
+    """
+    # The writers import this module for the model, so import them here.
+    from lab.html_report import write_html
+    from lab.junit import write_junit
+    from lab.summary import write_summary
+
+    existing = run_dir / RESULTS_FILE
+    if existing.exists():
+        try:
+            other = json.loads(existing.read_text(encoding="utf-8")).get("run_id")
+        except (ValueError, AttributeError):
+            other = None
+        if other != run.run_id:
+            raise LabError(
+                f"{run_dir} already holds run {other!r}; refusing to overwrite it with "
+                f"run {run.run_id!r}: write each run to its own directory (reports/<run-id>)"
+            )
+    elif run_dir.exists() and run_dir.is_symlink():
+        raise LabError(f"{run_dir} is a symlink; write the report to a real directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_run(run, run_dir)
+    write_junit(run, run_dir / "junit.xml")
+    write_summary(run, run_dir / "summary.md", previous)
+    write_html(run, run_dir, previous)
+    if update_latest:
+        update_latest_link(run_dir)
+
+
+def update_latest_link(run_dir: Path) -> Path:
+    """Point ``<parent>/latest`` at ``run_dir`` with a relative symlink, atomically."""
+    link = run_dir.parent / LATEST_LINK
+    if run_dir.name == LATEST_LINK:
+        raise UsageError(f"{run_dir}: a run directory cannot be named {LATEST_LINK!r}")
+    if link.exists() and not link.is_symlink():
+        raise LabError(
+            f"{link} is a real file or directory, not a symlink; move it away so "
+            f"{LATEST_LINK!r} can point at the newest run"
+        )
+    tmp = run_dir.parent / f".{LATEST_LINK}.{os.getpid()}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(run_dir.name, target_is_directory=True)
+    os.replace(tmp, link)
+    return link
+
+
+# -- merging ----------------------------------------------------------------
+
+
+def merge_runs(run_dirs: list[Path], out_dir: Path, *, run_id: str | None = None) -> Run:
+    """Merge run directories (e.g. from several machines) into one report in ``out_dir``.
+
+    Artifacts are copied (not linked) so the merged report is self-contained
+    and every link in it resolves after archiving.  A cell id present in
+    several inputs is taken from the *later* directory in ``run_dirs`` with a
+    logged warning: that is how a re-run of one cell replaces the old result.
+    Two inputs that put different files at the same relative path keep both:
+    the later one moves under ``<source-run-id>/``.  The merged report is
+    written with :func:`write_report` (without touching ``latest``).
+    """
+    if not run_dirs:
+        raise UsageError("merge needs at least one run directory")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UsageError(f"{out_dir} is not empty; merge into a new directory")
+    sources = [(Path(d), load_run(Path(d))) for d in run_dirs]
+
+    winners: dict[str, tuple[Path, Run, Cell]] = {}
+    for src_dir, run in sources:
+        for cell in run.cells:
+            if cell.cell_id in winners:
+                prev_run = winners[cell.cell_id][1]
+                log.warning(
+                    "cell %s is in both run %s and run %s; keeping the one from %s",
+                    cell.cell_id,
+                    prev_run.run_id,
+                    run.run_id,
+                    run.run_id,
+                )
+            winners[cell.cell_id] = (src_dir, run, cell)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copier = _ArtifactCopier(out_dir)
+    cells = []
+    for src_dir, run, cell in winners.values():
+        cells.append(copier.relocate_cell(src_dir, run.run_id, cell))
+
+    runs = [r for _, r in sources]
+    merged = Run(
+        run_id=run_id or out_dir.name,
+        started=min(r.started for r in runs),
+        finished=max(r.finished for r in runs),
+        host=dict(runs[0].host),
+        cells=cells,
+        merged_from=[{"run_id": r.run_id, "host": dict(r.host)} for r in runs],
+    )
+    write_report(merged, out_dir, update_latest=False)
+    return merged
+
+
+class _ArtifactCopier:
+    """Copies artifacts into the merged directory, resolving path clashes."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        # rel path in out_dir -> the source file copied there; None reserves the
+        # path of a missing artifact so no other file can appear under its name.
+        self.claimed: dict[str, Path | None] = {}
+        self.done: dict[tuple[Path, str], str] = {}
+
+    def relocate_cell(self, src_dir: Path, source_id: str, cell: Cell) -> Cell:
+        """A copy of ``cell`` whose artifact paths point into the merged directory."""
+
+        def moved(artifacts: dict[str, str]) -> dict[str, str]:
+            return {k: self.copy(src_dir, source_id, v) for k, v in artifacts.items()}
+
+        return replace(
+            cell,
+            origin=cell.origin or source_id,
+            artifacts=moved(cell.artifacts),
+            tests=[replace(t, artifacts=moved(t.artifacts)) for t in cell.tests],
+        )
+
+    def copy(self, src_dir: Path, source_id: str, rel: str) -> str:
+        key = (src_dir, rel)
+        if key in self.done:
+            return self.done[key]
+        src = artifact_file(src_dir, rel)
+        dest_rel = rel
+        if dest_rel in self.claimed and not _same(self.claimed[dest_rel], src):
+            dest_rel = f"{source_id}/{rel}"
+        if src is None:
+            log.warning("artifact %s is missing from %s; the report will say so", rel, src_dir)
+            self.claimed.setdefault(dest_rel, None)
+        elif dest_rel not in self.claimed:
+            dest = self.out_dir / dest_rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dest)
+            else:
+                shutil.copy2(src, dest)
+            self.claimed[dest_rel] = src
+        self.done[key] = dest_rel
+        return dest_rel
+
+
+def _same(a: Path | None, b: Path | None) -> bool:
+    if a is None or b is None:
+        return False
+    if a.is_dir() or b.is_dir():
+        return a.resolve() == b.resolve()
+    return filecmp.cmp(a, b, shallow=False)

@@ -1,0 +1,197 @@
+"""index.html (matrix, links, escaping) and summary.md (the text summary)."""
+
+from __future__ import annotations
+
+import importlib.util
+from html.parser import HTMLParser
+from pathlib import Path
+
+from lab.html_report import write_html
+from lab.results import Status, write_report
+from lab.summary import render as render_summary
+
+_spec = importlib.util.spec_from_file_location(
+    "_report_samples", Path(__file__).with_name("test_results.py")
+)
+assert _spec and _spec.loader
+samples = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(samples)
+
+
+class _Matrix(HTMLParser):
+    """Collects the matrix's column order, body cells and links."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.columns: list[str] = []
+        self.cells: dict[tuple[str, str], str] = {}
+        self.badge_links: dict[tuple[str, str], str] = {}
+        self.tags: list[str] = []
+        self.hrefs: list[str] = []
+        self.codes: list[str] = []
+        self._td: tuple[str, str] | None = None
+        self._in_code = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.append(tag)
+        if tag == "th" and "data-cell" in a:
+            self.columns.append(a["data-cell"] or "")
+        if tag == "td" and "data-cell" in a:
+            key = (a["data-cell"] or "", a["data-test"] or "")
+            self.cells[key] = a["data-status"] or ""
+            self._td = key
+        if tag == "a":
+            self.hrefs.append(a.get("href") or "")
+            if self._td and "badge" in (a.get("class") or ""):
+                self.badge_links[self._td] = a.get("href") or ""
+        if tag == "code":
+            self._in_code = True
+            self.codes.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self._td = None
+        if tag == "code":
+            self._in_code = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_code:
+            self.codes[-1] += data
+
+
+def _page(tmp_path: Path, **kw: object) -> tuple[str, _Matrix]:
+    run = samples.build_sample_run(tmp_path)
+    for key, value in kw.items():
+        setattr(run.cell("6.12-ours-ours").tests[1], key, value)
+    index = write_html(run, tmp_path)
+    text = index.read_text()
+    parser = _Matrix()
+    parser.feed(text)
+    return text, parser
+
+
+def test_matrix_columns_rows_and_statuses(tmp_path: Path) -> None:
+    text, page = _page(tmp_path)
+    assert 'id="matrix"' in text
+    assert page.columns == [
+        "3.16-ours-ours",
+        "4.19-ours-ours",
+        "5.10-upstream-cdemu",
+        "6.9-ours-ours",
+        "6.12-ours-ours",
+    ]
+    assert page.cells[("6.12-ours-ours", "spc/test_test_unit_ready")] == "fail"
+    assert page.cells[("6.12-ours-ours", "mmc/test_get_configuration")] == "error"
+    assert page.cells[("6.12-ours-ours", "media/test_tray_lock")] == "known"
+    assert page.cells[("5.10-upstream-cdemu", "media/test_tray_lock")] == "skip"
+    assert page.cells[("5.10-upstream-cdemu", "mmc/test_get_configuration")] == "none"
+    assert page.cells[("3.16-ours-ours", "spc/test_inquiry_standard")] == "none"
+    assert page.cells[("4.19-ours-ours", "mmc/test_read_toc")] == "pass"
+    assert len(page.cells) == 5 * 5
+    # groups appear in order, each test once per row
+    assert text.index(">media<") < text.index(">mmc<") < text.index(">spc<")
+
+
+def test_badges_are_text_not_just_colour(tmp_path: Path) -> None:
+    text, _ = _page(tmp_path)
+    for status in Status:
+        assert f'class="badge {status.value}"' in text
+        assert f">{status.label}</" in text
+    assert "<script" not in text.lower()  # static page, no JS
+
+
+def test_badge_links_to_the_test_log(tmp_path: Path) -> None:
+    _, page = _page(tmp_path)
+    href = page.badge_links[("6.12-ours-ours", "spc/test_test_unit_ready")]
+    assert href == "6.12-ours-ours/spc/test_test_unit_ready/log.txt"
+
+
+def test_every_link_resolves_and_missing_artifacts_are_plain_text(tmp_path: Path) -> None:
+    text, page = _page(tmp_path)
+    assert samples.broken_links(tmp_path / "index.html") == []
+    # 6.12 has no dmesg, 3.16 lacks three artifacts: shown as text, never linked
+    assert "6.12-ours-ours/dmesg.txt" not in page.hrefs
+    assert "3.16-ours-ours/cdb_trace.txt" not in page.hrefs
+    assert "3.16-ours-ours/serial.txt" in page.hrefs
+    assert text.count("dmesg: missing") == 2
+    assert "CDB trace: missing" in text
+
+
+def test_missing_test_log_means_no_link(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    (tmp_path / "6.12-ours-ours/spc/test_test_unit_ready/log.txt").unlink()
+    page = _Matrix()
+    page.feed(write_html(run, tmp_path).read_text())
+    assert ("6.12-ours-ours", "spc/test_test_unit_ready") not in page.badge_links
+    assert page.cells[("6.12-ours-ours", "spc/test_test_unit_ready")] == "fail"
+    assert samples.broken_links(tmp_path / "index.html") == []
+
+
+def test_reproducers_only_for_red_columns(tmp_path: Path) -> None:
+    _, page = _page(tmp_path)
+    repros = [c for c in page.codes if c.startswith("vhba-lab run")]
+    assert "vhba-lab run --kernel 6.12 --module ours --responder ours" in repros
+    assert "vhba-lab run --kernel 3.16 --module ours --responder ours" in repros
+    assert "vhba-lab run --kernel 5.10 --module upstream --responder cdemu" in repros
+    assert not any("--kernel 4.19" in c or "--kernel 6.9" in c for c in repros)
+
+
+def test_text_from_results_is_escaped(tmp_path: Path) -> None:
+    text, _ = _page(tmp_path, message='<script>alert("x")</script> & "quotes"')
+    assert "<script>" not in text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;" in text
+
+
+def test_header_shows_run_host_accel_totals(tmp_path: Path) -> None:
+    text, _ = _page(tmp_path)
+    assert "20261124T100000Z-a" in text
+    assert "lab-a" in text and "tcg" in text and "7.2.19" in text
+    assert "exit code 1" in text
+    assert "position:sticky" in text  # sticky header row
+
+
+def test_regressions_are_flagged_new(tmp_path: Path) -> None:
+    prev = samples.build_sample_run(None, "prev")
+    prev.cell("6.12-ours-ours").tests[1].status = Status.PASS
+    run = samples.build_sample_run(tmp_path)
+    text = write_html(run, tmp_path, prev).read_text()
+    assert text.count('<span class="new">new</span>') == 2  # legend + one badge
+
+
+# -- summary.md -------------------------------------------------------------------
+
+
+def test_summary_content() -> None:
+    prev = samples.build_sample_run(None, "prev")
+    prev.cell("6.12-ours-ours").tests[1].status = Status.PASS  # now FAIL: a regression
+    prev.cell("4.19-ours-ours").tests[0].status = Status.FAIL  # now PASS: a fix
+    text = render_summary(samples.build_sample_run(None), prev)
+    assert text.startswith("# vhba-lab run 20261124T100000Z-a")
+    assert "**Result: FAIL** (exit code 1: 2 cell(s) failed)" in text
+    assert "5 cells, 19 test results: 2 fail, 1 error, 14 pass, 1 known, 1 skip" in text
+    assert "| 3.16-ours-ours | 3.16 (3.16.0-11-amd64) | ours | ours | tcg | ERROR | none |" in text
+    assert "### 6.12-ours-ours: FAIL (failure)" in text
+    assert "- `spc/test_test_unit_ready` FAIL: spc/test_test_unit_ready said fail" in text
+    assert "vhba-lab run --kernel 6.12 --module ours --responder ours" in text
+    assert "- cell error: BootTimeoutError: no ssh after 300 s" in text
+    assert "**Regressions (PASS -> FAIL): 1**" in text
+    assert "- 6.12-ours-ours `spc/test_test_unit_ready`" in text
+    assert "**Fixed (FAIL -> PASS): 1**" in text
+    assert "## Known failures" in text and "sr driver quirk" in text
+
+
+def test_summary_of_a_green_run() -> None:
+    text = render_summary(samples.simple_run(Status.PASS, Status.KNOWN))
+    assert "exit code 0" in text
+    assert "## Failures" not in text
+    assert "Compared with" not in text
+
+
+def test_write_report_links_its_own_files(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r1"
+    write_report(samples.build_sample_run(run_dir, "r1"), run_dir)
+    text = (run_dir / "index.html").read_text()
+    for name in ("results.json", "junit.xml", "summary.md"):
+        assert f'href="{name}"' in text
+    assert samples.broken_links(run_dir / "index.html") == []

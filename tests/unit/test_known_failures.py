@@ -1,0 +1,158 @@
+"""Known failures: matching, expiry, the shipped file, and errors that name the line."""
+
+from __future__ import annotations
+
+import importlib.util
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from lab import known_failures
+from lab.errors import UsageError
+from lab.known_failures import KnownFailure, apply, parse, unused
+from lab.results import Status
+
+_spec = importlib.util.spec_from_file_location(
+    "_report_samples", Path(__file__).with_name("test_results.py")
+)
+assert _spec and _spec.loader
+samples = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(samples)
+
+TODAY = date(2026, 11, 24)
+
+GOOD = """\
+# comment
+[[known]]
+kernel = "6.12*"
+test = "spc/test_test_unit_*"
+reason = "TUR sense differs on 6.12"
+issue = "https://example.invalid/bug/7"
+expires = 2027-01-31
+
+[[known]]
+kernel = "5.10.0-35-amd64"
+test = "mmc/test_read_toc"
+module = "upstream"
+reason = "upstream vhba drops the TOC"
+issue = "cdemu#39"
+expires = 2026-01-31
+"""
+
+
+def test_parse_good_file() -> None:
+    entries = parse(GOOD, "kf.toml")
+    assert [e.test for e in entries] == ["spc/test_test_unit_*", "mmc/test_read_toc"]
+    assert entries[0].expires == date(2027, 1, 31)
+    assert entries[0].module == "*"
+    assert entries[1].module == "upstream"
+    assert entries[0].source == "kf.toml:2"
+    assert entries[1].source == "kf.toml:9"
+
+
+def test_apply_marks_known_and_flags_expired() -> None:
+    run = samples.build_sample_run(None)
+    before = run.cell("6.12-ours-ours").tests[1].status
+    out = apply(run, parse(GOOD, "kf.toml"), TODAY)
+
+    assert run.cell("6.12-ours-ours").tests[1].status is before  # input untouched
+    tur = {t.name: t for t in out.cell("6.12-ours-ours").tests}["spc/test_test_unit_ready"]
+    assert tur.status is Status.KNOWN
+    assert tur.known_failure is not None
+    assert tur.known_failure["reason"] == "TUR sense differs on 6.12"
+    assert tur.known_failure["expired"] is False
+
+    toc = {t.name: t for t in out.cell("5.10-upstream-cdemu").tests}["mmc/test_read_toc"]
+    assert toc.status is Status.FAIL  # matched by abi, but the entry expired
+    assert toc.message is not None
+    assert toc.message.startswith("known-failure entry expired on 2026-01-31: re-check or extend")
+    assert "mmc/test_read_toc said fail" in toc.message  # original message kept
+    assert toc.known_failure is not None and toc.known_failure["expired"] is True
+
+    assert out.cell("6.12-ours-ours").overall is Status.ERROR  # its FAIL became KNOWN
+    assert out.exit_code == 1  # 5.10 still fails: its entry expired
+
+
+def test_error_is_never_masked() -> None:
+    cell = samples.make_cell(None, "6.12", tests={"mmc/test_get_configuration": Status.ERROR})
+    entry = KnownFailure("*", "*", "everything", "i", date(2030, 1, 1))
+    test = apply(cell, [entry], TODAY).tests[0]
+    assert test.status is Status.ERROR and test.known_failure is None
+
+
+def test_exit_code_follows_known_failures() -> None:
+    run = samples.simple_run(Status.PASS, Status.FAIL)
+    entries = parse(GOOD, "kf.toml")
+    assert run.exit_code == 1
+    assert apply(run, entries, TODAY).exit_code == 0
+    assert apply(run, entries, date(2027, 2, 1)).exit_code == 1  # expired the day after
+
+
+def test_entry_applies_through_its_expiry_date() -> None:
+    entry = parse(GOOD, "kf.toml")[0]
+    assert not entry.expired(date(2027, 1, 31))
+    assert entry.expired(date(2027, 2, 1))
+
+
+def test_module_and_responder_filters() -> None:
+    cell = samples.make_cell(None, "5.10", "ours", "ours", tests={"mmc/test_read_toc": Status.FAIL})
+    entry = KnownFailure("5.10", "mmc/*", "r", "i", date(2030, 1, 1), module="upstream")
+    assert apply(cell, [entry], TODAY).tests[0].status is Status.FAIL
+    entry = KnownFailure("5.10", "mmc/*", "r", "i", date(2030, 1, 1), responder="o*")
+    assert apply(cell, [entry], TODAY).tests[0].status is Status.KNOWN
+
+
+def test_first_live_entry_wins_over_expired() -> None:
+    cell = samples.make_cell(None, "6.12", tests={"media/test_tray_lock": Status.FAIL})
+    old = KnownFailure("6.12", "media/*", "old", "i", date(2020, 1, 1))
+    new = KnownFailure("6.12", "media/test_tray_lock", "new", "i", date(2030, 1, 1))
+    test = apply(cell, [old, new], TODAY).tests[0]
+    assert test.status is Status.KNOWN
+    assert test.known_failure and test.known_failure["reason"] == "new"
+
+
+def test_unused_entries() -> None:
+    run = samples.build_sample_run(None)
+    entries = parse(GOOD, "kf.toml")
+    stale = KnownFailure("4.19", "spc/*", "fixed long ago", "i", date(2030, 1, 1))
+    assert unused(run, [*entries, stale]) == [stale]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        (GOOD.replace("expires = 2027-01-31", 'expires = "2027-01-31"'), 7, "unquoted TOML date"),
+        (GOOD.replace("expires = 2026-01-31", "expires = 2026-01-31T10:00:00"), 15, "TOML date"),
+        (GOOD.replace('module = "upstream"', 'modul = "upstream"'), 12, "unknown field 'modul'"),
+        (GOOD.replace('reason = "upstream vhba drops the TOC"\n', ""), 9, "lacks reason"),
+        (GOOD.replace('test = "spc/test_test_unit_*"', "test = 3"), 4, "non-empty string"),
+        (GOOD.replace('kernel = "6.12*"', 'kernel = ""'), 3, "non-empty string"),
+    ],
+)
+def test_bad_entries_name_the_line(text: str, line: int, words: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse(text, "kf.toml")
+    message = str(info.value)
+    assert message.startswith(f"kf.toml:{line}:"), message
+    assert words in message
+
+
+def test_invalid_toml_and_stray_keys() -> None:
+    with pytest.raises(UsageError, match="not valid TOML"):
+        parse("[[known]\n", "kf.toml")
+    with pytest.raises(UsageError, match="unexpected top-level key"):
+        parse('kernel = "6.12"\n', "kf.toml")
+
+
+def test_shipped_file_has_a_header_and_no_entries() -> None:
+    path = known_failures.default_path()
+    text = path.read_text()
+    assert text.startswith("#")
+    assert "[[known]]" in text and "expires" in text
+    assert known_failures.load(path) == []
+
+
+def test_load_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot read"):
+        known_failures.load(tmp_path / "nope.toml")

@@ -1,0 +1,469 @@
+"""The results model: statuses, exit codes, schema, JSON round trip, merge, latest link.
+
+``build_sample_run`` is also used by the other report tests (loaded by path,
+so it works whatever pytest import mode is configured).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+from lab.errors import LabError, UsageError
+from lab.results import (
+    Cell,
+    Run,
+    Status,
+    TestResult,
+    load_run,
+    merge_runs,
+    regressions,
+    validate,
+    write_report,
+    write_run,
+)
+
+T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=timezone.utc)
+HOST = {
+    "hostname": "lab-a",
+    "qemu_version": "7.2.19",
+    "python": "3.11.7",
+    "lab_commit": "abc1234",
+}
+KERNELS = {
+    "3.16": ("3.16.85-1", "3.16.0-11-amd64", "jessie"),
+    "4.19": ("4.19.304-1", "4.19.0-26-amd64", "buster"),
+    "5.10": ("5.10.237-1", "5.10.0-35-amd64", "bullseye"),
+    "6.9": ("6.9.12-1", "6.9.12-amd64", "sid"),
+    "6.12": ("6.12.57-1", "6.12.57+deb13-amd64", "trixie"),
+}
+CELL_FILES = ("serial", "build_log", "dmesg", "responder_log", "cdb_trace")
+TESTS = [
+    ("spc", "spc/test_inquiry_standard"),
+    ("spc", "spc/test_test_unit_ready"),
+    ("mmc", "mmc/test_get_configuration"),
+    ("mmc", "mmc/test_read_toc"),
+    ("media", "media/test_tray_lock"),
+]
+
+
+def kernel(series: str) -> dict[str, str]:
+    version, abi, release = KERNELS[series]
+    return {"series": series, "version": version, "abi": abi, "release": release}
+
+
+def make_cell(
+    run_dir: Path | None,
+    series: str,
+    module: str = "ours",
+    responder: str = "ours",
+    *,
+    status: Status = Status.PASS,
+    tests: dict[str, Status] | None = None,
+    missing: tuple[str, ...] = (),
+    message: str | None = None,
+) -> Cell:
+    """A cell whose artifacts exist as real files under ``run_dir`` (except ``missing``)."""
+    cell_id = f"{series}-{module}-{responder}"
+    artifacts = {}
+    for label in CELL_FILES:
+        rel = f"{cell_id}/{label}.txt"
+        artifacts[label] = rel
+        if run_dir is not None and label not in missing:
+            (run_dir / cell_id).mkdir(parents=True, exist_ok=True)
+            (run_dir / rel).write_text(f"{label} of {cell_id}\n")
+    results = []
+    for group, name in TESTS:
+        if tests is not None and name not in tests:
+            continue
+        st = (tests or {}).get(name, Status.PASS)
+        rel = f"{cell_id}/{name}/log.txt"
+        if run_dir is not None and name not in missing:
+            (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (run_dir / rel).write_text(f"log of {name} in {cell_id}\n")
+        results.append(
+            TestResult(
+                name=name,
+                group=group,
+                status=st,
+                duration_s=1.5,
+                message=None if st is Status.PASS else f"{name} said {st.value}",
+                artifacts={"log": rel},
+                known_failure=(
+                    {
+                        "kernel": series,
+                        "test": name,
+                        "reason": "sr driver quirk",
+                        "issue": "https://example.invalid/bug/1",
+                        "expires": "2027-01-31",
+                    }
+                    if st is Status.KNOWN
+                    else None
+                ),
+            )
+        )
+    return Cell(
+        cell_id=cell_id,
+        kernel=kernel(series),
+        module=module,
+        responder=responder,
+        accel="tcg",
+        status=status,
+        duration_s=60.0,
+        tests=results,
+        artifacts=artifacts,
+        reproducer=f"vhba-lab run --kernel {series} --module {module} --responder {responder}",
+        message=message,
+    )
+
+
+def build_sample_run(run_dir: Path | None, run_id: str = "20261124T100000Z-a") -> Run:
+    """Five kernels, mixed statuses, one cell that never booted, some missing artifacts."""
+    cells = [
+        make_cell(
+            run_dir,
+            "6.12",
+            tests={
+                "spc/test_inquiry_standard": Status.PASS,
+                "spc/test_test_unit_ready": Status.FAIL,
+                "mmc/test_get_configuration": Status.ERROR,
+                "mmc/test_read_toc": Status.PASS,
+                "media/test_tray_lock": Status.KNOWN,
+            },
+            missing=("dmesg",),
+        ),
+        make_cell(run_dir, "4.19"),
+        make_cell(
+            run_dir,
+            "3.16",
+            status=Status.ERROR,
+            tests={},
+            missing=("dmesg", "responder_log", "cdb_trace"),
+            message="BootTimeoutError: no ssh after 300 s",
+        ),
+        make_cell(
+            run_dir,
+            "5.10",
+            "upstream",
+            "cdemu",
+            tests={
+                "spc/test_inquiry_standard": Status.PASS,
+                "spc/test_test_unit_ready": Status.PASS,
+                "mmc/test_read_toc": Status.FAIL,
+                "media/test_tray_lock": Status.SKIP,
+            },
+        ),
+        make_cell(run_dir, "6.9"),
+    ]
+    return Run(
+        run_id=run_id,
+        started=T0,
+        finished=T0 + timedelta(minutes=12, seconds=5),
+        host=dict(HOST),
+        cells=cells,
+    )
+
+
+def simple_run(*statuses: Status, cell_status: Status = Status.PASS) -> Run:
+    tests = dict(zip([n for _, n in TESTS], statuses))
+    cell = make_cell(None, "6.12", status=cell_status, tests=tests)
+    return Run("r1", T0, T0, dict(HOST), [cell])
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if found.get("id"):
+            self.ids.add(found["id"] or "")
+        if tag == "a" and found.get("href") is not None:
+            self.hrefs.append(found["href"] or "")
+
+
+def broken_links(index: Path) -> list[str]:
+    """Every href in ``index`` that does not resolve (external http(s) links aside)."""
+    parser = _Links()
+    parser.feed(index.read_text(encoding="utf-8"))
+    broken = []
+    for href in parser.hrefs:
+        if href.startswith("#"):
+            if href[1:] not in parser.ids:
+                broken.append(href)
+            continue
+        parsed = urlparse(href)
+        if parsed.scheme in ("http", "https"):
+            continue
+        assert not parsed.scheme, f"unexpected link scheme in {href}"
+        target = index.parent / unquote(parsed.path)
+        if not target.exists():
+            broken.append(href)
+    assert parser.hrefs, "index.html has no links at all"
+    return broken
+
+
+# -- statuses and exit codes ------------------------------------------------
+
+
+def test_status_order_is_kcidb_like() -> None:
+    order = sorted(Status, key=lambda s: s.severity, reverse=True)
+    assert order == [Status.FAIL, Status.ERROR, Status.PASS, Status.KNOWN, Status.SKIP]
+    assert Status.worst([Status.PASS, Status.KNOWN, Status.SKIP]) is Status.PASS
+    assert Status.worst([Status.ERROR, Status.FAIL]) is Status.FAIL
+    assert Status.worst([Status.KNOWN, Status.SKIP]) is Status.KNOWN
+    assert Status.worst([]) is Status.SKIP
+    assert Status.worst([], default=Status.ERROR) is Status.ERROR
+
+
+def test_cell_overall_is_worst_of_setup_and_tests() -> None:
+    run = build_sample_run(None)
+    assert run.cell("6.12-ours-ours").overall is Status.FAIL
+    assert run.cell("3.16-ours-ours").overall is Status.ERROR
+    assert run.cell("4.19-ours-ours").overall is Status.PASS
+    assert run.status is Status.FAIL
+
+
+@pytest.mark.parametrize(
+    ("statuses", "cell_status", "code"),
+    [
+        ((Status.PASS, Status.KNOWN, Status.SKIP), Status.PASS, 0),
+        ((Status.PASS, Status.FAIL), Status.PASS, 1),
+        ((Status.PASS, Status.ERROR), Status.PASS, 2),
+        ((Status.FAIL, Status.ERROR), Status.PASS, 1),  # FAIL wins over ERROR
+        ((Status.PASS,), Status.ERROR, 2),
+        ((Status.SKIP, Status.SKIP), Status.PASS, 2),  # nothing verified
+        ((Status.KNOWN,), Status.PASS, 0),
+    ],
+)
+def test_exit_codes(statuses: tuple[Status, ...], cell_status: Status, code: int) -> None:
+    assert simple_run(*statuses, cell_status=cell_status).exit_code == code
+
+
+def test_empty_run_is_an_error() -> None:
+    run = Run("r0", T0, T0, dict(HOST), [])
+    assert run.exit_code == 2
+    assert run.status is Status.ERROR
+
+
+def test_matrix_order_sorts_series_numerically() -> None:
+    run = build_sample_run(None)
+    assert [c.cell_id for c in run.sorted_cells()] == [
+        "3.16-ours-ours",
+        "4.19-ours-ours",
+        "5.10-upstream-cdemu",
+        "6.9-ours-ours",
+        "6.12-ours-ours",
+    ]
+
+
+# -- schema and JSON --------------------------------------------------------
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    run = build_sample_run(tmp_path)
+    path = write_run(run, tmp_path)
+    loaded = load_run(path)
+    assert loaded == run
+    assert load_run(tmp_path) == run  # a run directory works too
+    data = json.loads(path.read_text())
+    assert data["exit_code"] == 1 and data["status"] == "fail"
+    assert {c["cell_id"]: c["overall"] for c in data["cells"]}["3.16-ours-ours"] == "error"
+
+
+def test_schema_accepts_sample() -> None:
+    validate(build_sample_run(None).to_json())
+
+
+def _mutations() -> list[tuple[str, Callable[[dict], None]]]:
+    def drop_run_id(d: dict) -> None:
+        del d["run_id"]
+
+    def bad_status(d: dict) -> None:
+        d["cells"][0]["tests"][0]["status"] = "xfail"
+
+    def extra_field(d: dict) -> None:
+        d["cells"][0]["colour"] = "red"
+
+    def absolute_artifact(d: dict) -> None:
+        d["cells"][0]["artifacts"]["serial"] = "/etc/passwd"
+
+    def escaping_artifact(d: dict) -> None:
+        d["cells"][0]["tests"][0]["artifacts"]["log"] = "../other-run/log.txt"
+
+    def bad_module(d: dict) -> None:
+        d["cells"][0]["module"] = "vendor"
+
+    def latest_id(d: dict) -> None:
+        d["run_id"] = "latest"
+
+    def multi_line_reproducer(d: dict) -> None:
+        d["cells"][0]["reproducer"] = "a\nb"
+
+    def known_without_entry(d: dict) -> None:
+        for t in d["cells"][0]["tests"]:
+            t["known_failure"] = None
+
+    def bad_series(d: dict) -> None:
+        d["cells"][0]["kernel"]["series"] = "six"
+
+    def bad_time(d: dict) -> None:
+        d["started"] = "yesterday"
+
+    return [
+        (f.__name__, f)
+        for f in (
+            drop_run_id,
+            bad_status,
+            extra_field,
+            absolute_artifact,
+            escaping_artifact,
+            bad_module,
+            latest_id,
+            multi_line_reproducer,
+            known_without_entry,
+            bad_series,
+            bad_time,
+        )
+    ]
+
+
+@pytest.mark.parametrize(("label", "mutate"), _mutations())
+def test_schema_rejects_bad_data(label: str, mutate: Callable[[dict], None]) -> None:
+    data = build_sample_run(None).to_json()
+    mutate(data)
+    with pytest.raises(LabError, match="does not match"):
+        Run.from_json(data)
+
+
+def test_write_run_refuses_invalid_run(tmp_path: Path) -> None:
+    run = build_sample_run(None)
+    run.cells[0].accel = "hvf"
+    with pytest.raises(LabError, match="accel"):
+        write_run(run, tmp_path)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_load_run_missing_file_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="run directory"):
+        load_run(tmp_path / "nope.json")
+
+
+# -- regressions --------------------------------------------------------------
+
+
+def test_regressions_lists_pass_to_fail_only() -> None:
+    prev = build_sample_run(None, "prev")
+    cur = build_sample_run(None, "cur")
+    cur.cell("4.19-ours-ours").tests[0].status = Status.FAIL  # PASS -> FAIL
+    cur.cell("6.9-ours-ours").tests[1].status = Status.ERROR  # PASS -> ERROR: not a regression
+    found = regressions(prev, cur)
+    assert [(r.cell_id, r.test) for r in found] == [("4.19-ours-ours", "spc/test_inquiry_standard")]
+
+
+# -- write_report, latest link ----------------------------------------------
+
+
+def test_write_report_writes_all_files_and_latest(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    first = build_sample_run(reports / "run-1", "run-1")
+    write_report(first, reports / "run-1")
+    for name in ("results.json", "junit.xml", "summary.md", "index.html"):
+        assert (reports / "run-1" / name).is_file(), name
+    latest = reports / "latest"
+    assert latest.is_symlink() and Path(latest.readlink()) == Path("run-1")
+
+    second = build_sample_run(reports / "run-2", "run-2")
+    write_report(second, reports / "run-2", previous=first)
+    assert Path(latest.readlink()) == Path("run-2")
+    assert load_run(reports / "run-1").run_id == "run-1"  # untouched
+    assert load_run(latest).run_id == "run-2"
+
+
+def test_write_report_never_overwrites_another_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run-1"
+    write_report(build_sample_run(run_dir, "run-1"), run_dir)
+    with pytest.raises(LabError, match="refusing to overwrite"):
+        write_report(build_sample_run(None, "run-2"), run_dir)
+    assert load_run(run_dir).run_id == "run-1"
+    write_report(build_sample_run(None, "run-1"), run_dir)  # same run: re-render is fine
+
+
+def test_latest_must_be_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "latest").mkdir()
+    with pytest.raises(LabError, match="not a symlink"):
+        write_report(build_sample_run(tmp_path / "r", "r"), tmp_path / "r")
+
+
+# -- merge --------------------------------------------------------------------
+
+
+def _machine_run(root: Path, name: str, cells: list[Cell]) -> Path:
+    run_dir = root / name
+    run = Run(name, T0, T0 + timedelta(minutes=5), {**HOST, "hostname": name}, cells)
+    write_report(run, run_dir, update_latest=False)
+    return run_dir
+
+
+def test_merge_two_machines_with_working_links(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_cells = [
+        make_cell(a_dir, "4.19"),
+        make_cell(a_dir, "6.12", tests={"spc/test_inquiry_standard": Status.FAIL}),
+    ]
+    b_cells = [make_cell(b_dir, "5.10", "upstream", "cdemu"), make_cell(b_dir, "6.12")]
+    # a shared top-level file with different content on each machine
+    for d in (a_dir, b_dir):
+        (d / "host.log").write_text(f"host log of {d.name}\n")
+    a_cells[0].artifacts["host"] = "host.log"
+    b_cells[0].artifacts["host"] = "host.log"
+    _machine_run(tmp_path, "a", a_cells)
+    _machine_run(tmp_path, "b", b_cells)
+
+    out = tmp_path / "merged"
+    with caplog.at_level(logging.WARNING):
+        merged = merge_runs([a_dir, b_dir], out)
+
+    assert "6.12-ours-ours" in caplog.text  # clash is reported
+    assert {c.cell_id for c in merged.cells} == {
+        "4.19-ours-ours",
+        "6.12-ours-ours",
+        "5.10-upstream-cdemu",
+    }
+    clash = merged.cell("6.12-ours-ours")
+    assert clash.origin == "b" and clash.overall is Status.PASS  # later input wins
+    assert [m["run_id"] for m in merged.merged_from] == ["a", "b"]
+
+    a_host = merged.cell("4.19-ours-ours").artifacts["host"]
+    b_host = merged.cell("5.10-upstream-cdemu").artifacts["host"]
+    assert a_host != b_host
+    assert (out / a_host).read_text() == "host log of a\n"
+    assert (out / b_host).read_text() == "host log of b\n"
+
+    for cell in merged.cells:
+        for rel in cell.all_artifacts():
+            assert (out / rel).is_file(), rel
+    assert load_run(out) == merged
+    assert broken_links(out / "index.html") == []
+    assert not (tmp_path / "latest").exists()
+
+
+def test_merge_refuses_non_empty_target(tmp_path: Path) -> None:
+    src = tmp_path / "a"
+    _machine_run(tmp_path, "a", [make_cell(src, "4.19")])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "something").write_text("x")
+    with pytest.raises(UsageError, match="not empty"):
+        merge_runs([src], out)
