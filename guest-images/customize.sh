@@ -41,3 +41,9 @@ chroot "$root" useradd -m -s /bin/sh outsider
 
 # The lab, not a distro default, decides which vhba module is loaded.
 rm -f "$root/etc/modules-load.d/vhba.conf"
+
+# Debian's upstream vhba source, for the cross-stack cells (built by the lab like ours,
+# not by dkms at install time: a failing upstream build must not break the image).
+chroot "$root" sh -c 'cd /tmp && apt-get download -q vhba-dkms >/dev/null 2>&1 &&
+    mkdir -p /opt/vhba-upstream && dpkg-deb -x vhba-dkms_*.deb /opt/vhba-upstream &&
+    rm -f vhba-dkms_*.deb' || echo "customize: no vhba-dkms in this release" >&2

@@ -85,6 +85,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-werror", action="store_true", help="do not turn warnings into errors")
     _add_common(p)
 
+    p = sub.add_parser("run", help="run the conformance matrix and write a report")
+    p.add_argument(
+        "--kernels",
+        nargs="+",
+        default=None,
+        metavar="K",
+        help="kernels to test (default: every series)",
+    )
+    p.add_argument(
+        "--cell",
+        action="append",
+        default=[],
+        help="only this cell, e.g. 6.12-ours-ours (repeatable)",
+    )
+    p.add_argument("-k", dest="keyword", help="only tests matching this pytest -k expression")
+    p.add_argument("-n", dest="workers", type=int, default=1, help="cells in parallel")
+    p.add_argument("--reports", type=Path, default=Path("reports"), help="reports directory")
+    _add_common(p)
+
+    p = sub.add_parser("matrix", help="print the default cells (e.g. as a CI job matrix)")
+    p.add_argument("--format", choices=["github", "lines"], default="lines")
+    p.add_argument("--kernels", nargs="+", default=None, metavar="K")
+    _add_common(p)
+
+    p = sub.add_parser("report", help="merge result directories from several machines")
+    p.add_argument("action", choices=["merge"])
+    p.add_argument("dirs", nargs="+", type=Path, help="run directories (reports/<run-id>)")
+    p.add_argument("--out", type=Path, default=None, help="output run directory")
+    _add_common(p)
     return parser
 
 
@@ -191,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         "images": cmd_images,
         "shell": cmd_shell,
         "build": commands.cmd_build,
+        "run": commands.cmd_run,
+        "matrix": commands.cmd_matrix,
+        "report": commands.cmd_report,
     }
     try:
         return handlers[args.command](args)

@@ -18,3 +18,39 @@ def cmd_build(args: argparse.Namespace) -> int:
     rows = run_compile_matrix(ctx, kernels, out, jobs=args.jobs, werror=not args.no_werror)
     Console().print(matrix_table(rows))
     return 0 if all(row.ok for row in rows) else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lab.runner import run_matrix, select_cells
+
+    ctx = LabContext.from_args(args)
+    cells = select_cells(ctx, args.kernels, args.cell)
+    run = run_matrix(ctx, cells, args.reports, workers=args.workers, keyword=args.keyword)
+    return run.exit_code
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    import json
+
+    from lab.runner import select_cells
+
+    ctx = LabContext.from_args(args)
+    cells = select_cells(ctx, args.kernels, [])
+    if args.format == "github":
+        include = [{"cell": c.cell_id, "kernel": c.kernel, "module": c.module,
+                    "responder": c.responder} for c in cells]  # fmt: skip
+        print(json.dumps({"include": include}))
+    else:
+        for cell in cells:
+            print(cell.cell_id)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lab.results import merge_runs, write_report
+
+    out = args.out or Path("reports") / f"merged-{timestamp()}"
+    run = merge_runs(args.dirs, out)
+    write_report(run, out)
+    Console(stderr=True).print(f"merged {len(args.dirs)} runs into {out / 'index.html'}")
+    return run.exit_code

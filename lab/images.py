@@ -132,7 +132,7 @@ def image_key(kernel: KernelEntry, mirror: Mirror) -> str:
             "recipe": _recipe_digest(kernel.release),
             "mirror": [mirror.archive, mirror.security],
             "release": kernel.release,
-            "image": [kernel.image.package, kernel.image.version],
+            "image": [[d.package, d.version] for d in (kernel.image, *kernel.image_parts)],
             "headers": [[d.package, d.version] for d in kernel.headers],
         },
         sort_keys=True,
@@ -249,7 +249,12 @@ class ImageStore:
             debs_dir = work / "debs"
             debs_dir.mkdir()
             deb_cache = cache_root() / "debs"
-            for deb in (kernel.image, *kernel.headers):
+            if kernel.parts_missing:
+                raise ImageBuildError(
+                    f"{kernel.abi}: the mirror lacks {', '.join(kernel.parts_missing)}; "
+                    "try another kernel or --refresh"
+                )
+            for deb in (kernel.image, *kernel.image_parts, *kernel.headers):
                 src = download_deb(deb, deb_cache)
                 shutil.copy2(src, debs_dir / src.name)
             self._keys(work)

@@ -67,7 +67,7 @@ def build_module(
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     timeout=BUILD_TIMEOUT,
-                    env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
                 )
                 rc = proc.returncode
             except subprocess.TimeoutExpired:

@@ -1,0 +1,43 @@
+"""Attach: opening /dev/vhba_ctl makes a SCSI CD-ROM appear, with sr and sg nodes."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab.cellenv import CellEnv
+from lab.drives import DriveNode
+
+
+def test_drive_attached(cell: CellEnv) -> None:
+    if cell.build is None or not cell.build.ok:
+        pytest.skip("module did not build")
+    assert cell.broken is None, cell.broken
+    assert cell.nodes, "no drive"
+
+
+def test_lsscsi_lists_a_cdrom(cell: CellEnv, drive: DriveNode) -> None:
+    out = cell.guest.run("lsscsi", check=True).stdout
+    line = next((ln for ln in out.splitlines() if ln.startswith(f"[{drive.hctl}]")), None)
+    assert line is not None, out
+    assert "cd/dvd" in line
+    assert line.rstrip().endswith(drive.sr)
+
+
+def test_sysfs_device_type_is_rom(cell: CellEnv, drive: DriveNode) -> None:
+    sysfs = f"/sys/bus/scsi/devices/{drive.hctl}"
+    out = cell.guest.run(f"cat {sysfs}/type {sysfs}/removable 2>/dev/null || cat {sysfs}/type")
+    assert out.stdout.split()[0] == "5", "peripheral device type must be 5 (CD/DVD)"
+    removable = cell.guest.run(f"cat /sys/block/{drive.sr.split('/')[-1]}/removable").stdout
+    assert removable.strip() == "1"
+
+
+def test_nodes_are_block_and_char_devices(cell: CellEnv, drive: DriveNode) -> None:
+    out = cell.guest.run(f"stat -c %F {drive.sr} {drive.sg}", check=True).stdout.splitlines()
+    assert out == ["block special file", "character special file"]
+
+
+def test_scsi_address_matches_ioctl_mapping(cell: CellEnv, drive: DriveNode) -> None:
+    host, channel, target, lun = (int(x) for x in drive.hctl.split(":"))
+    proc_name = cell.guest.run(f"cat /sys/class/scsi_host/host{host}/proc_name", check=True)
+    assert proc_name.stdout.strip() == "vhba"
+    assert lun == 0 and 0 <= target < 15 and 0 <= channel < 16

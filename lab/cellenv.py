@@ -1,0 +1,210 @@
+"""Bringing one matrix cell up and down: image, module build, guest, module, drive.
+
+A cell goes wrong in two different ways and the report must tell them apart:
+
+* the *product* failed (our module does not build or load, the drive never
+  attaches): recorded in ``broken`` and reported by the build/attach tests
+  as FAIL, with every later test of the cell skipped for that reason;
+* the *harness* failed (no image, guest does not boot): the exception
+  propagates and every test of the cell is an ERROR.
+
+Everything a person needs to judge the cell lands in its directory: the
+build log, the serial log, the full dmesg, the responder log and CDB trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.cells import CellSpec
+from lab.context import LabContext
+from lab.drives import CdemuDaemon, DriveNode, OurResponder
+from lab.errors import LabError
+from lab.images import Image
+from lab.kernels import KernelEntry
+from lab.media import Medium, build_iso
+from lab.module import BuildResult, build_module, load_module
+from lab.session import BootedGuest, boot
+
+GUEST_MEDIA = "/root/media"
+UPSTREAM_SOURCE = "/opt/vhba-upstream"
+# Kernel log lines that mean the kernel is unhealthy (the blktests list).
+BAD_KMSG = re.compile(
+    r"kernel BUG at|WARNING:|BUG:|Oops:|possible recursive locking detected|Internal error|"
+    r"INFO: suspicious RCU usage|INFO: possible circular locking dependency detected|"
+    r"general protection fault:|GET_EVENT and TUR disagree"
+)
+# Taint bits an out-of-tree, unsigned module sets by design (O = 4096, E = 8192).
+EXPECTED_TAINT = 4096 | 8192
+
+
+def media_set(run_dir: Path) -> dict[str, Medium]:
+    """The run's test media, built once per run on the host."""
+    media_dir = run_dir / "media"
+    return {
+        "cd1": build_iso(media_dir / "cd1.iso", "VHBALAB_CD1", seed=1),
+        "cd2": build_iso(media_dir / "cd2.iso", "VHBALAB_CD2", seed=2,
+                         layout={"/OTHER.BIN": 200_000, "/README.TXT": 100}),
+    }  # fmt: skip
+
+
+@dataclass
+class Health:
+    """Kernel health around one test: a kmsg marker and the taint value before it."""
+
+    marker: str
+    taint_before: int
+
+
+@dataclass
+class CellEnv:
+    ctx: LabContext
+    spec: CellSpec
+    cell_dir: Path
+    media: dict[str, Medium]
+    kernel: KernelEntry | None = None
+    image: Image | None = None
+    build: BuildResult | None = None
+    booted: BootedGuest | None = None
+    drive: OurResponder | CdemuDaemon | None = None
+    nodes: list[DriveNode] = field(default_factory=list)
+    broken: str | None = None  # why the product failed; later tests skip
+    started: float = field(default_factory=time.monotonic)
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    # -- bring-up -------------------------------------------------------------
+    def setup(self) -> None:
+        self.cell_dir.mkdir(parents=True, exist_ok=True)
+        self._write_cell_json("running")
+        self.kernel = self.ctx.catalogue.resolve(self.spec.kernel)
+        self.image = self.ctx.image_for(self.kernel)
+        self.build = build_module(
+            self.image,
+            self.cell_dir / "build.log",
+            werror=self.spec.module == "ours",
+            source=self._source(),
+        )
+        if not self.build.ok:
+            self.broken = f"the {self.spec.module} module did not build for {self.kernel.abi}"
+            return
+        self.booted = self._stack.enter_context(
+            boot(self.image, self.cell_dir / "guest", self.ctx.accel, progress=self.ctx.say)
+        )
+        guest = self.booted.guest
+        assert self.build.ko is not None
+        try:
+            load_module(guest, self.build.ko)
+        except LabError as exc:
+            self.broken = f"the {self.spec.module} module did not load: {exc}"
+            return
+        guest.run(f"mkdir -p {GUEST_MEDIA}", check=True)
+        for name, medium in self.media.items():
+            guest.upload(medium.path, f"{GUEST_MEDIA}/{name}.iso")
+        self.drive = OurResponder(guest) if self.spec.responder == "ours" else CdemuDaemon(guest)
+        self.drive.ship()
+        try:
+            self.nodes = self.drive.start([f"{GUEST_MEDIA}/cd1.iso"])
+        except LabError as exc:
+            self.broken = f"the drive did not attach: {exc}"
+
+    def _source(self) -> Path:
+        from lab.module import MODULE_SOURCE
+
+        if self.spec.module == "ours":
+            return MODULE_SOURCE
+        assert self.image is not None
+        found = sorted((self.image.tree / UPSTREAM_SOURCE.lstrip("/")).glob("usr/src/vhba-*"))
+        if not found:
+            raise LabError(
+                f"the image has no upstream vhba source under {UPSTREAM_SOURCE}; rebuild it "
+                "with 'vhba-lab images build --rebuild'"
+            )
+        return found[-1]
+
+    # -- per-test kernel health ----------------------------------------------
+    @property
+    def guest(self):
+        assert self.booted is not None, "no guest: the cell is broken"
+        return self.booted.guest
+
+    def health_start(self, test_name: str) -> Health:
+        marker = f"vhba-lab test start {test_name} {time.time():.6f}"
+        self.guest.kmsg_marker(marker)
+        return Health(marker, self.taint())
+
+    def taint(self) -> int:
+        return int(self.guest.run("cat /proc/sys/kernel/tainted", check=True).stdout.strip())
+
+    def health_end(self, health: Health, out: Path) -> str | None:
+        """Save the test's dmesg slice to ``out``; return what is wrong with it, if anything."""
+        dmesg = self.guest.run("dmesg", timeout=60).stdout
+        _, _, after = dmesg.partition(health.marker)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(after.lstrip("\n"))
+        bad = [line for line in after.splitlines() if BAD_KMSG.search(line)]
+        problems = []
+        if bad:
+            problems.append("kernel log: " + " | ".join(line.strip() for line in bad[:5]))
+        new_taint = (self.taint() & ~health.taint_before) & ~EXPECTED_TAINT
+        if new_taint:
+            problems.append(f"kernel became tainted (new bits 0x{new_taint:x})")
+        return "; ".join(problems) or None
+
+    # -- tear-down ------------------------------------------------------------
+    def teardown(self, status: str = "done") -> None:
+        try:
+            if self.drive is not None and self.booted is not None:
+                with contextlib.suppress(LabError, OSError):
+                    self.drive.stop()
+                with contextlib.suppress(LabError, OSError):
+                    self.drive.fetch_logs(self.cell_dir)
+            if self.booted is not None:
+                with contextlib.suppress(LabError, OSError):
+                    dmesg = self.booted.guest.run("dmesg", timeout=60).stdout
+                    (self.cell_dir / "dmesg.txt").write_text(dmesg)
+        finally:
+            self._stack.close()
+            serial = self.cell_dir / "guest" / "serial.log"
+            if serial.exists():
+                shutil.copy2(serial, self.cell_dir / "serial.log")
+            self._write_cell_json(status)
+
+    def artifacts(self) -> dict[str, str]:
+        names = {
+            "build_log": "build.log", "serial": "serial.log", "dmesg": "dmesg.txt",
+            "responder_log": "responder.log", "cdb_trace": "trace.jsonl",
+        }  # fmt: skip
+        if self.spec.responder == "cdemu":
+            names["responder_log"] = "cdemu-daemon.log"
+        return {label: name for label, name in names.items() if (self.cell_dir / name).exists()}
+
+    def _write_cell_json(self, status: str) -> None:
+        kernel = self.kernel
+        info = {
+            "cell_id": self.spec.cell_id,
+            "kernel": {
+                "series": self.spec.kernel,
+                "version": kernel.version if kernel else None,
+                "abi": kernel.abi if kernel else None,
+                "release": kernel.release if kernel else None,
+            },
+            "module": self.spec.module,
+            "responder": self.spec.responder,
+            "accel": self.ctx.accel.name,
+            "state": status,
+            "broken": self.broken,
+            "duration_s": round(time.monotonic() - self.started, 1),
+            "ready_seconds": self.booted.ready_seconds if self.booted else None,
+            "build": {
+                "ok": self.build.ok, "warnings": self.build.warnings,
+                "seconds": self.build.seconds,
+            } if self.build else None,
+            "artifacts": self.artifacts(),
+        }  # fmt: skip
+        (self.cell_dir / "cell.json").write_text(json.dumps(info, indent=2) + "\n")

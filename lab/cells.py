@@ -1,0 +1,56 @@
+"""A cell of the matrix: (kernel, module, responder), and the default matrix.
+
+The default is every kernel series with our module and our responder, plus
+the two cross-stack cells on the reference kernel: Debian's upstream vhba
+module under our responder, and our module under Debian's cdemu-daemon.
+Together they show ABI compatibility from both sides.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lab.errors import UsageError
+
+MODULES = ("ours", "upstream")
+RESPONDERS = ("ours", "cdemu")
+# trixie's kernel: the newest Debian stable, whose vhba-dkms and cdemu-daemon we pair with.
+REFERENCE_KERNEL = "6.12"
+_CELL_ID = re.compile(r"^(?P<kernel>[0-9]+\.[0-9]+)-(?P<module>[a-z]+)-(?P<responder>[a-z]+)$")
+
+
+@dataclass(frozen=True, order=True)
+class CellSpec:
+    kernel: str  # a kernel series, e.g. "6.12"
+    module: str = "ours"
+    responder: str = "ours"
+
+    def __post_init__(self) -> None:
+        if self.module not in MODULES:
+            raise UsageError(f"unknown module {self.module!r}: choose one of {', '.join(MODULES)}")
+        if self.responder not in RESPONDERS:
+            raise UsageError(
+                f"unknown responder {self.responder!r}: choose one of {', '.join(RESPONDERS)}"
+            )
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.kernel}-{self.module}-{self.responder}"
+
+    @classmethod
+    def parse(cls, cell_id: str) -> CellSpec:
+        match = _CELL_ID.match(cell_id)
+        if not match:
+            raise UsageError(
+                f"bad cell id {cell_id!r}: expected SERIES-MODULE-RESPONDER, e.g. 6.12-ours-ours"
+            )
+        return cls(match["kernel"], match["module"], match["responder"])
+
+
+def default_cells(series: list[str], reference: str = REFERENCE_KERNEL) -> list[CellSpec]:
+    """Every series with our stack, plus the cross-stack cells where ``reference`` is tested."""
+    cells = [CellSpec(s) for s in series]
+    if reference in series:
+        cells += [CellSpec(reference, "upstream", "ours"), CellSpec(reference, "ours", "cdemu")]
+    return cells

@@ -1,0 +1,228 @@
+"""The userspace side of /dev/vhba_ctl in a guest: our responder or cdemu-daemon.
+
+Both present the same small interface to the conformance suite (start with
+media, load, eject, stop, fetch logs), and both report their SCSI address so
+the suite finds /dev/srN and /dev/sgN through sysfs, never by a fixed name.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.errors import GuestCommandError
+from lab.guest import Guest
+
+GUEST_PYZ = "/root/vhba-responder.pyz"
+STATE = "/run/vhba-responder"
+LOGS = "/var/log/vhba-responder"
+
+
+@dataclass(frozen=True)
+class DriveNode:
+    hctl: str  # H:C:T:L as in /sys/bus/scsi/devices
+    sr: str  # /dev/srN
+    sg: str  # /dev/sgN
+
+
+def find_nodes(guest: Guest, hctl: str, timeout: float = 20.0) -> DriveNode:
+    """Wait until sr and sg are bound to ``hctl`` and udev has created their nodes."""
+    sysfs = f"/sys/bus/scsi/devices/{hctl}"
+    script = (
+        f"for i in $(seq {int(timeout * 10)}); do "
+        f"b=$(ls {sysfs}/block 2>/dev/null); "
+        f"g=$(basename $(readlink {sysfs}/generic) 2>/dev/null); "
+        'if [ -n "$b" ] && [ -n "$g" ] && [ -b /dev/$b ] && [ -c /dev/$g ]; then '
+        'echo "$b $g"; exit 0; fi; sleep 0.1; done; exit 1'
+    )
+    result = guest.run(script, timeout=timeout + 30)
+    if result.rc != 0:
+        raise GuestCommandError(f"no sr/sg device appeared for {hctl} within {timeout:.0f} s")
+    block, generic = result.stdout.split()
+    return DriveNode(hctl, f"/dev/{block}", f"/dev/{generic}")
+
+
+class OurResponder:
+    """vhba_responder shipped as a zipapp and run in the guest."""
+
+    name = "ours"
+
+    def __init__(self, guest: Guest, user: str = "root") -> None:
+        self.guest = guest
+        self.user = user
+        self.nodes: list[DriveNode] = []
+
+    def ship(self) -> None:
+        from vhba_responder.zipapp import build
+
+        with tempfile.TemporaryDirectory() as tmp:
+            pyz = build(Path(tmp) / "vhba-responder.pyz")
+            self.guest.upload(pyz, GUEST_PYZ, mode=0o755)
+
+    def start(
+        self, media: list[str | None], faults: list[str] | None = None, timeout: float = 30.0
+    ) -> list[DriveNode]:
+        """Serve one device per entry of ``media`` (None: no medium); wait for sr/sg."""
+        args = [
+            "python3", GUEST_PYZ, "serve", "--ctl", "/dev/vhba_ctl",
+            "--control", f"{STATE}/ctl.sock", "--trace", f"{LOGS}/trace.jsonl",
+            "--log", f"{LOGS}/responder.log", "--ready-file", f"{STATE}/ready.json",
+        ]  # fmt: skip
+        for medium in media:
+            args += ["--device", medium or "-"]
+        for fault in faults or []:
+            args += ["--fault", fault]
+        inner = shlex.join(args)
+        if self.user != "root":
+            inner = f"runuser -u {shlex.quote(self.user)} -- {inner}"
+        self.guest.run(
+            f"mkdir -p {STATE} {LOGS} && chmod 777 {STATE} {LOGS} && rm -f {STATE}/ready.json && "
+            f"(setsid {inner} </dev/null >{LOGS}/stdout.log 2>&1 &)",
+            check=True,
+        )
+        ready = self.guest.run(
+            f"for i in $(seq {int(timeout * 10)}); do test -s {STATE}/ready.json && "
+            f"cat {STATE}/ready.json && exit 0; sleep 0.1; done; "
+            f"cat {LOGS}/stdout.log >&2; exit 1",
+            timeout=timeout + 30,
+        )
+        if ready.rc != 0:
+            raise GuestCommandError(
+                f"responder did not become ready in {timeout:.0f} s: {ready.stderr.strip()}"
+            )
+        info = json.loads(ready.stdout)
+        self.nodes = [find_nodes(self.guest, dev["hctl"]) for dev in info["devices"]]
+        return self.nodes
+
+    def ctl(self, *words: str, check: bool = True) -> dict[str, object]:
+        cmd = shlex.join(["python3", GUEST_PYZ, "ctl", "--control", f"{STATE}/ctl.sock", *words])
+        result = self.guest.run(cmd, timeout=60)
+        if check and result.rc != 0:
+            raise GuestCommandError(f"responder ctl {' '.join(words)} failed: {result.stderr}")
+        try:
+            return dict(json.loads(result.stdout or "{}"))
+        except ValueError:
+            return {"raw": result.stdout}
+
+    def load(self, index: int, path: str) -> None:
+        self.ctl("load", str(index), path)
+
+    def eject(self, index: int) -> None:
+        self.ctl("eject", str(index))
+
+    def running(self) -> bool:
+        return self.guest.run(f"pgrep -f {GUEST_PYZ}.*serve").rc == 0
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self.guest.run(
+            f"pkill -TERM -f '{GUEST_PYZ} serve'; for i in $(seq {int(timeout * 10)}); do "
+            f"pgrep -f '{GUEST_PYZ} serve' >/dev/null || exit 0; sleep 0.1; done; "
+            f"pkill -KILL -f '{GUEST_PYZ} serve'; exit 1",
+            timeout=timeout + 30,
+        )
+        self.nodes = []
+
+    def fetch_logs(self, dest: Path) -> dict[str, Path]:
+        got = {}
+        for label, remote in (("responder_log", f"{LOGS}/responder.log"),
+                              ("cdb_trace", f"{LOGS}/trace.jsonl")):  # fmt: skip
+            local = dest / Path(remote).name
+            try:
+                self.guest.download(remote, local)
+                got[label] = local
+            except OSError:
+                continue
+        return got
+
+
+class CdemuDaemon:
+    """Debian's packaged cdemu-daemon on a private session bus (headless recipe)."""
+
+    name = "cdemu"
+    BUS_FILE = "/run/vhba-cdemu.bus"
+
+    def __init__(self, guest: Guest) -> None:
+        self.guest = guest
+        self.nodes: list[DriveNode] = []
+
+    def ship(self) -> None:
+        """Nothing to upload: the daemon is part of every guest image."""
+
+    def _env(self) -> str:
+        return f"DBUS_SESSION_BUS_ADDRESS=$(cat {self.BUS_FILE})"
+
+    def start(
+        self, media: list[str | None], faults: list[str] | None = None, timeout: float = 30.0
+    ) -> list[DriveNode]:
+        if faults:
+            raise GuestCommandError("cdemu-daemon has no fault injection; use our responder")
+        count = len(media)
+        self.guest.run(
+            f"mkdir -p {LOGS}; dbus-daemon --session --fork --print-address=1 > {self.BUS_FILE} && "
+            f"export {self._env()} && (setsid cdemu-daemon --num-devices={count} "
+            f"--system-sleep-handler=0 --logfile={LOGS}/cdemu-daemon.log "
+            f"</dev/null >{LOGS}/stdout.log 2>&1 &)",
+            check=True,
+        )
+        deadline = time.monotonic() + timeout
+        while self.guest.run(f"{self._env()} cdemu status").rc != 0:
+            if time.monotonic() > deadline:
+                raise GuestCommandError("cdemu-daemon did not answer on its session bus")
+            time.sleep(0.5)
+        for index, medium in enumerate(media):
+            if medium:
+                self.load(index, medium)
+        self.nodes = []
+        for index in range(count):
+            hctl = self._hctl(index, deadline)
+            self.nodes.append(find_nodes(self.guest, hctl))
+        return self.nodes
+
+    def _hctl(self, index: int, deadline: float) -> str:
+        """Map cdemu's device index to H:C:T:L via its sr name and sysfs."""
+        while True:
+            out = self.guest.run(f"{self._env()} cdemu device-mapping").stdout
+            for line in out.splitlines():
+                words = line.split()
+                if (
+                    words
+                    and words[0] == str(index)
+                    and len(words) >= 2
+                    and words[1].startswith("/dev/sr")
+                ):
+                    sr = Path(words[1]).name
+                    found = self.guest.run(f"basename $(readlink -f /sys/block/{sr}/device)")
+                    return found.stdout.strip()
+            if time.monotonic() > deadline:
+                raise GuestCommandError(f"cdemu-daemon never mapped device {index}: {out}")
+            time.sleep(0.5)
+
+    def load(self, index: int, path: str) -> None:
+        self.guest.run(f"{self._env()} cdemu load {index} {shlex.quote(path)}", check=True)
+
+    def eject(self, index: int) -> None:
+        self.guest.run(f"{self._env()} cdemu unload {index}", check=True)
+
+    def running(self) -> bool:
+        return self.guest.run("pgrep -x cdemu-daemon").rc == 0
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self.guest.run(
+            f"pkill -TERM -x cdemu-daemon; for i in $(seq {int(timeout * 10)}); do "
+            "pgrep -x cdemu-daemon >/dev/null || exit 0; sleep 0.1; done; "
+            "pkill -KILL -x cdemu-daemon",
+            timeout=timeout + 30,
+        )
+        self.nodes = []
+
+    def fetch_logs(self, dest: Path) -> dict[str, Path]:
+        local = dest / "cdemu-daemon.log"
+        try:
+            self.guest.download(f"{LOGS}/cdemu-daemon.log", local)
+        except OSError:
+            return {}
+        return {"responder_log": local}

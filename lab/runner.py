@@ -1,0 +1,153 @@
+"""``vhba-lab run``: run the conformance suite over cells and write the report.
+
+pytest (with xdist, one worker per cell at a time) does the running; this
+module picks the cells, hands them to pytest, then assembles what each cell
+wrote (``cell.json``, ``tests.jsonl``) into a Run, applies the known-failures
+list and writes results.json, junit.xml, summary.md and index.html.
+A cell that left nothing behind is an ERROR, never a silent pass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import shlex
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lab import known_failures
+from lab.cells import CellSpec, default_cells
+from lab.context import LabContext
+from lab.paths import repo_root
+from lab.results import Cell, Run, Status, TestResult, load_run, write_report
+
+CONFORMANCE_DIR = repo_root() / "conformance"
+
+
+def select_cells(ctx: LabContext, kernels: list[str] | None, cell_ids: list[str]) -> list[CellSpec]:
+    """Explicit ``--cell`` ids win; otherwise the default matrix over ``kernels`` (or all)."""
+    if cell_ids:
+        specs = [CellSpec.parse(c) for c in cell_ids]
+        for spec in specs:  # validate the kernel name early, with the list of valid ones
+            ctx.catalogue.resolve(spec.kernel)
+        return specs
+    entries = ctx.resolve(kernels or ["all"])
+    return default_cells([e.series for e in entries])
+
+
+def reproducer(spec: CellSpec, test: str | None = None) -> str:
+    words = ["vhba-lab", "run", "--cell", spec.cell_id]
+    if test:
+        words += ["-k", test.split("/", 1)[1]]
+    return shlex.join(words)
+
+
+def _host_info() -> dict[str, str]:
+    from lab.accel import qemu_binary
+
+    def out(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, check=False,
+                                  cwd=repo_root()).stdout.strip()  # fmt: skip
+        except OSError:
+            return "unknown"
+
+    return {
+        "hostname": socket.gethostname(),
+        "qemu_version": out([qemu_binary(), "--version"]).splitlines()[0],
+        "python": platform.python_version(),
+        "lab_commit": out(["git", "rev-parse", "--short", "HEAD"]) or "unknown",
+    }
+
+
+def _cell_result(spec: CellSpec, cell_dir: Path, accel: str) -> Cell:
+    info: dict = {}
+    if (cell_dir / "cell.json").exists():
+        info = json.loads((cell_dir / "cell.json").read_text())
+    tests: list[TestResult] = []
+    if (cell_dir / "tests.jsonl").exists():
+        for line in (cell_dir / "tests.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            tests.append(TestResult(
+                name=row["name"], group=row["group"], status=Status(row["status"]),
+                duration_s=row["duration_s"], message=row["message"],
+                artifacts={k: f"cells/{spec.cell_id}/{v}" for k, v in row["artifacts"].items()},
+            ))  # fmt: skip
+    kernel = info.get("kernel") or {"series": spec.kernel}
+    status = Status.PASS
+    message = None
+    if not info:
+        status, message = Status.ERROR, "the cell left no results (harness crashed?)"
+    elif info.get("state") == "error":
+        status, message = Status.ERROR, "cell set-up failed in the harness; see its tests' logs"
+    elif info.get("broken"):
+        status, message = Status.FAIL, info["broken"]
+    return Cell(
+        cell_id=spec.cell_id,
+        kernel={k: str(v) for k, v in kernel.items() if v is not None},
+        module=spec.module,
+        responder=spec.responder,
+        accel=info.get("accel", accel),
+        status=status,
+        duration_s=float(info.get("duration_s", 0.0)),
+        tests=tests,
+        artifacts={k: f"cells/{spec.cell_id}/{v}" for k, v in info.get("artifacts", {}).items()},
+        reproducer=reproducer(spec),
+        message=message,
+    )
+
+
+def run_matrix(
+    ctx: LabContext,
+    cells: list[CellSpec],
+    reports: Path,
+    *,
+    workers: int = 1,
+    keyword: str | None = None,
+    extra_pytest: list[str] | None = None,
+) -> Run:
+    started = dt.datetime.now(dt.timezone.utc)
+    run_id = started.strftime("%Y%m%d-%H%M%S")
+    run_dir = reports / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    ctx.say(f"run {run_id}: {len(cells)} cells on {ctx.accel.name} ({ctx.accel.reason})")
+    for spec in cells:
+        ctx.say(f"  cell {spec.cell_id}")
+    args = [
+        str(CONFORMANCE_DIR), "--lab-cells", ",".join(c.cell_id for c in cells),
+        "--lab-run-dir", str(run_dir.resolve()), "--lab-accel", ctx.accel.name,
+        "-p", "no:cacheprovider", "-o", "console_output_style=count", "-q", "-rfE",
+        "--rootdir", str(repo_root()),
+    ]  # fmt: skip
+    if ctx.mirror_override:
+        args += ["--lab-mirror", ctx.mirror_override]
+    if workers > 1:
+        args += ["-n", str(workers), "--dist", "loadgroup"]
+    else:
+        args += ["-p", "no:xdist"]
+    if keyword:
+        args += ["-k", keyword]
+    pytest.main(args + (extra_pytest or []))
+    run = Run(
+        run_id=run_id, started=started, finished=dt.datetime.now(dt.timezone.utc),
+        host=_host_info(),
+        cells=[_cell_result(s, run_dir / "cells" / s.cell_id, ctx.accel.name) for s in cells],
+    )  # fmt: skip
+    run = known_failures.apply(run, known_failures.load(), dt.date.today())
+    previous = None
+    latest = reports / "latest"
+    if latest.exists():
+        try:
+            previous = load_run(latest)
+        except Exception:  # a broken previous report must not sink this one
+            previous = None
+    write_report(run, run_dir, previous)
+    for cell in run.cells:
+        ctx.say(f"  {cell.cell_id}: {cell.overall.value.upper()}"
+                f"{' - ' + cell.message if cell.message else ''}")  # fmt: skip
+    ctx.say(f"report: {run_dir / 'index.html'}")
+    return run
