@@ -176,11 +176,9 @@ def cmd_shell(args: argparse.Namespace) -> int:
     kernel = ctx.catalogue.resolve(args.kernel)
     image = ctx.image_for(kernel)
     cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
-    workdir = Path(os.environ.get("VHBA_LAB_WORKDIR", "")) or None
-    if workdir is None:
-        from lab.paths import cache_root
+    from lab.paths import cache_root
 
-        workdir = cache_root() / "runs" / f"shell-{kernel.series}-{os.getpid()}"
+    workdir = cache_root() / "runs" / f"shell-{kernel.series}-{os.getpid()}"
     with boot(image, workdir, ctx.accel, warm=not args.cold, progress=ctx.say) as booted:
         if args.with_module:
             from lab.module import build_module, load_module

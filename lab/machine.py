@@ -110,6 +110,11 @@ class Machine:
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=net0",
             "-device", "virtio-rng-pci",
+            # A reference drive for differential tests: QEMU's own scsi-cd, empty until
+            # change_medium() inserts the same ISO our responder serves.
+            "-device", "virtio-scsi-pci,id=scsi0",
+            "-drive", "if=none,id=refcd,media=cdrom,readonly=on",
+            "-device", "scsi-cd,bus=scsi0.0,drive=refcd,id=refcd-dev,vendor=QEMU",
             "-serial", f"file:{spec.serial_log}",
         ]  # fmt: skip
         if spec.loadvm:
@@ -191,6 +196,19 @@ class Machine:
         out = self.hmp(f"savevm {tag}").strip()
         if out:
             raise MachineError(f"savevm {tag} failed: {out}")
+
+    def change_medium(self, image: Path | None) -> None:
+        """Insert ``image`` into the reference scsi-cd (None: eject it)."""
+        if image is None:
+            self.qmp("eject", id="refcd-dev", force=True)
+        else:
+            self.qmp(
+                "blockdev-change-medium",
+                id="refcd-dev",
+                filename=str(image),
+                format="raw",
+                **{"read-only-mode": "read-only"},
+            )
 
     def shutdown(self, timeout: float = 20.0) -> None:
         """Power off gracefully, then ``quit``, then kill; always reap the process."""

@@ -53,9 +53,10 @@ def _qemu_version() -> str:
 
 
 def _shape(image: Image, accel: AccelChoice, memory_mb: int, cpus: int) -> str:
-    material = json.dumps(
-        [_qemu_version(), accel.name, memory_mb, cpus, image.path.name], sort_keys=True
-    )
+    """Everything a restore depends on: QEMU, the image, and the device command line."""
+    template = Machine(_spec(image, Path("disk"), Path("run"), accel, memory_mb, cpus, None))
+    template.spec.ssh_port = 1
+    material = json.dumps([_qemu_version(), image.path.name, template.command()], sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()
 
 
