@@ -247,14 +247,27 @@ class Machine:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def panic_line(self) -> str | None:
+        """The kernel's panic message from the serial log, if it panicked."""
+        try:
+            text = self.spec.serial_log.read_text(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if "Kernel panic" in line:
+                return line.strip()
+        return None
+
     def wait_until(self, probe: object, timeout: float, what: str) -> None:
         """Poll ``probe()`` until true; fail early if QEMU exits (panic => -no-reboot exit)."""
         assert callable(probe)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.is_running():
+                panic = self.panic_line()
                 raise MachineError(
-                    f"QEMU exited (code {self.exit_code()}) before {what}; "
+                    f"QEMU exited (code {self.exit_code()}) before {what}"
+                    f"{': ' + panic if panic else ''}; "
                     f"serial log {self.spec.serial_log}:\n{self.serial_tail()}"
                 )
             if probe():
