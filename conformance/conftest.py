@@ -40,6 +40,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--lab-accel", default=None, help="auto, kvm or tcg")
     group.addoption("--lab-mirror", default=None, help="Debian archive URI override")
+    group.addoption(
+        "--lab-fault",
+        action="append",
+        default=[],
+        help="fault spec for our responder (proves the suite catches bad drives)",
+    )
 
 
 def _cells(config: pytest.Config) -> list[CellSpec]:
@@ -74,7 +80,13 @@ def lab(request: pytest.FixtureRequest) -> LabContext:
 @pytest.fixture(scope="session")
 def cell(request: pytest.FixtureRequest, lab: LabContext, run_dir: Path) -> Iterator[CellEnv]:
     spec: CellSpec = request.param
-    env = CellEnv(lab, spec, run_dir / "cells" / spec.cell_id, media_set(run_dir))
+    env = CellEnv(
+        lab,
+        spec,
+        run_dir / "cells" / spec.cell_id,
+        media_set(run_dir),
+        faults=request.config.getoption("--lab-fault"),
+    )
     try:
         env.setup()
     except BaseException:

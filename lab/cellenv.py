@@ -68,6 +68,7 @@ class CellEnv:
     spec: CellSpec
     cell_dir: Path
     media: dict[str, Medium]
+    faults: list[str] = field(default_factory=list)  # passed to our responder at start
     kernel: KernelEntry | None = None
     image: Image | None = None
     build: BuildResult | None = None
@@ -109,7 +110,7 @@ class CellEnv:
         self.drive = OurResponder(guest) if self.spec.responder == "ours" else CdemuDaemon(guest)
         self.drive.ship()
         try:
-            self.nodes = self.drive.start([f"{GUEST_MEDIA}/cd1.iso"])
+            self.nodes = self.drive.start([f"{GUEST_MEDIA}/cd1.iso"], faults=self.faults)
         except LabError as exc:
             self.broken = f"the drive did not attach: {exc}"
 

@@ -102,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", dest="keyword", help="only tests matching this pytest -k expression")
     p.add_argument("-n", dest="workers", type=int, default=1, help="cells in parallel")
     p.add_argument("--reports", type=Path, default=Path("reports"), help="reports directory")
+    p.add_argument("--quick", action="store_true", help="skip the slow tests (large media)")
+    p.add_argument(
+        "--responder-fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="start our responder with this fault (e.g. capacity:blocks=1000) "
+        "to check that the suite catches a broken drive",
+    )
     _add_common(p)
 
     p = sub.add_parser("matrix", help="print the default cells (e.g. as a CI job matrix)")

@@ -25,7 +25,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     ctx = LabContext.from_args(args)
     cells = select_cells(ctx, args.kernels, args.cell)
-    run = run_matrix(ctx, cells, args.reports, workers=args.workers, keyword=args.keyword)
+    run = run_matrix(
+        ctx,
+        cells,
+        args.reports,
+        workers=args.workers,
+        keyword=args.keyword,
+        quick=args.quick,
+        faults=args.responder_fault,
+    )
     return run.exit_code
 
 

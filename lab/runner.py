@@ -39,8 +39,10 @@ def select_cells(ctx: LabContext, kernels: list[str] | None, cell_ids: list[str]
     return default_cells([e.series for e in entries])
 
 
-def reproducer(spec: CellSpec, test: str | None = None) -> str:
+def reproducer(spec: CellSpec, test: str | None = None, faults: list[str] | None = None) -> str:
     words = ["vhba-lab", "run", "--cell", spec.cell_id]
+    for fault in faults or []:
+        words += ["--responder-fault", fault]
     if test:
         words += ["-k", test.split("/", 1)[1]]
     return shlex.join(words)
@@ -64,7 +66,7 @@ def _host_info() -> dict[str, str]:
     }
 
 
-def _cell_result(spec: CellSpec, cell_dir: Path, accel: str) -> Cell:
+def _cell_result(spec: CellSpec, cell_dir: Path, accel: str, faults: list[str]) -> Cell:
     info: dict = {}
     if (cell_dir / "cell.json").exists():
         info = json.loads((cell_dir / "cell.json").read_text())
@@ -96,7 +98,7 @@ def _cell_result(spec: CellSpec, cell_dir: Path, accel: str) -> Cell:
         duration_s=float(info.get("duration_s", 0.0)),
         tests=tests,
         artifacts={k: f"cells/{spec.cell_id}/{v}" for k, v in info.get("artifacts", {}).items()},
-        reproducer=reproducer(spec),
+        reproducer=reproducer(spec, faults=faults),
         message=message,
     )
 
@@ -108,7 +110,8 @@ def run_matrix(
     *,
     workers: int = 1,
     keyword: str | None = None,
-    extra_pytest: list[str] | None = None,
+    quick: bool = False,
+    faults: list[str] | None = None,
 ) -> Run:
     started = dt.datetime.now(dt.timezone.utc)
     run_id = started.strftime("%Y%m%d-%H%M%S")
@@ -131,11 +134,18 @@ def run_matrix(
         args += ["-p", "no:xdist"]
     if keyword:
         args += ["-k", keyword]
-    pytest.main(args + (extra_pytest or []))
+    if quick:
+        args += ["-m", "not slow"]
+    for fault in faults or []:
+        args += ["--lab-fault", fault]
+    pytest.main(args)
     run = Run(
         run_id=run_id, started=started, finished=dt.datetime.now(dt.timezone.utc),
         host=_host_info(),
-        cells=[_cell_result(s, run_dir / "cells" / s.cell_id, ctx.accel.name) for s in cells],
+        cells=[
+            _cell_result(s, run_dir / "cells" / s.cell_id, ctx.accel.name, faults or [])
+            for s in cells
+        ],
     )  # fmt: skip
     run = known_failures.apply(run, known_failures.load(), dt.date.today())
     previous = None
