@@ -48,6 +48,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here too, so the suite is self-contained whatever ini file pytest picks.
+    for line in (
+        "slow: takes minutes under TCG (large media); vhba-lab run --quick skips these",
+        "no_health: runs without the per-test kernel health check",
+        "xdist_group(name): keep a cell's tests on one xdist worker",
+    ):
+        config.addinivalue_line("markers", line)
+
+
 def _cells(config: pytest.Config) -> list[CellSpec]:
     return [CellSpec.parse(c.strip()) for c in config.getoption("--lab-cells").split(",") if c]
 
