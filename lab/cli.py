@@ -169,11 +169,19 @@ def cmd_images(args: argparse.Namespace) -> int:
         return 0
     if not args.kernels:
         raise UsageError("images build needs --kernels (e.g. --kernels 6.12 or --kernels all)")
+    failed = []
     for kernel in ctx.resolve(args.kernels):
         started = time.monotonic()
-        image = ctx.images.get(kernel, ctx.mirror, progress=ctx.say, rebuild=args.rebuild)
+        try:
+            image = ctx.images.get(kernel, ctx.mirror, progress=ctx.say, rebuild=args.rebuild)
+        except LabError as exc:  # one broken image must not stop the others
+            failed.append(kernel.series)
+            ctx.say(f"[{kernel.series}] image FAILED: {exc}")
+            continue
         ctx.say(f"[{kernel.series}] image ready: {image.path} ({time.monotonic() - started:.0f} s)")
-    return 0
+    if failed:
+        ctx.say(f"images failed for: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 def cmd_shell(args: argparse.Namespace) -> int:

@@ -164,7 +164,7 @@ def apt_sources_for(release: str, mirror: Mirror) -> list[str]:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     """Serialise builders of the same cache entry across processes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:
@@ -214,7 +214,7 @@ class ImageStore:
         key = image_key(kernel, mirror)
         path = self.root / key
         say = progress or (lambda msg: log.info("%s", msg))
-        with _locked(self.root / f".{key}.lock"):
+        with locked(self.root / f".{key}.lock"):
             if path.exists() and not rebuild:
                 try:
                     self.verify(path)

@@ -210,6 +210,19 @@ class Machine:
                 **{"read-only-mode": "read-only"},
             )
 
+    def poweroff(self, timeout: float = 120.0) -> bool:
+        """Ask the guest to power off (ACPI) and wait; True if it did so cleanly in time."""
+        if not self.is_running():
+            return False
+        with contextlib.suppress(Exception):
+            self.qmp("system_powerdown")
+        assert self._proc is not None
+        try:
+            self._proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
     def shutdown(self, timeout: float = 20.0) -> None:
         """Power off gracefully, then ``quit``, then kill; always reap the process."""
         if self._proc is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lab.accel import AccelChoice, qemu_binary
 from lab.guest import Guest, SshIdentity
-from lab.images import Image
+from lab.images import Image, locked
 from lab.machine import Machine, MachineSpec
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,14 @@ def _wait_ssh(machine: Machine, image: Image, timeout: float, what: str) -> Gues
 def _ensure_warm(
     image: Image, accel: AccelChoice, memory_mb: int, cpus: int, say: Callable[[str], None]
 ) -> Path:
+    """The image's warm overlay; one process makes it while others wait for it."""
+    with locked(image.path / ".warm.lock"):
+        return _make_warm(image, accel, memory_mb, cpus, say)
+
+
+def _make_warm(
+    image: Image, accel: AccelChoice, memory_mb: int, cpus: int, say: Callable[[str], None]
+) -> Path:
     """The image's warm overlay, made by one cold boot + savevm if missing or stale."""
     warm_dir = image.path / "warm"
     warm_disk = warm_dir / "warm.qcow2"
@@ -132,22 +140,32 @@ def boot(
     warm: bool = True,
     memory_mb: int = 2048,
     cpus: int = 2,
+    disk: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Iterator[BootedGuest]:
-    """Boot ``image`` in ``workdir`` and yield it reachable over ssh; always shut down."""
+    """Boot ``image`` in ``workdir`` and yield it reachable over ssh; always shut down.
+
+    ``disk``: boot this existing overlay cold and keep it afterwards (for tests
+    that reboot a guest, e.g. DKMS autoload at boot).  By default every run
+    gets a fresh overlay (a copy of the warm snapshot), deleted at the end.
+    """
     say = progress or (lambda msg: log.info("%s", msg))
     workdir.mkdir(parents=True, exist_ok=True)
-    disk = workdir / "disk.qcow2"
-    if warm:
-        warm_disk = _ensure_warm(image, accel, memory_mb, cpus, say)
-        shutil.copy2(warm_disk, disk)
-        cold_log = warm_disk.parent / "serial.log"
-        if cold_log.exists():
-            shutil.copy2(cold_log, workdir / "boot-serial.log")
-        loadvm: str | None = SNAPSHOT_TAG
+    keep = disk is not None
+    loadvm: str | None = None
+    if disk is not None:
+        warm = False
     else:
-        _overlay(image.disk, disk)
-        loadvm = None
+        disk = workdir / "disk.qcow2"
+        if warm:
+            warm_disk = _ensure_warm(image, accel, memory_mb, cpus, say)
+            shutil.copy2(warm_disk, disk)
+            cold_log = warm_disk.parent / "serial.log"
+            if cold_log.exists():
+                shutil.copy2(cold_log, workdir / "boot-serial.log")
+            loadvm = SNAPSHOT_TAG
+        else:
+            _overlay(image.disk, disk)
     spec = _spec(image, disk, workdir, accel, memory_mb, cpus, loadvm)
     started = time.monotonic()
     machine = Machine(spec)
@@ -159,8 +177,9 @@ def boot(
             # A restored guest's clock stops at savevm time; make it now.
             guest.run(f"date -u -s @{time.time():.3f} >/dev/null", check=True)
         ready = time.monotonic() - started
-        say(f"guest {image.abi} ready in {ready:.1f} s ({'warm' if warm else 'cold'}, "
-            f"{accel.name})")  # fmt: skip
+        say(
+            f"guest {image.abi} ready in {ready:.1f} s ({'warm' if warm else 'cold'}, {accel.name})"
+        )
         booted = BootedGuest(machine, guest, image, workdir, warm, ready)
         try:
             yield booted
@@ -168,5 +187,6 @@ def boot(
             guest.close()
     finally:
         machine.shutdown()
-        with contextlib.suppress(OSError):
-            disk.unlink()
+        if not keep:
+            with contextlib.suppress(OSError):
+                disk.unlink()

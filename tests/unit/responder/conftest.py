@@ -1,45 +1,20 @@
-"""Shared fixtures: real ISO9660 images built with pycdlib, and CDB helpers."""
+"""Fixtures for the responder tests: real ISO9660 images built with pycdlib."""
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 import pytest
 
-from vhba_responder.device import Device, Response
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _responder_helpers
+
+from _responder_helpers import FILES, IsoImage, build_iso
+
+from vhba_responder.device import Device
 from vhba_responder.media import Medium
-from vhba_responder.sense import decode_fixed
 
-pycdlib = pytest.importorskip("pycdlib")
-
-FILES = {
-    "/README.TXT;1": b"vhba-lab responder test image\n" * 50,
-    "/DATA.BIN;1": bytes(range(256)) * 64 * 5,  # 80 KiB, spans many sectors
-}
-
-
-@dataclass
-class IsoImage:
-    path: Path
-    data: bytes
-    extents: dict[str, int]  # ISO path -> first LBA of the file's data
-
-    @property
-    def blocks(self) -> int:
-        return len(self.data) // 2048
-
-
-def build_iso(path: Path, files: dict[str, bytes]) -> IsoImage:
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, vol_ident="VHBATEST")
-    for name, content in files.items():
-        iso.add_fp(io.BytesIO(content), len(content), name)
-    iso.write(str(path))
-    extents = {name: iso.get_record(iso_path=name).extent_location() for name in files}
-    iso.close()
-    return IsoImage(path, path.read_bytes(), extents)
+pytest.importorskip("pycdlib")
 
 
 @pytest.fixture
@@ -58,27 +33,3 @@ def dev(iso: IsoImage) -> Device:
 @pytest.fixture
 def empty_dev() -> Device:
     return Device(index=1, devnum=4)
-
-
-def run(dev: Device, *cdb: int, data_out: bytes = b"", alloc: int | None = None) -> Response:
-    return dev.execute(bytes(cdb), data_out, alloc)
-
-
-def ok(dev: Device, *cdb: int, **kw) -> bytes:
-    resp = run(dev, *cdb, **kw)
-    assert resp.status == 0, f"{resp.name} failed: {resp.sense_text}"
-    assert resp.sense == b""
-    return resp.data
-
-
-def check(dev: Device, *cdb: int, **kw):
-    """Run a CDB that must fail; return the decoded sense."""
-    resp = run(dev, *cdb, **kw)
-    assert resp.status == 2, f"{resp.name} unexpectedly succeeded"
-    assert resp.data == b""
-    assert len(resp.sense) == 18 and resp.sense[0] & 0x7F == 0x70 and resp.sense[7] == 10
-    return decode_fixed(resp.sense)
-
-
-def be(b: bytes) -> int:
-    return int.from_bytes(b, "big")

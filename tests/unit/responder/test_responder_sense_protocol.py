@@ -45,9 +45,7 @@ def test_fixed_sense_information_sets_valid():
 
 
 def test_field_pointer_encoding():
-    err = SenseError(
-        SenseKey.ILLEGAL_REQUEST, Ascs.INVALID_FIELD_IN_CDB, field=FieldPointer(2, 5)
-    )
+    err = SenseError(SenseKey.ILLEGAL_REQUEST, Ascs.INVALID_FIELD_IN_CDB, field=FieldPointer(2, 5))
     s = err.encode()
     assert s[15] == 0x80 | 0x40 | 0x08 | 5  # SKSV, C/D, BPV, bit 5
     assert s[16:18] == b"\x00\x02"

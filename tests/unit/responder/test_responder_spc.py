@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import be, check, ok, run
+from _responder_helpers import be, check, ok, run
 
 from vhba_responder.commands.modepages import MAX_READ_SPEED_KBPS
 

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Kernel API differences for vhba.c.  This is the only file that looks at
+ * the kernel version.  Every guard names the release that changed the API
+ * and why it matters here; the helpers are named after what they do.
+ *
+ * Include after the kernel headers and before any driver code.  The
+ * adaptors at the bottom forward to driver functions declared here and
+ * defined in vhba.c.
+ */
+#ifndef VHBA_COMPAT_H
+#define VHBA_COMPAT_H
+
+#include <linux/version.h>
+
+/*
+ * True when building against @major.@minor.@sub or later.  This macro is
+ * the module's only use of LINUX_VERSION_CODE.
+ */
+#define VHBA_KERNEL_SINCE(major, minor, sub) \
+	(KERNEL_VERSION(major, minor, sub) <= LINUX_VERSION_CODE)
+
+/* Hand a finished command back to the SCSI midlayer. */
+static inline void vhba_cmd_done(struct scsi_cmnd *cmd)
+{
+#if VHBA_KERNEL_SINCE(5, 16, 0)
+	/* 5.16: scsi_done() replaced the per-command ->scsi_done pointer */
+	scsi_done(cmd);
+#else
+	cmd->scsi_done(cmd);
+#endif
+}
+
+/*
+ * Cap every scatterlist segment at @size bytes.  Not needed by the copy
+ * path (it walks pages), kept so the block limits match upstream vhba.
+ */
+static inline void vhba_host_set_max_segment_size(struct Scsi_Host *shost,
+						  unsigned int size)
+{
+#if VHBA_KERNEL_SINCE(5, 0, 0)
+	/* 5.0: hosts may get segments over a page unless they set a cap */
+	shost->max_segment_size = size;
+#endif
+}
+
+/*
+ * ->queuecommand adaptor.  vhba_queue_cmd() returns 0 or
+ * SCSI_MLQUEUE_HOST_BUSY.
+ */
+static int vhba_queue_cmd(struct Scsi_Host *shost, struct scsi_cmnd *cmd);
+
+#if VHBA_KERNEL_SINCE(7, 0, 0)
+/* 7.0: ->queuecommand returns enum scsi_qc_status instead of int */
+static enum scsi_qc_status vhba_queuecommand(struct Scsi_Host *shost,
+					     struct scsi_cmnd *cmd)
+{
+	return vhba_queue_cmd(shost, cmd);
+}
+#else
+static int vhba_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
+{
+	return vhba_queue_cmd(shost, cmd);
+}
+#endif
+
+/* ->poll adaptor.  vhba_ctl_readable() says whether read() would succeed. */
+static bool vhba_ctl_readable(struct file *file,
+			      struct poll_table_struct *wait);
+
+#if VHBA_KERNEL_SINCE(4, 16, 0)
+/* 4.16: ->poll returns __poll_t, built from the EPOLL* constants */
+static __poll_t vhba_ctl_poll(struct file *file,
+			      struct poll_table_struct *wait)
+{
+	return vhba_ctl_readable(file, wait) ? EPOLLIN | EPOLLRDNORM : 0;
+}
+#else
+static unsigned int vhba_ctl_poll(struct file *file,
+				  struct poll_table_struct *wait)
+{
+	return vhba_ctl_readable(file, wait) ? POLLIN | POLLRDNORM : 0;
+}
+#endif
+
+/* platform_driver ->remove adaptor around vhba_remove(). */
+static void vhba_remove(struct platform_device *pdev);
+
+#if VHBA_KERNEL_SINCE(6, 11, 0)
+/* 6.11: platform_driver.remove returns void */
+static void vhba_platform_remove(struct platform_device *pdev)
+{
+	vhba_remove(pdev);
+}
+#else
+static int vhba_platform_remove(struct platform_device *pdev)
+{
+	vhba_remove(pdev);
+	return 0;
+}
+#endif
+
+#endif /* VHBA_COMPAT_H */

@@ -1,0 +1,249 @@
+"""CLI behaviour, the serve lifecycle (ready file, SIGTERM) and the zipapp build."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vhba_responder import zipapp
+from vhba_responder.cli import main
+from vhba_responder.control import ControlServer
+from vhba_responder.device import Device
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_missing_control_node_is_one_clear_line(tmp_path, capsys):
+    rc = main(
+        [
+            "serve",
+            "--ctl",
+            str(tmp_path / "vhba_ctl"),
+            "--device",
+            "-",
+            "--control",
+            str(tmp_path / "c.sock"),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1
+    assert "does not exist" in err and "modprobe vhba" in err
+
+
+def test_unopenable_control_node_mentions_permissions(tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root can open anything")
+    node = tmp_path / "vhba_ctl"
+    node.write_text("")
+    node.chmod(0)
+    assert (
+        main(["serve", "--ctl", str(node), "--device", "-", "--control", str(tmp_path / "c.sock")])
+        == 2
+    )
+    assert "permission" in capsys.readouterr().err
+
+
+def test_bad_fault_spec(tmp_path, capsys):
+    rc = main(
+        [
+            "serve",
+            "--ctl",
+            "/dev/null",
+            "--device",
+            "-",
+            "--control",
+            str(tmp_path / "c.sock"),
+            "--fault",
+            "nope",
+        ]
+    )
+    assert rc == 2 and "unknown fault kind" in capsys.readouterr().err
+
+
+def test_missing_image(tmp_path, capsys):
+    rc = main(
+        [
+            "serve",
+            "--ctl",
+            "/dev/null",
+            "--device",
+            str(tmp_path / "x.iso"),
+            "--control",
+            str(tmp_path / "c.sock"),
+        ]
+    )
+    assert rc == 2 and "cannot open image" in capsys.readouterr().err
+
+
+def test_ctl_status_and_error_exit(tmp_path, capsys):
+    sock = tmp_path / "c.sock"
+    srv = ControlServer(sock, [Device()]).start()
+    try:
+        assert main(["ctl", "--control", str(sock), "status"]) == 0
+        assert json.loads(capsys.readouterr().out)["devices"][0]["index"] == 0
+        assert main(["ctl", "--control", str(sock), "eject", "5"]) == 1
+        assert "no device 5" in capsys.readouterr().out
+    finally:
+        srv.close()
+
+
+def test_ctl_without_server(tmp_path, capsys):
+    assert main(["ctl", "--control", str(tmp_path / "none.sock"), "status"]) == 2
+    assert "cannot talk to" in capsys.readouterr().err
+
+
+def _serve_lifecycle(
+    cmd_prefix: list[str], tmp_path: Path, iso_path: Path, env: dict[str, str] | None = None
+) -> None:
+    """Run serve against a FIFO standing in for /dev/vhba_ctl (ioctls fail, which
+    the server tolerates), wait for the ready file, drive ctl, then SIGTERM."""
+    fifo = tmp_path / "fake_ctl"
+    os.mkfifo(fifo)
+    sock, ready, log = tmp_path / "c.sock", tmp_path / "ready.json", tmp_path / "r.log"
+    proc = subprocess.Popen(
+        [
+            *cmd_prefix,
+            "serve",
+            "--ctl",
+            str(fifo),
+            "--device",
+            str(iso_path),
+            "--device",
+            "-",
+            "--control",
+            str(sock),
+            "--ready-file",
+            str(ready),
+            "--log",
+            str(log),
+            "--trace",
+            str(tmp_path / "t.jsonl"),
+            "--fault",
+            "delay:ms=1,dev=1",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        for _ in range(200):
+            if ready.exists():
+                break
+            assert proc.poll() is None, "serve exited early"
+            time.sleep(0.05)
+        doc = json.loads(ready.read_text())
+        assert [d["index"] for d in doc["devices"]] == [0, 1]
+        assert doc["devices"][0]["medium"] == str(iso_path)
+        assert doc["devices"][1]["medium"] is None
+        assert doc["pid"] == proc.pid and doc["control"] == str(sock)
+        assert set(doc["devices"][0]) >= {"devnum", "hctl", "host", "channel", "target", "lun"}
+        out = subprocess.run(
+            [*cmd_prefix, "ctl", "--control", str(sock), "status"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        status = json.loads(out.stdout)
+        assert status["devices"][1]["faults"][0]["spec"] == "delay:ms=1,dev=1"
+        assert status["devices"][0]["faults"] == []
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert not ready.exists() and not sock.exists()
+        assert "ready: 2 drive(s)" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_lifecycle_module(tmp_path, iso):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    _serve_lifecycle([sys.executable, "-m", "vhba_responder"], tmp_path, iso.path, env)
+
+
+def test_zipapp_build_and_run(tmp_path, iso):
+    pyz = zipapp.build(tmp_path / "out" / "vhba-responder.pyz")
+    assert pyz.is_file() and pyz.read_bytes().startswith(b"#!/usr/bin/env python3")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run(
+        [sys.executable, str(pyz), "--version"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert r.returncode == 0 and "vhba-responder" in r.stdout
+    r = subprocess.run(
+        [sys.executable, str(pyz), "ctl", "--control", "/nonexistent", "status"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert r.returncode == 2  # the CLI's exit code survives the zipapp entry point
+    _serve_lifecycle([sys.executable, str(pyz)], tmp_path, iso.path, env)
+
+
+def test_zipapp_module_entry(tmp_path):
+    out = tmp_path / "r.pyz"
+    r = subprocess.run(
+        [sys.executable, "-m", "vhba_responder.zipapp", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert r.returncode == 0 and out.is_file()
+
+
+def test_die_fault_exits_abruptly(tmp_path):
+    """A request arriving on the (FIFO stand-in) control node triggers ``die``."""
+    from vhba_responder.protocol import Request
+    from vhba_responder.server import DIE_EXIT_CODE
+
+    fifo = tmp_path / "fake_ctl"
+    os.mkfifo(fifo)
+    sock, ready = tmp_path / "c.sock", tmp_path / "ready.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vhba_responder",
+            "serve",
+            "--ctl",
+            str(fifo),
+            "--device",
+            "-",
+            "--control",
+            str(sock),
+            "--ready-file",
+            str(ready),
+            "--fault",
+            "die:op=0",
+            "--log",
+            str(tmp_path / "log"),
+        ],
+        env=env,
+    )
+    try:
+        for _ in range(200):
+            if ready.exists():
+                break
+            time.sleep(0.05)
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.write(fd, Request(1, 0, bytes(6), 0).pack())
+        os.close(fd)
+        assert proc.wait(10) == DIE_EXIT_CODE
+        assert ready.exists()  # no cleanup: it really died
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
