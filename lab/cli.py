@@ -198,9 +198,9 @@ def cmd_shell(args: argparse.Namespace) -> int:
     workdir = cache_root() / "runs" / f"shell-{kernel.series}-{os.getpid()}"
     with boot(image, workdir, ctx.accel, warm=not args.cold, progress=ctx.say) as booted:
         if args.with_module:
-            from lab.module import build_module, load_module
+            from lab.module import build_module, load_module, require_built
 
-            ko = build_module(image, workdir / "module-build.log")
+            ko = require_built(build_module(image, workdir / "module-build.log"))
             load_module(booted.guest, ko)
         ssh = booted.guest.identity.ssh_command(
             booted.guest.identity.write_known_hosts(workdir / "known_hosts")

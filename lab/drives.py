@@ -164,7 +164,7 @@ class CdemuDaemon:
         self.guest.run(
             f"mkdir -p {LOGS}; dbus-daemon --session --fork --print-address=1 > {self.BUS_FILE} && "
             f"export {self._env()} && (setsid cdemu-daemon --num-devices={count} "
-            f"--system-sleep-handler=0 --logfile={LOGS}/cdemu-daemon.log "
+            f"--logfile={LOGS}/cdemu-daemon.log "
             f"</dev/null >{LOGS}/stdout.log 2>&1 &)",
             check=True,
         )
