@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="kernels for 'build' (series, release, version, or 'all')",
     )
     p.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
-    p.add_argument("--all", action="store_true", help="'prune': delete every cached image")
+    p.add_argument(
+        "--all", action="store_true", help="'prune': delete every cached image, not only stale ones"
+    )
     _add_common(p)
 
     p = sub.add_parser("shell", help="boot a guest on a kernel; open a shell or run a command")
@@ -162,9 +164,13 @@ def cmd_images(args: argparse.Namespace) -> int:
             print(f"{entry.name}  {manifest.get('built_at', '?')}  {state}")
         return 0
     if args.action == "prune":
-        if not args.all:
-            raise UsageError("images prune deletes cached images: pass --all to confirm")
-        for path in ctx.images.prune(keep=set()):
+        from lab.images import image_key
+
+        # Without --all, keep exactly the images the current recipe and catalogue would use.
+        keep = set() if args.all else {
+            image_key(k, ctx.mirror) for k in ctx.catalogue.entries()
+        }  # fmt: skip
+        for path in ctx.images.prune(keep=keep):
             print(f"removed {path}")
         return 0
     if not args.kernels:

@@ -228,12 +228,13 @@ class ImageStore:
             return Image(path, kernel.release, kernel.abi)
 
     def prune(self, keep: set[str]) -> list[Path]:
-        """Delete entries whose name is not in ``keep`` (and leftovers of failed builds)."""
+        """Delete finished entries whose name is not in ``keep``."""
         removed = []
         if not self.root.exists():
             return removed
         for entry in self.root.iterdir():
-            if entry.is_dir() and entry.name not in keep:
+            # Dot-entries are builds in progress (a failed one removes itself).
+            if entry.is_dir() and not entry.name.startswith(".") and entry.name not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
         return removed
