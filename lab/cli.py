@@ -196,7 +196,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     from lab.session import boot
 
     ctx = LabContext.from_args(args)
-    kernel = ctx.catalogue.resolve(args.kernel)
+    kernel = ctx.resolve_one(args.kernel)
     image = ctx.image_for(kernel)
     cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
     from lab.paths import cache_root

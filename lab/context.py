@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from rich.console import Console
 
@@ -16,7 +17,8 @@ from lab.accel import AccelChoice, choose_accel
 from lab.apt_sources import Mirror, find_mirror
 from lab.config import Config, load_config
 from lab.images import Image, ImageStore
-from lab.kernels import Catalogue, KernelEntry
+from lab.kernel_install import AnyKernel
+from lab.kernels import Catalogue, KernelEntry, resolve_local
 
 
 @dataclass
@@ -68,5 +70,11 @@ class LabContext:
     def resolve(self, names: list[str]) -> list[KernelEntry]:
         return self.catalogue.resolve_many(names)
 
-    def image_for(self, kernel: KernelEntry) -> Image:
+    def resolve_one(self, name: str) -> AnyKernel:
+        """A catalogue name, or a path to a contributor's kernel build directory."""
+        if "/" in name or Path(name).is_dir():
+            return resolve_local(name)
+        return self.catalogue.resolve(name)
+
+    def image_for(self, kernel: AnyKernel) -> Image:
         return self.images.get(kernel, self.mirror, progress=self.say)

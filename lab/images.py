@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.apt_sources import Mirror
-from lab.archive import download_deb
 from lab.errors import CacheCorruptError, ImageBuildError
-from lab.kernels import KernelEntry
+from lab.kernel_install import AnyKernel, KernelInstall, kernel_install
 from lab.paths import cache_root, repo_root
 
 log = logging.getLogger(__name__)
@@ -125,15 +124,14 @@ def _recipe_digest(release: str) -> str:
     return digest.hexdigest()
 
 
-def image_key(kernel: KernelEntry, mirror: Mirror) -> str:
+def image_key(kernel: AnyKernel, mirror: Mirror) -> str:
     """Cache directory name: readable prefix + hash of everything that shapes the image."""
     material = json.dumps(
         {
             "recipe": _recipe_digest(kernel.release),
             "mirror": [mirror.archive, mirror.security],
             "release": kernel.release,
-            "image": [[d.package, d.version] for d in (kernel.image, *kernel.image_parts)],
-            "headers": [[d.package, d.version] for d in kernel.headers],
+            "kernel": kernel_install(kernel).identity(),
         },
         sort_keys=True,
     )
@@ -205,7 +203,7 @@ class ImageStore:
 
     def get(
         self,
-        kernel: KernelEntry,
+        kernel: AnyKernel,
         mirror: Mirror,
         progress: Progress | None = None,
         rebuild: bool = False,
@@ -240,32 +238,21 @@ class ImageStore:
         return removed
 
     # -- building -------------------------------------------------------------
-    def _build(self, kernel: KernelEntry, mirror: Mirror, final: Path, say: Progress) -> None:
+    def _build(self, kernel: AnyKernel, mirror: Mirror, final: Path, say: Progress) -> None:
         started = time.monotonic()
         self.root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=self.root))
         build_log = work / "build.log"
+        install = kernel_install(kernel)
         try:
-            say(f"[{kernel.series}] downloading kernel packages {kernel.version}")
-            debs_dir = work / "debs"
-            debs_dir.mkdir()
-            deb_cache = cache_root() / "debs"
-            if kernel.parts_missing:
-                raise ImageBuildError(
-                    f"{kernel.abi}: the mirror lacks {', '.join(kernel.parts_missing)}; "
-                    "try another kernel or --refresh"
-                )
-            for deb in (kernel.image, *kernel.image_parts, *kernel.headers):
-                src = download_deb(deb, deb_cache)
-                shutil.copy2(src, debs_dir / src.name)
+            install.prepare(work, say)
             self._keys(work)
             tree = work / "tree"
-            say(f"[{kernel.series}] mmdebstrap {kernel.release} + linux-image-{kernel.abi}")
-            self._mmdebstrap(kernel, mirror, tree, debs_dir, work, build_log)
-            shutil.rmtree(debs_dir)
-            boot = tree / "boot"
-            shutil.copy2(boot / f"vmlinuz-{kernel.abi}", work / "vmlinuz")
-            initrd = boot / f"initrd.img-{kernel.abi}"
+            say(f"[{kernel.series}] mmdebstrap {kernel.release} + {install.describe()}")
+            self._mmdebstrap(kernel.release, install, mirror, tree, work, build_log)
+            install.cleanup(work)
+            shutil.copy2(install.vmlinuz(tree), work / "vmlinuz")
+            initrd = tree / "boot" / f"initrd.img-{kernel.abi}"
             if not initrd.exists():
                 raise ImageBuildError(
                     f"no initrd was generated for {kernel.abi}; see {final / 'build.log'}"
@@ -279,7 +266,7 @@ class ImageStore:
                 "series": kernel.series,
                 "abi": kernel.abi,
                 "version": kernel.version,
-                "suite": kernel.suite,
+                "source": install.describe(),
                 "mirror": {"archive": mirror.archive, "security": mirror.security},
                 "packages": recipe_packages(kernel.release),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -306,17 +293,18 @@ class ImageStore:
 
     @staticmethod
     def _mmdebstrap(
-        kernel: KernelEntry, mirror: Mirror, tree: Path, debs: Path, work: Path, build_log: Path
+        release: str,
+        install: KernelInstall,
+        mirror: Mirror,
+        tree: Path,
+        work: Path,
+        build_log: Path,
     ) -> None:
-        packages = recipe_packages(kernel.release)
+        packages = recipe_packages(release) + install.extra_packages()
         host_key = work / "host_key"
         client_pub = work / "client_key.pub"
         hooks = [
-            f'mkdir -p "$1/tmp/kernel-debs" && cp {debs}/*.deb "$1/tmp/kernel-debs/"',
-            # apt resolves the kernel's own dependencies (gcc, kmod, initramfs) from the release.
-            'chroot "$1" sh -c "DEBIAN_FRONTEND=noninteractive apt-get install -y '
-            '--no-install-recommends /tmp/kernel-debs/*.deb"',
-            'rm -rf "$1/tmp/kernel-debs"',
+            *install.hooks(work),
             f'sh {RECIPE_DIR / "customize.sh"} "$1"',
             'rm -f "$1"/etc/ssh/ssh_host_*',
             f'install -m 600 {host_key} "$1/etc/ssh/ssh_host_ed25519_key"',
@@ -329,7 +317,7 @@ class ImageStore:
             "mmdebstrap", "--mode=root", "--variant=apt", "--verbose",
             f"--include={','.join(packages)}",
             *[f"--customize-hook={hook}" for hook in hooks],
-            kernel.release, str(tree), *apt_sources_for(kernel.release, mirror),
+            release, str(tree), *apt_sources_for(release, mirror),
         ]  # fmt: skip
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         with build_log.open("ab") as out:
@@ -339,8 +327,8 @@ class ImageStore:
         if proc.returncode != 0:
             tail = "\n".join(build_log.read_text(errors="replace").splitlines()[-15:])
             raise ImageBuildError(
-                f"mmdebstrap failed for {kernel.release}/{kernel.abi} (exit {proc.returncode});"
-                f" last lines of the build log:\n{tail}"
+                f"mmdebstrap failed for {release} + {install.describe()} "
+                f"(exit {proc.returncode}); last lines of the build log:\n{tail}"
             )
 
     @staticmethod

@@ -535,6 +535,15 @@ class LocalKernel:
         match = _SERIES.match(self.kernel_release)
         return f"{match.group(1)}.{match.group(2)}" if match else self.kernel_release
 
+    @property
+    def abi(self) -> str:
+        """Same meaning as KernelEntry.abi: what ``uname -r`` prints in the guest."""
+        return self.kernel_release
+
+    @property
+    def version(self) -> str:
+        return f"local:{self.path}"
+
 
 def resolve_local(path: str | Path) -> LocalKernel:
     """Check that ``path`` is a built kernel tree and describe it."""

@@ -31,12 +31,18 @@ def test_command_line_boots_the_overlay_directly(tmp_path: Path) -> None:
     args = Machine(_spec(tmp_path)).command()
     assert _value(args, "-kernel") == [str(tmp_path / "vmlinuz")]
     assert _value(args, "-initrd") == [str(tmp_path / "initrd.img")]
-    (drive,) = _value(args, "-drive")
+    (drive,) = [d for d in _value(args, "-drive") if d.startswith("file=")]
     assert drive.startswith(f"file={tmp_path / 'disk.qcow2'},")
     assert "format=qcow2" in drive
     assert "-no-reboot" in args, "a panicking guest must make QEMU exit, not loop"
     (append,) = _value(args, "-append")
     assert "console=ttyS0" in append and "panic=-1" in append and "root=/dev/vda" in append
+
+
+def test_reference_scsi_cd_starts_empty(tmp_path: Path) -> None:
+    args = Machine(_spec(tmp_path)).command()
+    assert "if=none,id=refcd,media=cdrom,readonly=on" in _value(args, "-drive")
+    assert any(d.startswith("scsi-cd,") for d in _value(args, "-device"))
 
 
 def test_ssh_is_forwarded_on_loopback_only(tmp_path: Path) -> None:
