@@ -131,7 +131,7 @@ def image_key(kernel: AnyKernel, mirror: Mirror) -> str:
             "recipe": _recipe_digest(kernel.release),
             "mirror": [mirror.archive, mirror.security],
             "release": kernel.release,
-            "kernel": kernel_install(kernel).identity(),
+            **kernel_install(kernel).identity(),
         },
         sort_keys=True,
     )

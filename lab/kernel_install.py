@@ -23,7 +23,7 @@ AnyKernel = Union[KernelEntry, LocalKernel]
 
 
 class KernelInstall(Protocol):
-    def identity(self) -> object: ...
+    def identity(self) -> dict[str, object]: ...
     def describe(self) -> str: ...
     def prepare(self, work: Path, say: Callable[[str], None]) -> None: ...
     def extra_packages(self) -> list[str]: ...
@@ -38,9 +38,12 @@ class DebianKernelInstall:
     def __init__(self, kernel: KernelEntry) -> None:
         self.kernel = kernel
 
-    def identity(self) -> object:
+    def identity(self) -> dict[str, object]:
         k = self.kernel
-        return [[d.package, d.version] for d in (k.image, *k.image_parts, *k.headers)]
+        return {
+            "image": [[d.package, d.version] for d in (k.image, *k.image_parts)],
+            "headers": [[d.package, d.version] for d in k.headers],
+        }
 
     def describe(self) -> str:
         return f"linux-image-{self.kernel.abi} {self.kernel.version}"
@@ -88,11 +91,11 @@ class LocalKernelInstall:
     def __init__(self, kernel: LocalKernel) -> None:
         self.kernel = kernel
 
-    def identity(self) -> object:
+    def identity(self) -> dict[str, object]:
         digest = hashlib.sha256()
         for path in (self.kernel.bzimage, self.kernel.module_symvers):
             digest.update(path.read_bytes())
-        return ["local", self.kernel.kernel_release, str(self.kernel.path), digest.hexdigest()]
+        return {"local": [self.kernel.kernel_release, str(self.kernel.path), digest.hexdigest()]}
 
     def describe(self) -> str:
         return f"local kernel {self.kernel.kernel_release} from {self.kernel.path}"
