@@ -255,21 +255,22 @@ class _Page:
     # -- matrix ----------------------------------------------------------------
 
     def matrix(self) -> str:
-        tests_by_group: dict[str, set[str]] = defaultdict(set)
+        # Suite order (the order tests ran in), not alphabetical: build before attach, etc.
+        tests_by_group: dict[str, dict[str, None]] = defaultdict(dict)
         for cell in self.cells:
             for test in cell.tests:
-                tests_by_group[test.group].add(test.name)
+                tests_by_group[test.group][test.name] = None
         lookup = {(c.cell_id, t.name): t for c in self.cells for t in c.tests}
         width = len(self.cells) + 1
 
         head = ['<th class="corner" scope="col">test \\ kernel, module / responder</th>']
         head += [self.column_header(c) for c in self.cells]
         body = []
-        for group in sorted(tests_by_group):
+        for group in tests_by_group:
             body.append(
                 f'<tr class="group"><th scope="colgroup" colspan="{width}">{_e(group)}</th></tr>'
             )
-            for name in sorted(tests_by_group[group]):
+            for name in tests_by_group[group]:
                 short = name[len(group) + 1 :] if name.startswith(group + "/") else name
                 row = [f'<th scope="row" title="{_e(name)}">{_e(short)}</th>']
                 for cell in self.cells:
