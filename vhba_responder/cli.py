@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=[k.value for k in MediaKind],
         help="force the disc type instead of choosing by size",
     )
+    ld.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="if the current disc is locked: request an eject and wait S seconds",
+    )
     ej = cs.add_parser("eject")
     ej.add_argument("dev", type=int)
     ej.add_argument("--force", action="store_true", help="eject even while the tray is locked")
@@ -253,6 +260,7 @@ def ctl(args: argparse.Namespace) -> int:
         req["dev"] = args.dev
     if args.action == "load":
         req["image"] = str(args.image.resolve())
+        req["wait"] = args.wait
         if args.kind:
             req["kind"] = args.kind
     elif args.action == "eject":

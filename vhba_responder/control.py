@@ -3,7 +3,7 @@
 One request per line, one reply per line::
 
     {"cmd": "status"}
-    {"cmd": "load", "dev": 0, "image": "/abs/path.iso"}
+    {"cmd": "load", "dev": 0, "image": "/abs/path.iso", "wait": 10}
     {"cmd": "eject", "dev": 0, "force": false, "wait": 10}
     {"cmd": "fault", "dev": 0, "spec": "delay:ms=500,op=0x28"}
     {"cmd": "clear-faults", "dev": 0}
@@ -124,15 +124,19 @@ class ControlServer:
             medium = Medium.open(Path(image), kind)
         except OSError as exc:
             raise ControlError(f"cannot open image {image}: {exc.strerror}") from None
-        dev.load(medium)
+        dev.load(medium, wait_s=self._wait(req))
         return {"device": self._status_of(dev)}
 
-    def _eject(self, req: dict[str, Any]) -> dict[str, Any]:
-        dev = self._device(req)
+    @staticmethod
+    def _wait(req: dict[str, Any]) -> float:
         wait = req.get("wait", DEFAULT_EJECT_WAIT_S)
         if not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0:
             raise ControlError('"wait" must be a number of seconds >= 0')
-        dev.eject(force=bool(req.get("force", False)), wait_s=min(float(wait), MAX_EJECT_WAIT_S))
+        return min(float(wait), MAX_EJECT_WAIT_S)
+
+    def _eject(self, req: dict[str, Any]) -> dict[str, Any]:
+        dev = self._device(req)
+        dev.eject(force=bool(req.get("force", False)), wait_s=self._wait(req))
         return {"device": self._status_of(dev)}
 
     def _fault(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -19,9 +19,11 @@ GESN-then-TUR check sees a consistent story.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from vhba_responder.cdb import Cdb
@@ -146,11 +148,13 @@ class Device:
         self.state.pending_ua = None
         self.state.media_event = MEDIA_EVENT_MEDIA_REMOVAL
 
-    def load(self, medium: Medium) -> None:
-        """Operator puts a disc in and closes the tray (control ``load``)."""
-        with self.lock:
-            if self.accessible_medium is not None and self.state.locked:
-                raise SenseError(SenseKey.NOT_READY, Ascs.MEDIUM_REMOVAL_PREVENTED)
+    def load(self, medium: Medium, wait_s: float = 0.0) -> None:
+        """Operator puts a disc in and closes the tray (control ``load``).
+
+        Replacing a disc the host has locked goes through the same eject
+        request as :meth:`eject` (the operator must get the old disc out first).
+        """
+        with self._unlocked_or_request(wait_s, force=False, need_disc=True):
             self.state.medium = medium
             self.state.tray_open = False
             self._became_accessible()
@@ -172,27 +176,38 @@ class Device:
         ``wait_s`` seconds to release the lock before the eject is refused.
         ``force`` ignores the lock (and clears it).
         """
+        with self._unlocked_or_request(wait_s, force=force, need_disc=False):
+            had_disc = self.accessible_medium is not None
+            self.state.medium = None
+            self.state.tray_open = True
+            self.state.locked = False
+            if had_disc:
+                self._became_inaccessible()
+            log.info("dev %d: ejected", self.index)
+
+    @contextlib.contextmanager
+    def _unlocked_or_request(self, wait_s: float, force: bool, need_disc: bool) -> Iterator[None]:
+        """Hold the device lock once the tray may be operated by hand.
+
+        If the host keeps the tray locked (and, with ``need_disc``, a disc is
+        in), post an eject request and poll for up to ``wait_s`` seconds.
+        """
         deadline = time.monotonic() + wait_s
-        with self.lock:
-            if self.state.locked and not force:
-                self.state.media_event = MEDIA_EVENT_EJECT_REQUEST
+        posted = False
         while True:
             with self.lock:
-                if force or not self.state.locked:
-                    self._remove_disc()
+                blocked = self.state.locked and not force
+                if need_disc and self.accessible_medium is None:
+                    blocked = False
+                if not blocked:
+                    yield
                     return
+                if not posted:
+                    self.state.media_event = MEDIA_EVENT_EJECT_REQUEST
+                    posted = True
             if time.monotonic() >= deadline:
                 raise SenseError(SenseKey.NOT_READY, Ascs.MEDIUM_REMOVAL_PREVENTED)
             time.sleep(0.05)
-
-    def _remove_disc(self) -> None:
-        had_disc = self.accessible_medium is not None
-        self.state.medium = None
-        self.state.tray_open = True
-        self.state.locked = False
-        if had_disc:
-            self._became_inaccessible()
-        log.info("dev %d: ejected", self.index)
 
     def open_tray(self) -> None:
         """START STOP UNIT LoEj=1 Start=0: the disc stays on the open tray."""

@@ -54,6 +54,9 @@ def test_locked_eject_refused(ctl, iso):
     reply = request(path, {"cmd": "eject", "dev": 0, "wait": 0.1})
     assert reply["ok"] is False and reply["sense"] == "02/53/02"
     assert request(path, {"cmd": "eject", "dev": 0, "wait": -1})["ok"] is False
+    reply = request(path, {"cmd": "load", "dev": 0, "image": str(iso.path), "wait": 0.1})
+    assert reply["ok"] is False and reply["sense"] == "02/53/02"
+    assert run(devices[0], 0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8, 0).data[4] == 1  # eject request
     reply = request(path, {"cmd": "eject", "dev": 0, "force": True})
     assert reply["ok"] is True
 
