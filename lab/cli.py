@@ -143,7 +143,8 @@ def cmd_kernels(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        Console().print(format_table(entries))
+        # Piped output keeps full columns instead of rich's 80-column default.
+        Console(width=None if sys.stdout.isatty() else 160).print(format_table(entries))
     return 0
 
 

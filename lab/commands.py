@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -16,7 +17,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     kernels = ctx.resolve(args.kernels)
     out = Path("reports") / "build" / timestamp()
     rows = run_compile_matrix(ctx, kernels, out, jobs=args.jobs, werror=not args.no_werror)
-    Console().print(matrix_table(rows))
+    Console(width=None if sys.stdout.isatty() else 160).print(matrix_table(rows))
     return 0 if all(row.ok for row in rows) else 1
 
 
