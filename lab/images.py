@@ -315,6 +315,9 @@ class ImageStore:
         ]
         cmd = [
             "mmdebstrap", "--mode=root", "--variant=apt", "--verbose",
+            # Mirrors may be dated snapshots whose sid/experimental Release files have
+            # passed Valid-Until; the content is still what the index's hashes say.
+            '--aptopt=Acquire::Check-Valid-Until "false"',
             f"--include={','.join(packages)}",
             *[f"--customize-hook={hook}" for hook in hooks],
             release, str(tree), *apt_sources_for(release, mirror),

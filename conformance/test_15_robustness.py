@@ -1,0 +1,127 @@
+"""Robustness: the module survives a responder that writes garbage, dies or stalls.
+
+The per-test kernel health check (no BUG/WARNING/Oops, no new taint) is the
+main assertion here; each test also checks the module still works afterwards.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from lab.cellenv import GUEST_MEDIA, CellEnv
+from lab.drives import DriveNode, OurResponder
+
+# Runs in the guest: opens its own device, answers its first command with garbage
+# of every kind, then correctly, and prints what the kernel said to each write.
+GARBAGE_SCRIPT = textwrap.dedent(
+    """
+    import errno, os, select, struct
+    REQ = struct.Struct("=II16sB3xI")
+    RESP = struct.Struct("=III")
+    fd = os.open("/dev/vhba_ctl", os.O_RDWR | os.O_NONBLOCK)
+    def write(label, data):
+        try:
+            n = os.write(fd, data)
+            print(label, "ok", n)
+        except OSError as exc:
+            print(label, errno.errorcode[exc.errno])
+    p = select.poll(); p.register(fd, select.POLLIN)
+    assert p.poll(20000), "no command arrived within 20 s"
+    buf = os.read(fd, 65536)
+    tag, lun, cdb, cdb_len, data_len = REQ.unpack_from(buf)
+    print("request", hex(cdb[0]), cdb_len, data_len, "padding", buf[25:28].hex())
+    write("tiny", b"\\x01\\x02\\x03")
+    write("unknown_tag", RESP.pack(tag ^ 0x5A5A0000, 0, 0))
+    write("stale_generation", RESP.pack(tag + (1 << 8), 0, 0))
+    write("huge_sense", RESP.pack(tag, 2, 0xFFFFFFFF) + b"\\x70" + bytes(17))
+    # A valid answer must still be accepted after all that (if the huge sense one was not).
+    inquiry = bytes([5, 0x80, 5, 2, 31]) + bytes(3) + b"GARBAGE Test drive      0.1 "
+    write("valid", RESP.pack(tag, 0, len(inquiry)) + inquiry)
+    os.close(fd)
+    print("closed")
+    """
+)
+
+
+def _restart_drive(cell: CellEnv) -> None:
+    """Bring the cell back to its normal state: module loaded, cd1 served on drive 0."""
+    assert cell.drive is not None
+    cell.drive.stop()
+    if cell.guest.run("grep -qw ^vhba /proc/modules").rc != 0:
+        cell.guest.run("insmod /root/vhba.ko && udevadm settle -t 20", check=True)
+    cell.nodes = cell.drive.start([f"{GUEST_MEDIA}/cd1.iso"], faults=cell.faults)
+
+
+@pytest.fixture
+def our_drive(cell: CellEnv, drive: DriveNode) -> DriveNode:
+    if not isinstance(cell.drive, OurResponder):
+        pytest.skip("fault injection needs our responder")
+    return drive
+
+
+def test_garbage_responses_are_rejected_without_harm(cell: CellEnv, drive: DriveNode) -> None:
+    result = cell.guest.run(
+        f"python3 - <<'EOF'\n{GARBAGE_SCRIPT}\nEOF", timeout=120
+    )  # fmt: skip
+    assert result.rc == 0, result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    assert lines["tiny"] in ("EIO", "EINVAL"), lines
+    assert lines["unknown_tag"] in ("EIO", "EINVAL"), lines
+    assert lines["stale_generation"] in ("EIO", "EINVAL"), lines
+    request = lines["request"].split()
+    assert request[-1] == "000000", f"request header padding leaks bytes: {request[-1]}"
+    if lines["huge_sense"].startswith("ok"):
+        # The sense was clamped (at most 96 bytes), so the command is complete.
+        assert int(lines["huge_sense"].split()[1]) <= 12 + 96, lines
+    else:
+        assert lines["valid"].startswith("ok"), lines
+    assert "closed" in result.stdout
+    # The cell's own drive is untouched by another fd's misbehaviour.
+    assert cell.guest.run(f"dd if={drive.sr} of=/dev/null bs=2048 count=16").rc == 0
+
+
+def test_responder_dying_mid_command_fails_io_and_removes_the_device(
+    cell: CellEnv, our_drive: DriveNode
+) -> None:
+    assert cell.drive is not None
+    try:
+        cell.drive.ctl("fault", "0", "die:op=0x28")
+        read = cell.guest.run(
+            f"dd if={our_drive.sr} of=/dev/null bs=2048 count=8 iflag=direct", timeout=120
+        )
+        assert read.rc != 0, "a read answered by a dead responder cannot succeed"
+        gone = cell.guest.run(
+            f"for i in $(seq 100); do test -e /sys/bus/scsi/devices/{our_drive.hctl} || exit 0;"
+            " sleep 0.1; done; exit 1",
+            timeout=60,
+        )
+        assert gone.rc == 0, "the SCSI device outlived its responder"
+        unload = cell.guest.run("rmmod vhba")
+        assert unload.rc == 0, f"module pinned after its responder died: {unload.stderr}"
+    finally:
+        _restart_drive(cell)
+
+
+def test_stalled_responder_is_timed_out_and_aborted(cell: CellEnv, our_drive: DriveNode) -> None:
+    assert cell.drive is not None
+    sr = our_drive.sr.rsplit("/", 1)[1]
+    try:
+        cell.guest.run(f"echo 5 > /sys/block/{sr}/device/timeout", check=True)
+        cell.drive.ctl("fault", "0", "hang:op=0x28,count=1")
+        read = cell.guest.run(
+            f"dd if={our_drive.sr} of=/dev/null bs=2048 count=1 skip=100 iflag=direct",
+            timeout=240,
+        )
+        dmesg = cell.guest.run("dmesg | tail -40").stdout
+        assert read.rc != 0 or "abort" in dmesg.lower(), (
+            f"a never-answered read neither failed nor was aborted:\n{dmesg}"
+        )
+        # The responder is still alive and the module can be taken down cleanly.
+        assert cell.drive.running()
+        cell.drive.stop()
+        unload = cell.guest.run("rmmod vhba")
+        assert unload.rc == 0, f"module pinned after an aborted command: {unload.stderr}"
+    finally:
+        _restart_drive(cell)
