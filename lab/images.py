@@ -150,9 +150,10 @@ def _suite_exists(base: str, suite: str) -> bool:
         raise ImageBuildError(f"cannot reach the mirror {base}: {exc.reason}") from exc
 
 
-def apt_sources_for(release: str, mirror: Mirror) -> list[str]:
-    """One-line apt sources for a release's userspace: release, -updates, -security."""
+def apt_sources_for(release: str, mirror: Mirror, extra: tuple[str, ...] = ()) -> list[str]:
+    """One-line apt sources for a release's userspace: release, -updates, -security (+extra)."""
     lines = [f"deb {mirror.archive} {release} main"]
+    lines += [f"deb {mirror.archive} {suite} main" for suite in extra]
     if release not in ("sid", "unstable"):
         if _suite_exists(mirror.archive, f"{release}-updates"):
             lines.append(f"deb {mirror.archive} {release}-updates main")
@@ -320,7 +321,7 @@ class ImageStore:
             '--aptopt=Acquire::Check-Valid-Until "false"',
             f"--include={','.join(packages)}",
             *[f"--customize-hook={hook}" for hook in hooks],
-            release, str(tree), *apt_sources_for(release, mirror),
+            release, str(tree), *apt_sources_for(release, mirror, install.apt_suites()),
         ]  # fmt: skip
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         with build_log.open("ab") as out:

@@ -27,6 +27,7 @@ class KernelInstall(Protocol):
     def describe(self) -> str: ...
     def prepare(self, work: Path, say: Callable[[str], None]) -> None: ...
     def extra_packages(self) -> list[str]: ...
+    def apt_suites(self) -> tuple[str, ...]: ...
     def hooks(self, work: Path) -> list[str]: ...
     def cleanup(self, work: Path) -> None: ...
     def vmlinuz(self, tree: Path) -> Path: ...
@@ -40,10 +41,21 @@ class DebianKernelInstall:
 
     def identity(self) -> dict[str, object]:
         k = self.kernel
-        return {
+        ident: dict[str, object] = {
             "image": [[d.package, d.version] for d in (k.image, *k.image_parts)],
             "headers": [[d.package, d.version] for d in k.headers],
         }
+        if self._target():
+            ident["apt_target"] = self._target()
+        return ident
+
+    def _target(self) -> str | None:
+        """A backports kernel may need newer helpers (e.g. linux-base) from its own suite."""
+        return self.kernel.suite if self.kernel.suite.endswith("-backports") else None
+
+    def apt_suites(self) -> tuple[str, ...]:
+        target = self._target()
+        return (target,) if target else ()
 
     def describe(self) -> str:
         return f"linux-image-{self.kernel.abi} {self.kernel.version}"
@@ -66,11 +78,12 @@ class DebianKernelInstall:
         return []
 
     def hooks(self, work: Path) -> list[str]:
+        target = f"-t {self._target()}" if self._target() else ""
         return [
             f'mkdir -p "$1/tmp/kernel-debs" && cp {work / "debs"}/*.deb "$1/tmp/kernel-debs/"',
             # apt resolves the kernel's own dependencies (gcc, kmod, initramfs) from the release.
             'chroot "$1" sh -c "DEBIAN_FRONTEND=noninteractive apt-get install -y '
-            '--no-install-recommends /tmp/kernel-debs/*.deb"',
+            f'--no-install-recommends {target} /tmp/kernel-debs/*.deb"',
             'rm -rf "$1/tmp/kernel-debs"',
         ]
 
@@ -109,6 +122,9 @@ class LocalKernelInstall:
 
     def extra_packages(self) -> list[str]:
         return ["initramfs-tools"]
+
+    def apt_suites(self) -> tuple[str, ...]:
+        return ()
 
     def hooks(self, work: Path) -> list[str]:
         rel = self.kernel.kernel_release
