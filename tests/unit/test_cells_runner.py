@@ -1,0 +1,74 @@
+"""Cells and how a run turns what each cell left on disk into results (no guests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab.cells import CellSpec, default_cells
+from lab.errors import UsageError
+from lab.results import Status
+from lab.runner import _cell_result, reproducer
+
+
+def test_cell_ids_round_trip_and_bad_ones_are_usage_errors() -> None:
+    spec = CellSpec.parse("7.3-upstream-cdemu")
+    assert (spec.kernel, spec.module, spec.responder) == ("7.3", "upstream", "cdemu")
+    assert spec.cell_id == "7.3-upstream-cdemu"
+    with pytest.raises(UsageError, match="expected SERIES-MODULE-RESPONDER"):
+        CellSpec.parse("7.3")
+    with pytest.raises(UsageError, match="unknown module"):
+        CellSpec("6.12", "theirs", "ours")
+
+
+def test_default_matrix_adds_cross_stack_cells_on_the_reference_kernel() -> None:
+    ids = [c.cell_id for c in default_cells(["5.10", "6.12", "7.3"])]
+    assert ids == ["5.10-ours-ours", "6.12-ours-ours", "7.3-ours-ours",
+                   "6.12-upstream-ours", "6.12-ours-cdemu"]  # fmt: skip
+    assert [c.cell_id for c in default_cells(["7.3"])] == ["7.3-ours-ours"]
+
+
+def _cell_dir(tmp_path: Path, info: dict | None, tests: list[dict]) -> Path:
+    cell_dir = tmp_path / "cells" / "6.12-ours-ours"
+    cell_dir.mkdir(parents=True)
+    if info is not None:
+        (cell_dir / "cell.json").write_text(json.dumps(info))
+    (cell_dir / "tests.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tests))
+    return cell_dir
+
+
+INFO = {"kernel": {"series": "6.12", "version": "6.12.1-1", "abi": "6.12.1+deb13-amd64",
+                   "release": "trixie"}, "accel": "tcg", "state": "done", "broken": None,
+        "duration_s": 12.5, "artifacts": {"serial": "serial.log"}}  # fmt: skip
+TEST = {"name": "spc/test_inquiry", "group": "spc", "status": "pass", "duration_s": 0.5,
+        "message": None, "artifacts": {"dmesg": "tests/spc__test_inquiry/dmesg.txt"}}  # fmt: skip
+
+
+def test_a_healthy_cell_passes_with_run_relative_artifacts(tmp_path: Path) -> None:
+    spec = CellSpec("6.12")
+    cell = _cell_result(spec, _cell_dir(tmp_path, INFO, [TEST]), "tcg", [])
+    assert cell.status is Status.PASS and cell.overall is Status.PASS
+    assert cell.artifacts == {"serial": "cells/6.12-ours-ours/serial.log"}
+    assert cell.tests[0].artifacts["dmesg"].startswith("cells/6.12-ours-ours/tests/")
+    assert cell.reproducer == "vhba-lab run --cell 6.12-ours-ours"
+
+
+def test_broken_product_is_a_failure_and_harness_trouble_an_error(tmp_path: Path) -> None:
+    spec = CellSpec("6.12")
+    broken = _cell_result(spec, _cell_dir(tmp_path / "a", {**INFO, "broken": "did not build"},
+                                          []), "tcg", [])  # fmt: skip
+    assert broken.status is Status.FAIL and broken.message == "did not build"
+    harness = _cell_result(spec, _cell_dir(tmp_path / "b", {**INFO, "state": "error"}, []),
+                           "tcg", [])  # fmt: skip
+    assert harness.status is Status.ERROR
+    nothing = _cell_result(spec, _cell_dir(tmp_path / "c", None, []), "tcg", [])
+    assert nothing.status is Status.ERROR and "no results" in (nothing.message or "")
+
+
+def test_reproducer_names_the_cell_test_and_faults() -> None:
+    spec = CellSpec("7.3")
+    line = reproducer(spec, "block/test_size", ["capacity:blocks=1000"])
+    assert line == ("vhba-lab run --cell 7.3-ours-ours --responder-fault capacity:blocks=1000"
+                    " -k test_size")  # fmt: skip
