@@ -236,6 +236,9 @@ class ImageStore:
             if entry.is_dir() and not entry.name.startswith(".") and entry.name not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
+            elif entry.name.endswith(".failed-build.log"):
+                entry.unlink()
+                removed.append(entry)
         return removed
 
     # -- building -------------------------------------------------------------
