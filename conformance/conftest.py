@@ -167,7 +167,11 @@ def _record(item: pytest.Item, report: pytest.TestReport, cell_id: str) -> None:
         if report.skipped and isinstance(report.longrepr, tuple):
             message = str(report.longrepr[2])
         else:
-            message = report.longreprtext.strip().splitlines()[-1] if report.longreprtext else None
+            # The crash line ("AssertionError: size 2048 != 3440640") says what broke;
+            # the last line of the traceback would only name the file.
+            crash = getattr(report.longrepr, "reprcrash", None)
+            text = crash.message if crash is not None else report.longreprtext
+            message = " ".join(text.strip().splitlines()[:3])[:500] if text else None
     cell_dir = Path(run_dir) / "cells" / cell_id
     artifacts = {}
     slice_rel = Path("tests") / name.replace("/", "__") / "dmesg.txt"
