@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from debian import deb822
 
+from lab.digest import sha256_file
 from lab.errors import ArchiveError, CacheCorruptError
 from lab.paths import cache_root
 
@@ -457,14 +458,6 @@ def pool_exists(
     return exists
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -491,7 +484,7 @@ def download_deb(
         want = expected
         if want is None and sidecar.exists():
             want = sidecar.read_text(encoding="ascii").strip()
-        if want is not None and _file_sha256(target) == want:
+        if want is not None and sha256_file(target) == want:
             if progress is not None:
                 progress(ProgressEvent(task, 1, 1, "cached"))
             return target

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.apt_sources import Mirror
+from lab.digest import sha256_file
 from lab.errors import CacheCorruptError, ImageBuildError
 from lab.kernel_install import AnyKernel, KernelInstall, kernel_install
 from lab.paths import cache_root, repo_root
@@ -91,14 +92,6 @@ class Image:
 
 
 BOOT_FILES = ("vmlinuz", "initrd.img", "disk.qcow2", "client_key", "host_key.pub")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def recipe_packages(release: str) -> list[str]:
@@ -197,7 +190,7 @@ class ImageStore:
             target = path / name
             if not target.is_file():
                 raise CacheCorruptError(f"{path}: {name} is missing")
-            if _sha256(target) != files.get(name):
+            if sha256_file(target) != files.get(name):
                 raise CacheCorruptError(f"{path}: {name} does not match its recorded sha256")
         if not (path / "tree" / "usr" / "src" / f"linux-headers-{manifest['abi']}").is_dir():
             raise CacheCorruptError(f"{path}: the root tree lost its kernel headers")
@@ -275,7 +268,7 @@ class ImageStore:
                 "packages": recipe_packages(kernel.release),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "build_seconds": round(time.monotonic() - started, 1),
-                "files": {name: _sha256(work / name) for name in BOOT_FILES},
+                "files": {name: sha256_file(work / name) for name in BOOT_FILES},
             }
             (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
             os.replace(work, final)

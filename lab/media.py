@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pycdlib
 
+from lab.digest import sha256_file
+
 
 @dataclass(frozen=True)
 class Medium:
@@ -29,11 +31,7 @@ class Medium:
 
     @property
     def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with self.path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return sha256_file(self.path)
 
 
 # name -> size; sizes straddle sector (2048) and command (128 KiB) boundaries on purpose.
