@@ -17,7 +17,8 @@ from pathlib import Path
 from lab.errors import GuestCommandError
 from lab.guest import Guest
 
-GUEST_PYZ = "/root/vhba-responder.pyz"
+# World-readable, so the responder can also run as an unprivileged user.
+GUEST_PYZ = "/usr/local/lib/vhba-responder.pyz"
 STATE = "/run/vhba-responder"
 LOGS = "/var/log/vhba-responder"
 
@@ -79,8 +80,11 @@ class OurResponder:
         inner = shlex.join(args)
         if self.user != "root":
             inner = f"runuser -u {shlex.quote(self.user)} -- {inner}"
+        owner = (
+            f"chown -R {shlex.quote(self.user)} {STATE} {LOGS} && " if self.user != "root" else ""
+        )
         self.guest.run(
-            f"mkdir -p {STATE} {LOGS} && chmod 777 {STATE} {LOGS} && rm -f {STATE}/ready.json && "
+            f"mkdir -p {STATE} {LOGS} && {owner}rm -f {STATE}/ready.json && "
             f"(setsid {inner} </dev/null >{LOGS}/stdout.log 2>&1 &)",
             check=True,
         )

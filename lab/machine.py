@@ -199,9 +199,10 @@ class Machine:
 
     def change_medium(self, image: Path | None) -> None:
         """Insert ``image`` into the reference scsi-cd (None: eject it)."""
-        if image is None:
+        # Force the old disc out first: udev keeps a loaded disc locked (cdrom_id).
+        with contextlib.suppress(Exception):
             self.qmp("eject", id="refcd-dev", force=True)
-        else:
+        if image is not None:
             self.qmp(
                 "blockdev-change-medium",
                 id="refcd-dev",

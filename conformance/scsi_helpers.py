@@ -1,0 +1,370 @@
+"""Shared helpers for the conformance groups: sg_raw and its output, TOC and
+GET CONFIGURATION parsing, udev properties, waiting on media, restoring the cell.
+
+Every parser here works on what the real tools print in the guest (sg3_utils
+1.48 in trixie), so a test asserts on bytes the drive actually returned, never
+on an exit status alone (trixie's sg_turs exits 0 even when it failed).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lab.cellenv import GUEST_MEDIA
+from lab.drives import GUEST_PYZ
+from lab.errors import LabError
+
+if TYPE_CHECKING:
+    from lab.cellenv import CellEnv
+    from lab.drives import DriveNode
+    from lab.guest import Guest
+
+CD1 = f"{GUEST_MEDIA}/cd1.iso"
+CD2 = f"{GUEST_MEDIA}/cd2.iso"
+PROFILE_CD_ROM = 0x0008
+PROFILE_DVD_ROM = 0x0010
+# cdemu-daemon's INQUIRY identity (its revision follows the daemon's version).
+CDEMU_IDENTITY = ("CDEmu", "CD-ROM", None)
+
+
+# ------------------------------------------------------------------- sense
+@dataclass(frozen=True)
+class Sense:
+    key: int
+    asc: int
+    ascq: int
+    raw: bytes
+    information: int | None = None  # only when VALID is set (fixed format)
+
+    @property
+    def triple(self) -> str:
+        """``KK/AA/QQ`` in hex, the form the responder's trace uses."""
+        return f"{self.key:02X}/{self.asc:02X}/{self.ascq:02X}"
+
+
+def parse_sense(raw: bytes) -> Sense:
+    """Decode fixed (0x70/0x71) or descriptor (0x72/0x73) format sense data."""
+    if len(raw) < 3:
+        raise ValueError(f"sense too short: {raw.hex()}")
+    code = raw[0] & 0x7F
+    if code in (0x72, 0x73):
+        return Sense(raw[1] & 0x0F, raw[2], raw[3] if len(raw) > 3 else 0, raw)
+    if code in (0x70, 0x71):
+        if len(raw) < 14:
+            raise ValueError(f"fixed sense too short: {raw.hex()}")
+        info = int.from_bytes(raw[3:7], "big") if raw[0] & 0x80 else None
+        return Sense(raw[2] & 0x0F, raw[12], raw[13], raw, info)
+    raise ValueError(f"unknown sense response code {raw[0]:#04x}: {raw.hex()}")
+
+
+_HEX_LINE = re.compile(r"^\s*(?:[0-9a-fA-F]{2}\s+)*[0-9a-fA-F]{2}\s*$")
+
+
+def raw_sense_from_dump(text: str) -> bytes | None:
+    """The bytes after sg3_utils' "Raw sense data (in hex)" line (printed with -v)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "Raw sense data" in line:
+            out = bytearray()
+            for follow in lines[i + 1 :]:
+                if not _HEX_LINE.match(follow):
+                    break
+                out += bytes.fromhex("".join(follow.split()))
+            return bytes(out)
+    return None
+
+
+# ------------------------------------------------------------------ sg_raw
+@dataclass(frozen=True)
+class RawResult:
+    """One sg_raw run: exit code, SCSI status text, data-in, decoded sense."""
+
+    cdb: str
+    rc: int
+    status: str | None  # "Good", "Check Condition", ... as sg_raw prints it
+    data: bytes
+    sense: Sense | None
+    stderr: str
+
+    @property
+    def good(self) -> bool:
+        return self.status == "Good" and self.rc == 0
+
+    def describe(self) -> str:
+        sense = self.sense.triple if self.sense else None
+        return (
+            f"sg_raw {self.cdb}: rc={self.rc} status={self.status!r} sense={sense} "
+            f"data={self.data[:64].hex()}\n{self.stderr.strip()[-800:]}"
+        )
+
+
+def sg_raw(
+    guest: Guest, dev: str, cdb: str | bytes, alloc: int = 0, timeout: float = 60.0
+) -> RawResult:
+    """Send ``cdb`` (hex string, spaces allowed, or bytes) with sg_raw -v to ``dev``."""
+    cdb_bytes = cdb if isinstance(cdb, bytes) else bytes.fromhex(cdb.replace(" ", ""))
+    words = " ".join(f"{b:02x}" for b in cdb_bytes)
+    tmp = "/tmp/sgraw.$$.bin"
+    read = f"-r {alloc} -o {tmp}" if alloc else ""
+    script = (
+        f"rm -f {tmp}; sg_raw -v {read} {shlex.quote(dev)} {words}; "
+        f'echo "SGRAW_RC=$?" >&2; if [ -f {tmp} ]; then base64 -w0 {tmp}; rm -f {tmp}; fi'
+    )
+    res = guest.run(script, timeout=timeout)
+    rc_match = re.search(r"SGRAW_RC=(\d+)", res.stderr)
+    status = re.search(r"SCSI Status:\s*(.+?)\s*$", res.stderr, re.MULTILINE)
+    raw_sense = raw_sense_from_dump(res.stderr)
+    return RawResult(
+        cdb=words,
+        rc=int(rc_match.group(1)) if rc_match else -1,
+        status=status.group(1) if status else None,
+        data=base64.b64decode(res.stdout.strip()) if res.stdout.strip() else b"",
+        sense=parse_sense(raw_sense) if raw_sense else None,
+        stderr=res.stderr,
+    )
+
+
+def tur(guest: Guest, dev: str) -> RawResult:
+    """TEST UNIT READY through sg_raw (trixie's sg_turs is broken)."""
+    return sg_raw(guest, dev, "00 00 00 00 00 00")
+
+
+def tur_until_good(guest: Guest, dev: str, tries: int = 5) -> RawResult:
+    """TUR until GOOD, eating the unit attentions a medium change leaves behind."""
+    result = tur(guest, dev)
+    for _ in range(tries - 1):
+        if result.good:
+            break
+        time.sleep(0.5)
+        result = tur(guest, dev)
+    return result
+
+
+# --------------------------------------------------------------- READ TOC
+@dataclass(frozen=True)
+class TocEntry:
+    track: int
+    adr_ctrl: int
+    address: int  # LBA (MSF converted back to LBA when the TOC was read in MSF)
+
+    @property
+    def control(self) -> int:
+        return self.adr_ctrl & 0x0F
+
+    @property
+    def is_data(self) -> bool:
+        return bool(self.control & 0x04)
+
+
+def msf_to_lba(m: int, s: int, f: int) -> int:
+    return (m * 60 + s) * 75 + f - 150
+
+
+def parse_toc(data: bytes, msf: bool) -> tuple[int, int, list[TocEntry]]:
+    """READ TOC format 0/1: (first, last, entries), honouring the data length field."""
+    if len(data) < 4:
+        raise ValueError(f"TOC too short: {data.hex()}")
+    length = int.from_bytes(data[0:2], "big") + 2
+    body = data[4 : min(length, len(data))]
+    entries = []
+    for off in range(0, len(body) - 7, 8):
+        d = body[off : off + 8]
+        addr = msf_to_lba(d[5], d[6], d[7]) if msf else int.from_bytes(d[4:8], "big")
+        entries.append(TocEntry(d[2], d[1], addr))
+    return data[2], data[3], entries
+
+
+# ------------------------------------------------------- GET CONFIGURATION
+@dataclass(frozen=True)
+class Config:
+    current_profile: str  # as sg_get_config names it, e.g. "CD-ROM"
+    features: dict[int, bool]  # feature code -> current bit
+    profiles: dict[str, bool]  # profile name -> currentP
+    text: str
+
+
+def sg_get_config(guest: Guest, dev: str, *args: str) -> Config:
+    res = guest.run(f"sg_get_config {' '.join(args)} {shlex.quote(dev)}", timeout=60)
+    text = res.stdout + res.stderr
+    current = re.search(r"^Current profile:\s*(.+?)\s*$", text, re.MULTILINE)
+    features = {
+        int(code, 16): flag == "1"
+        for flag, code in re.findall(r"current=(\d)\s*\[(0x[0-9a-fA-F]+)\]", text)
+    }
+    profiles = {
+        name.strip(): flag == "1"
+        for name, flag in re.findall(r"profile:\s*(.+?)\s*,\s*currentP=(\d)", text)
+    }
+    if res.rc != 0 or current is None:
+        raise AssertionError(f"sg_get_config {args} failed (rc {res.rc}):\n{text}")
+    return Config(current.group(1), features, profiles, text)
+
+
+# ------------------------------------------------------------ guest state
+def udev_props(guest: Guest, sr: str) -> dict[str, str]:
+    guest.run("udevadm settle -t 20", timeout=60)
+    out = guest.run(f"udevadm info -q property -n {shlex.quote(sr)}", timeout=60).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def cdrom_props(guest: Guest, sr: str) -> dict[str, str]:
+    return {k: v for k, v in udev_props(guest, sr).items() if k.startswith("ID_CDROM")}
+
+
+def wait_props(guest: Guest, sr: str, want: dict[str, str | None], timeout: float = 15.0) -> dict:
+    """Poll udev until every ``want`` key has its value (None: the key is absent)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        props = udev_props(guest, sr)
+        if all(props.get(k) == v for k, v in want.items()) or time.monotonic() > deadline:
+            return props
+        time.sleep(1.0)
+
+
+def size64(guest: Guest, sr: str) -> tuple[int | None, str]:
+    """``blockdev --getsize64``: (bytes, "") or (None, the error text)."""
+    res = guest.run(f"blockdev --getsize64 {shlex.quote(sr)}", timeout=60)
+    if res.rc == 0:
+        return int(res.stdout.strip()), ""
+    return None, res.stderr.strip()
+
+
+def wait_size(guest: Guest, sr: str, size: int, timeout: float = 20.0) -> int | None:
+    """Poll until the block device opens with ``size`` bytes; return the last size seen."""
+    res = guest.run(
+        f"for i in $(seq {int(timeout * 4)}); do s=$(blockdev --getsize64 {sr} 2>/dev/null) && "
+        f'[ "$s" = {size} ] && break; sleep 0.25; done; echo "${{s:-}}"',
+        timeout=timeout + 60,
+    )
+    out = res.stdout.strip()
+    return int(out) if out.isdigit() else None
+
+
+def sha256_in_guest(guest: Guest, path: str, timeout: float = 600.0) -> str:
+    res = guest.run(f"sha256sum {shlex.quote(path)}", timeout=timeout, check=True)
+    return res.stdout.split()[0]
+
+
+def expected_identity(cell: CellEnv) -> tuple[str, str, str | None]:
+    """(vendor, product, revision) the cell's responder puts in INQUIRY."""
+    if cell.spec.responder == "ours":
+        from vhba_responder.device import Identity
+
+        ident = Identity()
+        return ident.vendor, ident.product, ident.revision
+    return CDEMU_IDENTITY
+
+
+def insert(
+    cell: CellEnv, path: str, size: int | None = None, node: DriveNode | None = None
+) -> None:
+    """Operator swaps the disc in drive 0 for ``path``; wait until Linux sees its size."""
+    assert cell.drive is not None
+    try:
+        cell.drive.load(0, path)
+    except LabError:  # cdemu-daemon refuses to load over a disc: take it out first
+        with contextlib.suppress(LabError):
+            cell.drive.eject(0)
+        cell.drive.load(0, path)
+    if size is not None:
+        target = node or cell.nodes[0]
+        seen = wait_size(cell.guest, target.sr, size)
+        assert seen == size, f"after loading {path} {target.sr} has size {seen}, expected {size}"
+        cell.guest.run("udevadm settle -t 20", timeout=60)
+
+
+def restore_cd1(cell: CellEnv) -> None:
+    """Back to the cell's normal state: drive 0 unlocked, cd1 loaded and visible."""
+    if not cell.nodes or cell.drive is None:
+        return
+    sr = cell.nodes[0].sr
+    cell.guest.run(f"umount {sr} 2>/dev/null; eject -i off {sr} >/dev/null 2>&1", timeout=60)
+    sg = cell.nodes[0].sg
+    sg_raw(cell.guest, sg, "1e 00 00 00 00 00")  # ALLOW MEDIUM REMOVAL
+    insert(cell, CD1, cell.media["cd1"].size)
+
+
+def our_responder_only(cell: CellEnv, why: str) -> None:
+    import pytest
+
+    if cell.spec.responder != "ours":
+        pytest.skip(f"{why} needs our responder (cell uses {cell.spec.responder})")
+
+
+def mounted_checksums(
+    guest: Guest, sr: str, fstype: str, paths: list[str], timeout: float = 600.0
+) -> dict[str, str]:
+    """Mount ``sr`` read-only, sha256 ``paths`` (relative to the root), unmount."""
+    mnt = f"/mnt/conf-{sr.rsplit('/', 1)[1]}"
+    rel = " ".join(shlex.quote("." + p) for p in paths)
+    res = guest.run(
+        f"mkdir -p {mnt} && mount -t {fstype} -o ro {sr} {mnt} || exit 90; "
+        f"(cd {mnt} && sha256sum {rel}); rc=$?; umount {mnt} || rc=91; exit $rc",
+        timeout=timeout,
+    )
+    if res.rc == 90:
+        raise AssertionError(f"mount -t {fstype} {sr} failed: {res.stderr.strip()}")
+    if res.rc == 91:
+        raise AssertionError(f"umount {mnt} failed: {res.stderr.strip()}")
+    got = {}
+    for line in res.stdout.splitlines():
+        digest, _, name = line.partition("  ")
+        got[name.removeprefix(".")] = digest
+    return got
+
+
+def checksum_mismatches(expected: dict[str, str], got: dict[str, str]) -> list[str]:
+    return [
+        f"{path}: {got.get(path, 'missing')} != {digest}"
+        for path, digest in sorted(expected.items())
+        if got.get(path) != digest
+    ]
+
+
+def rmmod_eventually(guest: Guest, seconds: int = 20) -> tuple[int, str]:
+    """rmmod vhba, retried: SCSI devices go away asynchronously after their fd closes."""
+    res = guest.run(
+        f"for i in $(seq {seconds * 2}); do rmmod vhba 2>/tmp/rmmod.err && exit 0; sleep 0.5;"
+        " done; cat /tmp/rmmod.err >&2; exit 1",
+        timeout=seconds + 60,
+    )
+    return res.rc, res.stderr.strip()
+
+
+def wait_gone(guest: Guest, hctl: str, seconds: int = 20) -> bool:
+    res = guest.run(
+        f"for i in $(seq {seconds * 10}); do test -e /sys/bus/scsi/devices/{hctl} || exit 0;"
+        " sleep 0.1; done; exit 1",
+        timeout=seconds + 60,
+    )
+    return res.rc == 0
+
+
+def restart_drive(cell: CellEnv, media: list[str | None] | None = None) -> None:
+    """Stop whatever serves the cell, reload vhba if needed, serve ``media`` (default cd1).
+
+    ``cell.nodes`` is updated, so the ``drive`` fixture of later tests follows.
+    """
+    assert cell.drive is not None
+    cell.drive.stop()
+    if cell.guest.run("grep -qw ^vhba /proc/modules").rc != 0:
+        cell.guest.run(
+            "insmod /root/vhba.ko && udevadm settle -t 20 && test -c /dev/vhba_ctl",
+            timeout=120,
+            check=True,
+        )
+    cell.nodes = cell.drive.start(media or [CD1], faults=cell.faults or None)
+    cell.guest.run("udevadm settle -t 20", timeout=60)
+
+
+def responder_pids(cell: CellEnv) -> list[int]:
+    """Process ids of the cell's responder (our zipapp or cdemu-daemon) in the guest."""
+    pattern = f"-f '{GUEST_PYZ} serve'" if cell.spec.responder == "ours" else "-x cdemu-daemon"
+    out = cell.guest.run(f"pgrep {pattern}").stdout
+    return [int(p) for p in out.split()]

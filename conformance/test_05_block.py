@@ -1,0 +1,62 @@
+"""Block layer view of the disc: size, sector size, read-only, and every byte.
+
+Linux sizes the disc from READ CAPACITY and the last track's end; a drive
+that reports the wrong last LBA shows here as a short or long device, and a
+data-path bug (wrong offset, short transfer) as a checksum mismatch.
+"""
+
+from __future__ import annotations
+
+from lab.cellenv import CellEnv
+from lab.drives import DriveNode
+
+
+def _blockdev(cell: CellEnv, drive: DriveNode, flag: str) -> str:
+    return cell.guest.run(f"blockdev {flag} {drive.sr}", check=True).stdout.strip()
+
+
+def test_size_is_the_iso_size(cell: CellEnv, drive: DriveNode) -> None:
+    assert int(_blockdev(cell, drive, "--getsize64")) == cell.media["cd1"].size
+
+
+def test_logical_sector_size_is_2048(cell: CellEnv, drive: DriveNode) -> None:
+    assert _blockdev(cell, drive, "--getss") == "2048"
+
+
+def test_device_is_read_only(cell: CellEnv, drive: DriveNode) -> None:
+    assert _blockdev(cell, drive, "--getro") == "1"
+
+
+def test_sysfs_size_in_512_byte_sectors(cell: CellEnv, drive: DriveNode) -> None:
+    name = drive.sr.rsplit("/", 1)[1]
+    sectors = cell.guest.run(f"cat /sys/block/{name}/size", check=True).stdout.strip()
+    assert int(sectors) * 512 == cell.media["cd1"].size
+
+
+def test_read_capacity(cell: CellEnv, drive: DriveNode) -> None:
+    out = cell.guest.run(f"sg_readcap {drive.sg}", check=True).stdout
+    blocks = cell.media["cd1"].size // 2048
+    assert f"Last LBA={blocks - 1} " in out, out
+    assert "Logical block length=2048 bytes" in out, out
+
+
+def test_whole_device_sha256_matches_iso(cell: CellEnv, drive: DriveNode) -> None:
+    """Every block, read through sr with buffered and direct I/O, is the ISO's."""
+    expected = cell.media["cd1"].sha256
+    for flags in ("", "iflag=direct"):
+        out = cell.guest.run(
+            f"dd if={drive.sr} bs=64k {flags} status=none | sha256sum", timeout=600, check=True
+        ).stdout.split()[0]
+        assert out == expected, f"dd {flags or 'buffered'}: sha256 {out} != ISO {expected}"
+
+
+def test_unaligned_multi_command_read(cell: CellEnv, drive: DriveNode) -> None:
+    """A 300 KiB direct read at an odd block spans several 128 KiB vhba commands."""
+    iso = "/root/media/cd1.iso"
+    got = cell.guest.run(
+        f"dd if={drive.sr} bs=2048 skip=17 count=150 iflag=direct status=none | sha256sum; "
+        f"dd if={iso} bs=2048 skip=17 count=150 status=none | sha256sum",
+        timeout=300,
+        check=True,
+    ).stdout.split()
+    assert got[0] == got[2], f"sr {got[0]} != image {got[2]}"

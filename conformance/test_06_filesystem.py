@@ -1,0 +1,116 @@
+"""Filesystems on the virtual drive: ISO9660 (Rock Ridge) from cd1, and a
+DVD-sized UDF image with a file larger than 1 GiB built in the guest.
+
+A mount exercises the open path (TOC, GET CONFIGURATION, lock) and the
+filesystem's scattered reads; the big UDF file crosses the 2^31-byte and
+32-bit-block-offset boundaries and makes the drive a DVD-ROM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+from scsi_helpers import (
+    PROFILE_DVD_ROM,
+    checksum_mismatches,
+    insert,
+    mounted_checksums,
+    restore_cd1,
+    sg_get_config,
+    sg_raw,
+)
+
+from lab.cellenv import GUEST_MEDIA, CellEnv
+from lab.drives import DriveNode
+
+UDF_IMAGE = f"{GUEST_MEDIA}/dvd-udf.iso"
+UDF_IMAGE_MIB = 1200  # > 737,280,000 bytes: the responder presents it as DVD-ROM
+BIG_FILE_BYTES = 1100 * 1024 * 1024 + 4097  # > 1 GiB, not a multiple of 2048
+
+
+def test_iso9660_rock_ridge_files_match(cell: CellEnv, drive: DriveNode) -> None:
+    medium = cell.media["cd1"]
+    got = mounted_checksums(cell.guest, drive.sr, "iso9660", list(medium.files))
+    assert not checksum_mismatches(medium.files, got), checksum_mismatches(medium.files, got)
+
+
+def test_iso9660_listing_uses_rock_ridge_names(cell: CellEnv, drive: DriveNode) -> None:
+    mnt = "/mnt/conf-ls"
+    res = cell.guest.run(
+        f"mkdir -p {mnt} && mount -t iso9660 -o ro {drive.sr} {mnt} && "
+        f"(cd {mnt} && find . -type f | sort); umount {mnt}",
+        check=True,
+    )
+    listed = {line.removeprefix(".") for line in res.stdout.split()}
+    assert listed == set(cell.media["cd1"].files), listed
+
+
+def test_mount_leaves_no_stale_mount(cell: CellEnv, drive: DriveNode) -> None:
+    mounts = cell.guest.run("cat /proc/mounts").stdout
+    assert drive.sr not in mounts, mounts
+
+
+@pytest.fixture(scope="module")
+def udf_image(cell: CellEnv) -> Iterator[tuple[str, str]]:
+    """Build the UDF image once per cell: (guest path of the big file, its sha256).
+
+    The file is written through a loop mount with its checksum taken from the
+    same stream (tee), so the expected value never depends on the drive.
+    """
+    if cell.broken:
+        pytest.skip(f"cell broken: {cell.broken}")
+    mnt = "/mnt/conf-udf-build"
+    script = (
+        f"set -e; rm -f {UDF_IMAGE}; truncate -s {UDF_IMAGE_MIB}M {UDF_IMAGE}; "
+        f"mkudffs --media-type=hd --blocksize=2048 --label=VHBALAB_DVD {UDF_IMAGE} >/dev/null; "
+        f"mkdir -p {mnt}; mount -t udf -o loop {UDF_IMAGE} {mnt}; mkdir -p {mnt}/big; "
+        f"head -c {BIG_FILE_BYTES} /dev/urandom | tee {mnt}/big/random.bin | sha256sum; "
+        f"printf 'hello udf\\n' > {mnt}/hello.txt; umount {mnt}; sync"
+    )
+    res = cell.guest.run(script, timeout=1800)
+    if res.rc != 0:
+        cell.guest.run(f"umount {mnt}; rm -f {UDF_IMAGE}")
+        raise AssertionError(f"building the UDF image in the guest failed: {res.stderr}")
+    yield "/big/random.bin", res.stdout.split()[0]
+    cell.guest.run(f"rm -f {UDF_IMAGE}")
+
+
+@pytest.fixture
+def dvd_loaded(
+    cell: CellEnv, drive: DriveNode, udf_image: tuple[str, str]
+) -> Iterator[tuple[str, str]]:
+    size = UDF_IMAGE_MIB * 1024 * 1024
+    try:
+        insert(cell, UDF_IMAGE, size)
+        yield udf_image
+    finally:
+        restore_cd1(cell)
+
+
+@pytest.mark.slow
+def test_dvd_udf_big_file_matches(
+    cell: CellEnv, drive: DriveNode, dvd_loaded: tuple[str, str]
+) -> None:
+    path, digest = dvd_loaded
+    expected = {path: digest, "/hello.txt": _sha256(b"hello udf\n")}
+    got = mounted_checksums(cell.guest, drive.sr, "udf", list(expected), timeout=1800)
+    assert not checksum_mismatches(expected, got), checksum_mismatches(expected, got)
+
+
+@pytest.mark.slow
+def test_dvd_current_profile_is_dvd_rom(
+    cell: CellEnv, drive: DriveNode, dvd_loaded: tuple[str, str]
+) -> None:
+    config = sg_get_config(cell.guest, drive.sg)
+    assert config.current_profile == "DVD-ROM", config.text
+    res = sg_raw(cell.guest, drive.sg, "46 00 00 00 00 00 00 00 08 00", alloc=8)
+    assert int.from_bytes(res.data[6:8], "big") == PROFILE_DVD_ROM, res.describe()
+    props = cell.guest.run(f"udevadm settle; udevadm info -q property -n {drive.sr}").stdout
+    assert "ID_CDROM_MEDIA_DVD=1" in props, props
+    assert "ID_FS_TYPE=udf" in props, props
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

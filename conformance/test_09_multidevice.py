@@ -1,0 +1,50 @@
+"""Sixteen drives from one responder: distinct addresses, nodes and data paths.
+
+vhba hands out one SCSI target per open of /dev/vhba_ctl; a bookkeeping bug
+(shared tag space, wrong device number, a request answered on the wrong fd)
+shows up as duplicate nodes or one drive returning another's data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from scsi_helpers import CD1, restart_drive
+
+from lab.cellenv import CellEnv
+from lab.drives import DriveNode
+
+COUNT = 16
+HEAD = 64 * 1024
+
+
+def test_sixteen_drives(cell: CellEnv, drive: DriveNode) -> None:
+    with cell.media["cd1"].path.open("rb") as fh:
+        expected = hashlib.sha256(fh.read(HEAD)).hexdigest()
+    try:
+        restart_drive(cell, [CD1] * COUNT)
+        nodes = cell.nodes
+        assert len(nodes) == COUNT, f"{len(nodes)} drives attached, expected {COUNT}"
+        for attr in ("hctl", "sr", "sg"):
+            values = [getattr(n, attr) for n in nodes]
+            assert len(set(values)) == COUNT, f"duplicate {attr}: {values}"
+        script = "; ".join(
+            f"echo {n.sr} $(dd if={n.sr} bs={HEAD} count=1 iflag=direct status=none | sha256sum)"
+            for n in nodes
+        )
+        out = cell.guest.run(script, timeout=600, check=True).stdout
+        got = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
+        wrong = {sr: digest for sr, digest in got.items() if digest != expected}
+        assert len(got) == COUNT and not wrong, f"first 64 KiB differ from cd1's: {wrong}"
+        lsscsi = cell.guest.run("lsscsi", check=True).stdout
+        listed = sum(1 for n in nodes if f"[{n.hctl}]" in lsscsi)
+        assert listed == COUNT, f"lsscsi lists {listed} of {COUNT}:\n{lsscsi}"
+    finally:
+        restart_drive(cell, [CD1])
+
+
+def test_back_to_one_drive(cell: CellEnv, drive: DriveNode) -> None:
+    """After the 16-drive run the cell serves exactly one drive again."""
+    assert len(cell.nodes) == 1, cell.nodes
+    devices = cell.guest.run("ls -d /sys/devices/platform/vhba/host*/target*/*:*:*:*").stdout
+    assert len(devices.split()) == 1, f"vhba still has these SCSI devices: {devices}"

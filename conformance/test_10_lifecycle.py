@@ -1,0 +1,71 @@
+"""Module lifecycle: vhba stays pinned while served, goes away cleanly after.
+
+A module that unloads under an open fd crashes the kernel; one that stays
+pinned after its last fd closed (or its responder died) cannot be upgraded
+without a reboot. The harness's per-test dmesg check catches any warning.
+"""
+
+from __future__ import annotations
+
+import pytest
+from scsi_helpers import (
+    responder_pids,
+    restart_drive,
+    rmmod_eventually,
+    tur_until_good,
+    wait_gone,
+)
+
+from lab.cellenv import CellEnv
+from lab.drives import DriveNode
+
+
+def _module_loaded(cell: CellEnv) -> bool:
+    return cell.guest.run("grep -qw ^vhba /proc/modules").rc == 0
+
+
+def test_rmmod_refused_while_served(cell: CellEnv, drive: DriveNode) -> None:
+    res = cell.guest.run("rmmod vhba")
+    try:
+        assert res.rc != 0, "rmmod vhba succeeded with a responder attached"
+        assert "in use" in res.stderr, res.stderr
+        assert _module_loaded(cell)
+        state = tur_until_good(cell.guest, drive.sg)
+        assert state.good, f"drive broken by the refused rmmod: {state.describe()}"
+    finally:
+        if not _module_loaded(cell):
+            restart_drive(cell)
+
+
+def test_stop_removes_device_then_rmmod_and_reload(cell: CellEnv, drive: DriveNode) -> None:
+    assert cell.drive is not None
+    try:
+        cell.drive.stop()
+        assert wait_gone(cell.guest, drive.hctl), f"{drive.hctl} outlived its responder"
+        assert cell.guest.run(f"test -e {drive.sr}").rc != 0, f"{drive.sr} still exists"
+        rc, err = rmmod_eventually(cell.guest)
+        assert rc == 0, f"rmmod after stop: {err}"
+        assert cell.guest.run("test -e /dev/vhba_ctl").rc != 0, "/dev/vhba_ctl after rmmod"
+        res = cell.guest.run("insmod /root/vhba.ko && udevadm settle -t 20", timeout=120)
+        assert res.rc == 0, f"insmod after rmmod: {res.stderr}"
+        assert cell.guest.run("test -c /dev/vhba_ctl").rc == 0
+        restart_drive(cell)
+        assert tur_until_good(cell.guest, cell.nodes[0].sg).good, "reloaded drive not ready"
+        size = cell.guest.run(f"blockdev --getsize64 {cell.nodes[0].sr}").stdout.strip()
+        assert size == str(cell.media["cd1"].size), size
+    finally:
+        restart_drive(cell)
+
+
+def test_sigkill_responder_removes_device(cell: CellEnv, drive: DriveNode) -> None:
+    """An idle responder killed with SIGKILL: the kernel cleans up on close."""
+    pids = responder_pids(cell)
+    if not pids:
+        pytest.fail("no responder process found")
+    try:
+        cell.guest.run(f"kill -KILL {' '.join(map(str, pids))}", check=True)
+        assert wait_gone(cell.guest, drive.hctl), f"{drive.hctl} outlived a killed responder"
+        rc, err = rmmod_eventually(cell.guest)
+        assert rc == 0, f"module pinned after its responder was killed: {err}"
+    finally:
+        restart_drive(cell)

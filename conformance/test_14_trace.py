@@ -1,0 +1,129 @@
+"""The responder's CDB trace: well-formed, complete, and what a mount sends.
+
+The trace is the lab's record of the driver-device contract per kernel; the
+mount sequence is compared with a golden file per kernel series so a kernel
+that starts sending something new (or stops) is noticed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab.cellenv import CellEnv
+from lab.drives import LOGS, DriveNode
+
+TRACE = f"{LOGS}/trace.jsonl"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+POLLING = {"GET EVENT STATUS NOTIFICATION", "TEST UNIT READY"}
+REQUIRED = {
+    "INQUIRY",
+    "TEST UNIT READY",
+    "READ CAPACITY(10)",
+    "READ(10)",
+    "GET EVENT STATUS NOTIFICATION",
+}
+
+
+@pytest.fixture(autouse=True)
+def _ours_only(cell: CellEnv) -> None:
+    if cell.spec.responder != "ours":
+        pytest.skip(f"the CDB trace is our responder's (cell uses {cell.spec.responder})")
+
+
+def _records(cell: CellEnv, since: float = 0.0, until: float = float("inf")) -> list[dict]:
+    text = cell.guest.run(f"cat {TRACE}", timeout=120, check=True).stdout
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines.pop()  # the responder is mid-write: the last line is not complete yet
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise AssertionError(f"{TRACE}:{number} is not JSON ({exc}): {line[:200]}") from exc
+        if since <= record.get("t", 0) <= until:
+            records.append(record)
+    return records
+
+
+def test_trace_lines_are_well_formed(cell: CellEnv, drive: DriveNode) -> None:
+    from vhba_responder.trace import TRACE_KEYS
+
+    records = _records(cell)
+    assert records, "empty trace"
+    problems = []
+    for i, r in enumerate(records):
+        if tuple(r) != TRACE_KEYS:
+            problems.append(f"record {i}: keys {list(r)}")
+        elif not (
+            isinstance(r["t"], float)
+            and isinstance(r["op"], str)
+            and isinstance(r["cdb"], str)
+            and bytes.fromhex(r["cdb"])
+            and isinstance(r["len"], int)
+            and r["status"] in (0, 2, None)
+            and (r["sense"] is None or len(r["sense"].split("/")) == 3)
+            and (r["status"] != 2 or r["sense"] is not None)
+            and isinstance(r["bytes"], int)
+            and isinstance(r["us"], int)
+        ):
+            problems.append(f"record {i}: bad values {r}")
+    assert not problems, "\n".join(problems[:10])
+
+
+def test_trace_has_the_attach_and_poll_commands(cell: CellEnv, drive: DriveNode) -> None:
+    ops = {r["op"] for r in _records(cell)}
+    assert ops >= REQUIRED, f"missing {sorted(REQUIRED - ops)}; seen {sorted(ops)}"
+
+
+def _now(cell: CellEnv) -> float:
+    return float(cell.guest.run("date +%s.%N", check=True).stdout)
+
+
+def _first_order(ops: list[str]) -> list[str]:
+    seen: list[str] = []
+    for op in ops:
+        if op not in POLLING and op not in seen:
+            seen.append(op)
+    return seen
+
+
+def test_mount_sequence_matches_golden(cell: CellEnv, drive: DriveNode) -> None:
+    """Record mount+umount's commands; compare with golden/trace-mount-<series>.json."""
+    g = cell.guest
+    # Settle first: a pending revalidation would add READ CAPACITY and friends.
+    g.run(f"udevadm settle -t 20; blockdev --getsize64 {drive.sr}; sleep 1", timeout=60)
+    mnt = "/mnt/conf-trace"
+    start = _now(cell)
+    g.run(
+        f"mkdir -p {mnt} && mount -t iso9660 -o ro {drive.sr} {mnt} && ls -R {mnt} >/dev/null"
+        f" && cat {mnt}/small.txt >/dev/null; umount {mnt}",
+        check=True,
+    )
+    end = _now(cell)
+    records = [r for r in _records(cell, start, end) if r["dev"] == 0]
+    ops = [r["op"] for r in records]
+    result = {
+        "kernel": cell.kernel.abi if cell.kernel else cell.spec.kernel,
+        "series": cell.spec.kernel,
+        "ops": ops,
+        "set": sorted(set(ops) - POLLING),
+        "first_order": _first_order(ops),
+    }
+    (cell.cell_dir / "trace-mount.json").write_text(json.dumps(result, indent=2) + "\n")
+    assert "READ(10)" in ops, f"mount read nothing through the drive: {ops}"
+    golden_path = GOLDEN / f"trace-mount-{cell.spec.kernel}.json"
+    if not golden_path.exists():
+        pytest.skip(f"no {golden_path.name}; recorded {cell.cell_dir / 'trace-mount.json'}")
+    golden = json.loads(golden_path.read_text())
+    problems = []
+    if result["set"] != golden["set"]:
+        extra = sorted(set(result["set"]) - set(golden["set"]))
+        missing = sorted(set(golden["set"]) - set(result["set"]))
+        problems.append(f"commands: new {extra}, no longer sent {missing}")
+    if result["first_order"] != golden["first_order"]:
+        problems.append(f"order {result['first_order']} != golden {golden['first_order']}")
+    assert not problems, f"mount trace differs from {golden_path.name}: " + "; ".join(problems)
