@@ -19,6 +19,8 @@ from lab.guest import Guest
 
 # World-readable, so the responder can also run as an unprivileged user.
 GUEST_PYZ = "/usr/local/lib/vhba-responder.pyz"
+# "[v]" keeps pgrep/pkill from matching the shell command line that runs them.
+_PATTERN = "[v]hba-responder.pyz serve"
 STATE = "/run/vhba-responder"
 LOGS = "/var/log/vhba-responder"
 
@@ -119,13 +121,13 @@ class OurResponder:
         self.ctl("eject", str(index))
 
     def running(self) -> bool:
-        return self.guest.run(f"pgrep -f {GUEST_PYZ}.*serve").rc == 0
+        return self.guest.run(f"pgrep -f '{_PATTERN}'").rc == 0
 
     def stop(self, timeout: float = 20.0) -> None:
         self.guest.run(
-            f"pkill -TERM -f '{GUEST_PYZ} serve'; for i in $(seq {int(timeout * 10)}); do "
-            f"pgrep -f '{GUEST_PYZ} serve' >/dev/null || exit 0; sleep 0.1; done; "
-            f"pkill -KILL -f '{GUEST_PYZ} serve'; exit 1",
+            f"pkill -TERM -f '{_PATTERN}'; for i in $(seq {int(timeout * 10)}); do "
+            f"pgrep -f '{_PATTERN}' >/dev/null || exit 0; sleep 0.1; done; "
+            f"pkill -KILL -f '{_PATTERN}'; exit 1",
             timeout=timeout + 30,
         )
         self.nodes = []
@@ -206,7 +208,12 @@ class CdemuDaemon:
             time.sleep(0.5)
 
     def load(self, index: int, path: str) -> None:
-        self.guest.run(f"{self._env()} cdemu load {index} {shlex.quote(path)}", check=True)
+        # cdemu refuses to load over a disc ("AlreadyLoaded"): swap like a user would.
+        self.guest.run(
+            f"{self._env()} cdemu unload {index} >/dev/null 2>&1; "
+            f"{self._env()} cdemu load {index} {shlex.quote(path)}",
+            check=True,
+        )
 
     def eject(self, index: int) -> None:
         self.guest.run(f"{self._env()} cdemu unload {index}", check=True)

@@ -136,7 +136,14 @@ class Guest:
                 out.write(chan.recv(65536))
             if chan.recv_stderr_ready():
                 err.write(chan.recv_stderr(65536))
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            # Done only at EOF on both streams: the exit status can arrive before the
+            # last output bytes.
+            if (
+                chan.exit_status_ready()
+                and chan.eof_received
+                and not chan.recv_ready()
+                and not chan.recv_stderr_ready()
+            ):
                 break
             if time.monotonic() > deadline:
                 chan.close()

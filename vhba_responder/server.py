@@ -49,6 +49,9 @@ class Endpoint:
     address: Address | None = None
     thread: threading.Thread | None = field(default=None, repr=False)
     commands: int = 0
+    # Upstream vhba copies every response through one unlocked per-fd buffer, so
+    # concurrent writes on one fd corrupt data there: one write at a time per fd.
+    write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -157,7 +160,8 @@ class Server:
                 return  # stopping: leave it to the kernel to fail the command
         resp = dev.execute(req.cdb, req.data_out, req.data_len)
         try:
-            write_response(ep.fd, req.tag, resp.status, resp.payload)
+            with ep.write_lock:
+                write_response(ep.fd, req.tag, resp.status, resp.payload)
         except OSError as exc:
             # EIO: the kernel aborted this tag meanwhile; EBADF: we are closing.
             log.warning(

@@ -1,0 +1,704 @@
+"""Data-path benchmark: one warm guest, one ISO, every drive stack, same run.
+
+    .venv/bin/python -m bench.datapath            # full: 3 reps, 300 MB ISO (~30 min TCG)
+    .venv/bin/python -m bench.datapath --quick    # smoke: 1 rep, 64 MB ISO, 3 stacks
+
+Stacks (all on the reference kernel, trixie 6.12, in ONE guest):
+
+    ours-ours            our vhba.ko + our Python responder (no CDB trace)
+    ours-maxsectors2048  same, module loaded with max_sectors=2048 (1 MiB per command)
+    ours-cdemu           our vhba.ko + Debian's cdemu-daemon
+    upstream-cdemu       Debian's vhba-dkms source + cdemu-daemon   = THE BASELINE
+    upstream-ours        Debian's vhba + our responder
+    qemu-scsi-cd         QEMU's scsi-cd on virtio-scsi (host file, no guest userspace)
+    scsi_debug           in-kernel scsi_debug as a CD-ROM (ptype=5, 2048-byte blocks,
+                         delay=0), ISO written into its RAM store: the in-kernel limit
+  optional (--stacks):
+    ours-ours-trace      ours-ours started the way the lab does (CDB trace JSONL on)
+    scsi_debug-disk      scsi_debug as a disk (ptype=0, sector_size=2048) via sd
+
+Every repetition visits every stack (interleaved, so host-load drift hits all
+stacks alike), with the page cache dropped before each measurement.  Figures
+are medians with min/max; ratios are speedups (> 1 = better, latency
+inverted) against the baseline and against scsi_debug, both measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.assets import bench_iso, sglat_binary
+from bench.stats import (
+    check_target,
+    fio_json,
+    mb_per_s,
+    parse_dd,
+    parse_fio,
+    ratio_table,
+    summarize,
+)
+from lab.context import LabContext
+from lab.drives import GUEST_PYZ, LOGS, STATE, CdemuDaemon, DriveNode, OurResponder, find_nodes
+from lab.errors import LabError
+from lab.guest import Guest
+from lab.module import build_module, load_module, require_built
+from lab.paths import cache_root, repo_root
+from lab.session import boot
+
+GUEST_DIR = "/root/bench"
+GUEST_ISO_DISK = f"{GUEST_DIR}/bench.iso"  # --backing disk: the guest's virtio-blk disk
+GUEST_RAM = f"{GUEST_DIR}/ram"  # --backing tmpfs (default): RAM, which drop_caches keeps
+GUEST_SGLAT = f"{GUEST_DIR}/sglat"
+GUEST_INLINE = f"{GUEST_DIR}/responder_inline.py"
+MOUNT = "/mnt/bench"
+UPSTREAM_SOURCE = "opt/vhba-upstream"
+# A pattern that matches the responder but not the shell command line carrying it.
+_PYZ_NAME = Path(GUEST_PYZ).name
+PYZ_PATTERN = shlex.quote(f"[{_PYZ_NAME[0]}]{_PYZ_NAME[1:]} serve")
+BASELINE = "upstream-cdemu"
+REFERENCE = "scsi_debug"
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    kind: str  # vhba | qemu | scsi_debug | scsi_debug-disk
+    module: str | None = None  # ours | upstream
+    drive: str | None = None  # ours | ours-trace | cdemu
+    params: str = ""
+    what: str = ""
+    responder_args: tuple[str, ...] = ()
+
+
+STACKS: dict[str, Stack] = {s.name: s for s in [
+    Stack("ours-ours", "vhba", "ours", "ours", what="our vhba.ko + our responder"),
+    Stack("ours-maxsectors2048", "vhba", "ours", "ours", "max_sectors=2048",
+          "our vhba.ko max_sectors=2048 + our responder"),
+    Stack("ours-cdemu", "vhba", "ours", "cdemu", what="our vhba.ko + cdemu-daemon"),
+    Stack("upstream-cdemu", "vhba", "upstream", "cdemu",
+          what="Debian vhba-dkms + cdemu-daemon (baseline)"),
+    Stack("upstream-ours", "vhba", "upstream", "ours", what="Debian vhba-dkms + our responder"),
+    Stack("qemu-scsi-cd", "qemu", what="QEMU scsi-cd on virtio-scsi (host file)"),
+    Stack("scsi_debug", "scsi_debug",
+          what="scsi_debug ptype=5 sector_size=2048 delay=0 (in-kernel CD)"),
+    Stack("ours-ours-trace", "vhba", "ours", "ours-trace",
+          what="ours-ours with the lab's CDB trace on (--trace)"),
+    Stack("upstream-ours-workers1", "vhba", "upstream", "ours",
+          what="upstream-ours, responder on one worker thread (serial write()s)",
+          responder_args=("--workers", "1")),
+    Stack("ours-ours-inline", "vhba", "ours", "ours-inline",
+          what="EXPERIMENT: ours-ours with commands run in the reader thread (no pool handoff)"),
+    Stack("ours-ours-workers1", "vhba", "ours", "ours",
+          what="ours-ours, responder on one worker thread", responder_args=("--workers", "1")),
+    Stack("scsi_debug-disk", "scsi_debug-disk",
+          what="scsi_debug ptype=0 sector_size=2048 delay=0 (sd disk)"),
+]}  # fmt: skip
+DEFAULT_STACKS = [
+    "ours-ours", "ours-cdemu", "ours-maxsectors2048", "upstream-cdemu", "upstream-ours",
+    "qemu-scsi-cd", "scsi_debug",
+]  # fmt: skip
+QUICK_STACKS = ["ours-ours", "upstream-cdemu", "scsi_debug"]
+
+METRICS: dict[str, dict[str, str]] = {
+    "seq_direct_128k_MBps": {"unit": "MB/s", "better": "higher",
+                             "what": "dd iflag=direct bs=128K over the whole ISO"},
+    "seq_direct_1m_MBps": {"unit": "MB/s", "better": "higher",
+                           "what": "dd iflag=direct bs=1M over the whole ISO"},
+    "buffered_files_MBps": {"unit": "MB/s", "better": "higher",
+                            "what": "cat of every file of the mounted ISO (page cache cold)"},
+    "rand4k_qd1_iops": {"unit": "IOPS", "better": "higher",
+                        "what": "fio randread 4 KiB, libaio, iodepth 1"},
+    "rand4k_qd32_iops": {"unit": "IOPS", "better": "higher",
+                         "what": "fio randread 4 KiB, libaio, iodepth 32"},
+    "rand2k_qd1_iops": {"unit": "IOPS", "better": "higher",
+                        "what": "fio randread 2 KiB (one block), libaio, iodepth 1"},
+    "rand2k_qd32_iops": {"unit": "IOPS", "better": "higher",
+                         "what": "fio randread 2 KiB (one block), libaio, iodepth 32"},
+    "tur_latency_us": {"unit": "us", "better": "lower",
+                       "what": "median SG_IO TEST UNIT READY round trip (sglat, 1000 cmds)"},
+    "read2k_latency_us": {"unit": "us", "better": "lower",
+                          "what": "median SG_IO READ(10) 1 block round trip (sglat, 1000 cmds)"},
+}  # fmt: skip
+FIO_JOBS = {
+    "rand4k_qd1_iops": ("4k", 1),
+    "rand4k_qd32_iops": ("4k", 32),
+    "rand2k_qd1_iops": ("2k", 1),
+    "rand2k_qd32_iops": ("2k", 32),
+}
+TARGETS = [
+    ("ours-ours", "seq_direct_128k_MBps", 2.0),
+    ("ours-ours", "seq_direct_1m_MBps", 2.0),
+    ("ours-ours", "rand4k_qd1_iops", 1.5),
+    ("ours-maxsectors2048", "seq_direct_1m_MBps", 2.0),
+]
+DROP = "sync; echo 3 > /proc/sys/vm/drop_caches"
+
+
+class StackError(LabError):
+    """A stack could not be brought up or measured (recorded, the run goes on)."""
+
+
+class DataPathBench:
+    def __init__(self, guest: Guest, machine: Any, iso: dict[str, Any], args: argparse.Namespace,
+                 kos: dict[str, Path], say: Any) -> None:  # fmt: skip
+        self.guest = guest
+        self.machine = machine
+        self.iso = iso
+        self.args = args
+        self.kos = kos
+        self.say = say
+        self.loaded: tuple[str, str] | None = None  # (module, params) in the guest
+        self.scsi_debug: str | None = None  # which scsi_debug flavour is loaded
+        self.drive: OurResponder | CdemuDaemon | None = None
+        self.broken: dict[str, str] = {}
+        self.guest_iso = f"{GUEST_RAM}/bench.iso" if args.backing == "tmpfs" else GUEST_ISO_DISK
+
+    # -- guest helpers -----------------------------------------------------------
+    def sh(self, cmd: str, timeout: float = 900.0) -> str:
+        return self.guest.run(cmd, timeout=timeout, check=True).stdout
+
+    def devices(self) -> list[dict[str, str]]:
+        out = self.sh(
+            "for d in /sys/bus/scsi/devices/[0-9]*:*; do "
+            'echo "$(basename $d)|$(cat $d/vendor 2>/dev/null)|$(cat $d/model 2>/dev/null)|'
+            '$(cat $d/type 2>/dev/null)"; done'
+        )
+        rows = []
+        for line in out.splitlines():
+            parts = [p.strip() for p in line.split("|")]
+            if len(parts) == 4:
+                rows.append(dict(zip(("hctl", "vendor", "model", "type"), parts)))
+        return rows
+
+    def find(self, vendor: str, model: str | None = None) -> str:
+        for dev in self.devices():
+            if dev["vendor"] == vendor and (model is None or dev["model"] == model):
+                return dev["hctl"]
+        raise StackError(f"no SCSI device with vendor {vendor!r} model {model!r}")
+
+    def block_node(self, hctl: str) -> DriveNode:
+        return find_nodes(self.guest, hctl, timeout=30)
+
+    def wait_capacity(self, dev: str, timeout: float = 60.0) -> int:
+        """Open the device until the kernel sees the whole medium (sr revalidates on open)."""
+        want = int(self.iso["bytes"])
+        out = self.guest.run(
+            f"for i in $(seq {int(timeout * 2)}); do s=$(blockdev --getsize64 {dev} 2>/dev/null "
+            f'|| echo 0); [ "$s" -ge {want} ] && echo $s && exit 0; sleep 0.5; done; '
+            f"echo ${{s:-0}}; exit 1",
+            timeout=timeout + 30,
+        )
+        if out.rc != 0:
+            raise StackError(f"{dev} shows {out.stdout.strip()} bytes, want >= {want}")
+        return int(out.stdout.split()[-1])
+
+    # -- set-up ---------------------------------------------------------------
+    def prepare(self, sglat: Path) -> dict[str, Any]:
+        """Tools and the ISO into the guest; the ISO arrives through QEMU's scsi-cd."""
+        info: dict[str, Any] = {}
+        self.sh(f"mkdir -p {GUEST_DIR} {GUEST_RAM} {MOUNT}; modprobe -a scsi_mod sr_mod sg cdrom")
+        if self.args.backing == "tmpfs":
+            size_mb = int(self.iso["bytes"]) // (1 << 20) + 32
+            self.sh(f"mount -t tmpfs -o size={size_mb}m bench {GUEST_RAM}")
+        self.guest.upload(sglat, GUEST_SGLAT, mode=0o755)
+        OurResponder(self.guest).ship()
+        self.guest.upload(Path(__file__).with_name("responder_inline.py"), GUEST_INLINE)
+        started = time.monotonic()
+        self.machine.change_medium(Path(self.iso["path"]))
+        node = self.block_node(self.find("QEMU"))
+        self.wait_capacity(node.sr)
+        self.sh(f"dd if={node.sr} of={self.guest_iso} bs=1M iflag=direct,count_bytes "
+                f"count={self.iso['bytes']} status=none && sync", timeout=900)  # fmt: skip
+        info["copy_in_seconds"] = round(time.monotonic() - started, 1)
+        started = time.monotonic()
+        digest = self.sh(f"sha256sum {self.guest_iso}").split()[0]
+        info["sha256_seconds"] = round(time.monotonic() - started, 1)
+        if digest != self.iso["sha256"]:
+            raise LabError(
+                f"ISO copied into the guest is corrupt: {digest} != {self.iso['sha256']}"
+            )
+        # What the vhba stacks' drives read from (tmpfs: RAM; disk: virtio-blk, cache cold).
+        self.sh(DROP)
+        flag = "" if self.args.backing == "tmpfs" else "iflag=direct"
+        dd = self.guest.run(f"LC_ALL=C dd if={self.guest_iso} of=/dev/null bs=1M {flag}",
+                            timeout=900)  # fmt: skip
+        nbytes, secs = parse_dd(dd.stderr)
+        info["backing_file_direct_MBps"] = mb_per_s(nbytes, secs)
+        return info
+
+    def _ensure_module(self, module: str, params: str) -> None:
+        want = (module, params)
+        if self.loaded == want:
+            return
+        if self.loaded is not None or self.guest.run("test -e /sys/module/vhba").rc == 0:
+            # The drive's devices go away asynchronously after it closes its fds.
+            res = self.guest.run(
+                "for i in $(seq 60); do rmmod vhba 2>/dev/null && exit 0; sleep 0.5; done; "
+                "rmmod vhba", timeout=120,
+            )  # fmt: skip
+            if res.rc != 0:
+                raise StackError(f"cannot unload vhba: {res.stderr.strip()}")
+            self.loaded = None
+        load_module(self.guest, self.kos[module], params)
+        self.loaded = want
+
+    def _start_ours(
+        self, trace: bool, extra: tuple[str, ...] = (), inline: bool = False
+    ) -> list[DriveNode]:
+        drive = OurResponder(self.guest)
+        self.drive = drive
+        if trace:  # exactly what the lab's cells run
+            return drive.start([self.guest_iso])
+        # A user's plain invocation: no CDB trace, log at the default level.
+        python = ["python3", GUEST_PYZ]
+        if inline:
+            python = ["python3", GUEST_INLINE, GUEST_PYZ]
+        args = [*python, "serve", "--ctl", "/dev/vhba_ctl",
+                "--control", f"{STATE}/ctl.sock", "--log", f"{LOGS}/responder.log",
+                "--ready-file", f"{STATE}/ready.json",
+                "--device", self.guest_iso, *extra]  # fmt: skip
+        self.sh(
+            f"mkdir -p {STATE} {LOGS} && rm -f {STATE}/ready.json && "
+            f"(setsid {shlex.join(args)} </dev/null >{LOGS}/stdout.log 2>&1 &)"
+        )
+        ready = self.guest.run(
+            f"for i in $(seq 300); do test -s {STATE}/ready.json && cat {STATE}/ready.json "
+            f"&& exit 0; sleep 0.1; done; cat {LOGS}/stdout.log >&2; exit 1",
+            timeout=90,
+        )
+        if ready.rc != 0:
+            raise StackError(f"responder not ready: {ready.stderr.strip()[-500:]}")
+        hctl = json.loads(ready.stdout)["devices"][0]["hctl"]
+        drive.nodes = [self.block_node(hctl)]
+        return drive.nodes
+
+    def _ensure_scsi_debug(self, flavour: str) -> DriveNode:
+        if self.scsi_debug != flavour:
+            self.guest.run("rmmod scsi_debug 2>/dev/null")
+            size_mb = int(self.iso["bytes"]) // (1 << 20) + 2
+            ptype = 5 if flavour == "scsi_debug" else 0
+            self.sh(f"modprobe scsi_debug delay=0 ptype={ptype} sector_size=2048 "
+                    f"dev_size_mb={size_mb} && udevadm settle -t 20")  # fmt: skip
+            node = self.block_node(self.find("Linux", "scsi_debug"))
+            if ptype == 5:  # sr is read-only: write the ISO with WRITE(10) through sg
+                self.sh(f"sg_dd if={self.guest_iso} of={node.sg} bs=2048 bpt=512 2>&1", timeout=900)
+            else:
+                self.sh(f"dd if={self.guest_iso} of={node.sr} bs=1M oflag=direct status=none")
+            self.scsi_debug = flavour
+        return self.block_node(self.find("Linux", "scsi_debug"))
+
+    def activate(self, stack: Stack) -> DriveNode:
+        if stack.kind == "vhba":
+            assert stack.module and stack.drive
+            self._ensure_module(stack.module, stack.params)
+            if stack.drive == "cdemu":
+                self.drive = CdemuDaemon(self.guest)
+                nodes = self.drive.start([self.guest_iso], timeout=60)
+            else:
+                nodes = self._start_ours(
+                    stack.drive == "ours-trace", stack.responder_args, stack.drive == "ours-inline"
+                )
+            node = nodes[0]
+        elif stack.kind == "qemu":
+            node = self.block_node(self.find("QEMU"))
+        else:
+            node = self._ensure_scsi_debug(stack.kind)
+        self.wait_capacity(node.sr)
+        return node
+
+    def data_check(self, node: DriveNode) -> str | None:
+        """Does the device serve the ISO's bytes?  (First 32 MiB, buffered; None = yes.)
+
+        A mismatch is recorded with the stack's figures, which are still measured:
+        a wrong-data stack is a correctness bug, and its speed is still worth knowing.
+        """
+        self.sh(DROP)
+        check = self.guest.run(f"cmp -n 33554432 {node.sr} {self.guest_iso}", timeout=600)
+        if check.rc == 0:
+            return None
+        return f"{node.sr} does not return the ISO's data: {(check.stdout + check.stderr).strip()}"
+
+    def deactivate(self) -> None:
+        self.guest.run(f"umount {MOUNT} 2>/dev/null")
+        if isinstance(self.drive, OurResponder):
+            # Not OurResponder.stop(): its `pkill -f '<pyz> serve'` pattern also matches
+            # the sh -c running it, so it kills itself and never waits (see README).
+            self.guest.run(
+                f"pkill -TERM -f {PYZ_PATTERN}; for i in $(seq 200); do "
+                f"pgrep -f {PYZ_PATTERN} >/dev/null || exit 0; sleep 0.1; done; "
+                f"pkill -KILL -f {PYZ_PATTERN}",
+                timeout=60,
+            )
+            self.drive.nodes = []
+        elif self.drive is not None:
+            with contextlib.suppress(LabError, OSError):
+                self.drive.stop()
+            if isinstance(self.drive, CdemuDaemon):
+                self.guest.run("pkill -f 'dbus-daemon --session --fork --print-address=1'")
+            self.drive = None
+
+    def device_info(self, node: DriveNode) -> dict[str, Any]:
+        name = Path(node.sr).name
+        q = f"/sys/block/{name}/queue"
+        out = self.sh(
+            f"cat {q}/max_hw_sectors_kb {q}/max_sectors_kb {q}/read_ahead_kb "
+            f"{q}/logical_block_size; blockdev --getsize64 {node.sr}"
+        ).split()
+        return {
+            "hctl": node.hctl, "sr": node.sr, "sg": node.sg,
+            "max_hw_sectors_kb": int(out[0]), "max_sectors_kb": int(out[1]),
+            "read_ahead_kb": int(out[2]), "logical_block_size": int(out[3]),
+            "bytes": int(out[4]),
+        }  # fmt: skip
+
+    # -- measurements --------------------------------------------------------------
+    def dd(self, dev: str, bs: str, retry: bool = True) -> tuple[float | None, dict[str, Any]]:
+        self.sh(DROP)
+        res = self.guest.run(
+            f"LC_ALL=C dd if={dev} of=/dev/null bs={bs} iflag=direct,count_bytes "
+            f"count={self.iso['bytes']}",
+            timeout=1800,
+        )
+        if res.rc != 0:
+            raise StackError(f"dd bs={bs} failed: {res.stderr.strip()[-300:]}")
+        try:
+            nbytes, secs = parse_dd(res.stderr)
+        except ValueError:
+            # lab.guest.Guest.run can return before the last stderr bytes arrive
+            # (it stops reading once the exit status is in): measure again, once.
+            if not retry:
+                raise
+            return self.dd(dev, bs, retry=False)
+        if nbytes != int(self.iso["bytes"]):
+            raise StackError(f"dd read {nbytes} bytes, the ISO has {self.iso['bytes']}")
+        return mb_per_s(nbytes, secs), {"bytes": nbytes, "seconds": secs}
+
+    def buffered(self, dev: str) -> tuple[float | None, dict[str, Any]]:
+        """cat every file of the mounted ISO to /dev/null, page cache cold.
+
+        (Not through a pipe: under TCG a pipe into ``wc -c`` alone caps at ~13 MB/s.)
+        The device's own I/O counters prove the data was read and give the
+        average request size the readahead produced.
+        """
+        stat = f"/sys/block/{Path(dev).name}/stat"
+        script = (
+            f"mount -t iso9660 -o ro {dev} {MOUNT} || exit 1; {DROP}; a=$(cat {stat}); "
+            f"s=$(date +%s.%N); find {MOUNT} -type f -print0 | xargs -0 cat > /dev/null; "
+            f'rc=$?; e=$(date +%s.%N); b=$(cat {stat}); echo "T $s $e"; echo "A $a"; '
+            f'echo "B $b"; umount {MOUNT}; exit $rc'
+        )
+        res = self.guest.run(script, timeout=1800)
+        rows = {line.split()[0]: line.split()[1:] for line in res.stdout.splitlines() if line}
+        if res.rc != 0 or not {"T", "A", "B"} <= rows.keys():
+            raise StackError(f"buffered read failed: {res.stderr.strip()[-300:]}")
+        secs = float(rows["T"][1]) - float(rows["T"][0])
+        ios = int(rows["B"][0]) - int(rows["A"][0])
+        sectors = int(rows["B"][2]) - int(rows["A"][2])
+        nbytes = int(self.iso["file_bytes"])
+        if sectors * 512 < nbytes:
+            raise StackError(f"the device read {sectors * 512} bytes, the files hold {nbytes}")
+        return mb_per_s(nbytes, secs), {
+            "seconds": round(secs, 3), "file_bytes": nbytes, "device_read_bytes": sectors * 512,
+            "device_read_ios": ios, "avg_io_kib": round(sectors / 2 / ios, 1) if ios else None,
+        }  # fmt: skip
+
+    def fio(self, dev: str, bs: str, depth: int) -> tuple[float | None, dict[str, Any]]:
+        base = (
+            f"fio --name=bench --filename={dev} --readonly --ioengine=libaio --rw=randread "
+            f"--bs={bs} --iodepth={depth} --size={self.iso['bytes']} "
+            f"--runtime={self.args.fio_runtime} --time_based --output-format=json"
+        )
+        self.sh(DROP)
+        res = self.guest.run(f"{base} --direct=1", timeout=self.args.fio_runtime + 300)
+        direct = True
+        if res.rc != 0:
+            direct = False
+            self.sh(DROP)
+            res = self.guest.run(f"{base} --direct=0", timeout=self.args.fio_runtime + 300)
+        if res.rc != 0:
+            raise StackError(f"fio bs={bs} qd={depth} failed: {res.stderr.strip()[-300:]}")
+        parsed = parse_fio(fio_json(res.stdout))
+        parsed["direct"] = direct
+        if parsed["errors"]:
+            raise StackError(f"fio bs={bs} qd={depth} reported error {parsed['errors']}")
+        return parsed["iops"], parsed
+
+    def latency(self, sg: str, what: str) -> tuple[float | None, dict[str, Any]]:
+        res = self.guest.run(f"{GUEST_SGLAT} {sg} {self.args.lat_count} {what}", timeout=600)
+        if res.rc != 0:
+            raise StackError(f"sglat {what} failed: {res.stderr.strip()}")
+        doc = json.loads(res.stdout)
+        if doc["errors"]:
+            raise StackError(f"sglat {what}: {doc['errors']} of {doc['n']} commands failed")
+        return doc["p50_us"], doc
+
+    def measure(self, node: DriveNode) -> dict[str, tuple[float | None, dict[str, Any]]]:
+        out: dict[str, tuple[float | None, dict[str, Any]]] = {}
+        wanted = self.args.metrics
+        steps = {
+            "seq_direct_128k_MBps": lambda: self.dd(node.sr, "128K"),
+            "seq_direct_1m_MBps": lambda: self.dd(node.sr, "1M"),
+            "buffered_files_MBps": lambda: self.buffered(node.sr),
+            **{m: (lambda bs=bs, qd=qd: self.fio(node.sr, bs, qd))
+               for m, (bs, qd) in FIO_JOBS.items()},
+            "tur_latency_us": lambda: self.latency(node.sg, "tur"),
+            "read2k_latency_us": lambda: self.latency(node.sg, "read"),
+        }  # fmt: skip
+        for metric, step in steps.items():
+            if metric not in wanted:
+                continue
+            try:
+                out[metric] = step()
+            except (LabError, ValueError, KeyError) as exc:
+                out[metric] = (None, {"error": str(exc)[:500]})
+                self.say(f"    {metric}: FAILED {str(exc)[:200]}")
+                continue
+            self.say(f"    {metric}: {out[metric][0]}")
+        return out
+
+
+def summarize_stacks(
+    results: dict[str, dict[str, Any]], metrics: dict[str, dict[str, str]]
+) -> dict[str, Any]:
+    """Per-stack medians/spreads from the reps, speedup tables and the targets.
+
+    ``results[stack]["reps"]`` is a list of ``{"metrics": {metric: value|None}}``.
+    """
+    for res in results.values():
+        res["metrics"] = {m: summarize(r["metrics"].get(m) for r in res["reps"]) for m in metrics}
+    vs_base = ratio_table(results, BASELINE, metrics)
+    vs_ref = ratio_table(results, REFERENCE, metrics)
+    return {
+        "baseline": BASELINE,
+        "reference": REFERENCE,
+        "metrics": metrics,
+        "stacks": results,
+        "ratios": {"vs_baseline": vs_base, "vs_reference": vs_ref},
+        "targets": [
+            check_target(vs_base, s, m, w) for s, m, w in TARGETS if s in results and m in metrics
+        ],
+    }
+
+
+def _build_kos(ctx: LabContext, image: Any, stacks: list[Stack], logs: Path) -> dict[str, Path]:
+    kos: dict[str, Path] = {}
+    modules = {s.module for s in stacks if s.module}
+    if "ours" in modules:
+        kos["ours"] = require_built(build_module(image, logs / "ours" / "build.log"))
+    if "upstream" in modules:
+        found = sorted((image.tree / UPSTREAM_SOURCE).glob("usr/src/vhba-*"))
+        if not found:
+            raise LabError(f"no upstream vhba source under {image.tree / UPSTREAM_SOURCE}")
+        kos["upstream"] = require_built(
+            build_module(image, logs / "upstream" / "build.log", werror=False, source=found[-1])
+        )
+    return kos
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True, cwd=repo_root(), check=False)  # fmt: skip
+    return out.stdout.strip() or "unknown"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    ctx = LabContext(accel_request=args.accel)
+    say = ctx.say
+    stacks = [STACKS[name] for name in args.stacks]
+    phases: dict[str, float] = {}
+    kernel = ctx.catalogue.resolve(args.kernel)
+    image = ctx.image_for(kernel)
+    work = cache_root() / "runs" / f"bench-datapath-{stamp}"
+    t = time.monotonic()
+    kos = _build_kos(ctx, image, stacks, work)
+    phases["module_builds_s"] = round(time.monotonic() - t, 1)
+    t = time.monotonic()
+    iso = bench_iso(image, args.iso_mb)
+    sglat = sglat_binary(image)
+    phases["host_assets_s"] = round(time.monotonic() - t, 1)
+    how = "cached" if iso["cached"] else "built"
+    say(f"ISO {iso['bytes'] / 1e6:.0f} MB, {iso['files']} files ({how})")
+    results: dict[str, dict[str, Any]] = {
+        s.name: {"what": s.what, "module": s.module, "drive": s.drive, "params": s.params,
+                 "reps": [], "errors": []}
+        for s in stacks
+    }  # fmt: skip
+    load_start = _loadavg()
+    t = time.monotonic()
+    with boot(image, work / "guest", ctx.accel, warm=True, progress=say) as booted:
+        phases["guest_ready_s"] = round(booted.ready_seconds, 1)
+        bench = DataPathBench(booted.guest, booted.machine, iso, args, kos, say)
+        prep = bench.prepare(sglat)
+        phases["guest_prepare_s"] = round(time.monotonic() - t, 1)
+        say(f"ISO in the guest in {prep['copy_in_seconds']} s via QEMU scsi-cd; "
+            f"backing file reads at {prep['backing_file_direct_MBps']} MB/s")  # fmt: skip
+        for rep in range(args.reps):
+            for stack in stacks:
+                res = results[stack.name]
+                if stack.name in bench.broken:
+                    continue
+                say(f"rep {rep + 1}/{args.reps} {stack.name}")
+                t0 = time.monotonic()
+                try:
+                    node = bench.activate(stack)
+                    if "device" not in res:
+                        res["device"] = bench.device_info(node)
+                    bad = bench.data_check(node)
+                    if bad:
+                        res["data_ok"] = False
+                        res["errors"].append(f"rep {rep + 1}: DATA MISMATCH: {bad}")
+                        say(f"  {stack.name}: DATA MISMATCH: {bad}")
+                    else:
+                        res.setdefault("data_ok", True)
+                    measured = bench.measure(node)
+                except LabError as exc:
+                    bench.broken[stack.name] = str(exc)[:800]
+                    res["errors"].append(f"rep {rep + 1}: set-up failed: {str(exc)[:800]}")
+                    say(f"  {stack.name}: set-up FAILED: {str(exc)[:300]}")
+                    with contextlib.suppress(LabError, OSError):
+                        bench.deactivate()
+                    continue
+                bench.deactivate()
+                res["reps"].append({
+                    "rep": rep + 1, "seconds": round(time.monotonic() - t0, 1),
+                    "metrics": {m: v for m, (v, _) in measured.items()},
+                    "detail": {m: d for m, (_, d) in measured.items()},
+                })  # fmt: skip
+                for m, (v, d) in measured.items():
+                    if v is None:
+                        res["errors"].append(f"rep {rep + 1}: {m}: {d.get('error')}")
+        with contextlib.suppress(LabError, OSError):
+            (work / "dmesg.txt").write_text(booted.guest.run("dmesg", timeout=60).stdout)
+    phases["total_s"] = round(time.monotonic() - started, 1)
+    metrics = {m: METRICS[m] for m in args.metrics}
+    report = {
+        "benchmark": "datapath",
+        "schema": 1,
+        "timestamp": stamp,
+        "accel": {"name": ctx.accel.name, "reason": ctx.accel.reason},
+        "kernel": {"series": kernel.series, "abi": kernel.abi, "release": kernel.release},
+        "image": image.path.name,
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_start": load_start,
+            "loadavg_end": _loadavg(),
+            "lab_commit": _git_commit(),
+        },
+        "options": {
+            "reps": args.reps,
+            "iso_mb": args.iso_mb,
+            "fio_runtime_s": args.fio_runtime,
+            "latency_commands": args.lat_count,
+            "backing": args.backing,
+            "stacks": args.stacks,
+            "quick": args.quick,
+        },
+        "iso": {
+            **{k: v for k, v in iso.items() if k != "path"},
+            **prep,
+            "transfer": "host ISO inserted into QEMU's scsi-cd, copied in the guest with dd",
+        },
+        **summarize_stacks(results, metrics),
+        "phases": phases,
+        "workdir": str(work),
+    }
+    return report
+
+
+def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = report["timestamp"]
+    paths = {"json": out_dir / f"datapath-{stamp}.json"}
+    text = json.dumps(report, indent=2) + "\n"
+    paths["json"].write_text(text)
+    (out_dir / "datapath-latest.json").write_text(text)
+    try:
+        from bench.chart import ratio_chart
+
+        png = out_dir / f"datapath-{stamp}.png"
+        if ratio_chart(report, png):
+            paths["png"] = png
+    except ImportError as exc:  # matplotlib is optional (pip install matplotlib)
+        print(f"bench: no chart ({exc})", file=sys.stderr)
+    return paths
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.datapath", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 rep, 64 MB ISO, 3 s fio, stacks " + ",".join(QUICK_STACKS),
+    )
+    p.add_argument("--stacks", help="comma-separated stacks (default: the 7 standard ones); "
+                   f"known: {','.join(STACKS)}")  # fmt: skip
+    p.add_argument("--metrics", help=f"comma-separated subset of: {','.join(METRICS)}")
+    p.add_argument("--reps", type=int, help="repetitions (default 3; --quick 1)")
+    p.add_argument("--iso-mb", type=int, help="ISO file data in MiB (default 300; --quick 64)")
+    p.add_argument("--fio-runtime", type=int, help="seconds per fio job (default 10; --quick 3)")
+    p.add_argument(
+        "--backing",
+        choices=["tmpfs", "disk"],
+        default="tmpfs",
+        help="where the vhba drives' ISO lives in the guest: tmpfs (default; RAM like "
+        "scsi_debug, so the data path is measured) or the guest disk (dropped caches make "
+        "every random read a virtio-blk read)",
+    )
+    p.add_argument("--lat-count", type=int, default=1000, help="commands per latency sample")
+    p.add_argument("--kernel", default="6.12", help="kernel (default: the reference, 6.12)")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=None)
+    p.add_argument("--out", type=Path, default=Path("reports/bench"), help="output directory")
+    args = p.parse_args(argv)
+    q = args.quick
+    args.reps = args.reps or (1 if q else 3)
+    args.iso_mb = args.iso_mb or (64 if q else 300)
+    args.fio_runtime = args.fio_runtime or (3 if q else 10)
+    stacks = args.stacks.split(",") if args.stacks else (QUICK_STACKS if q else DEFAULT_STACKS)
+    unknown = [s for s in stacks if s not in STACKS]
+    if unknown:
+        p.error(f"unknown stacks {unknown}; known: {', '.join(STACKS)}")
+    args.stacks = stacks
+    metrics = args.metrics.split(",") if args.metrics else list(METRICS)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        p.error(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
+    args.metrics = metrics
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = run(args)
+    except LabError as exc:
+        print(f"bench.datapath: error: {exc}", file=sys.stderr)
+        return 2
+    paths = write_outputs(report, args.out)
+    print(json.dumps(report, indent=2))
+    for kind, path in paths.items():
+        print(f"bench.datapath: {kind} {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
