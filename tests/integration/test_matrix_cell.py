@@ -31,7 +31,7 @@ class _Links(HTMLParser):
 
 
 def _run(reports: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    cmd = [*VHBA_LAB, "run", "--quick", "--reports", str(reports), *extra]
+    cmd = [*VHBA_LAB, "run", "--quick", "-n", "2", "--reports", str(reports), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
 
 
