@@ -7,7 +7,7 @@ data-path bug (wrong offset, short transfer) as a checksum mismatch.
 
 from __future__ import annotations
 
-from lab.cellenv import CellEnv
+from lab.cellenv import GUEST_MEDIA, CellEnv
 from lab.drives import DriveNode
 
 
@@ -52,7 +52,7 @@ def test_whole_device_sha256_matches_iso(cell: CellEnv, drive: DriveNode) -> Non
 
 def test_unaligned_multi_command_read(cell: CellEnv, drive: DriveNode) -> None:
     """A 300 KiB direct read at an odd block spans several 128 KiB vhba commands."""
-    iso = "/root/media/cd1.iso"
+    iso = f"{GUEST_MEDIA}/cd1.iso"
     got = cell.guest.run(
         f"dd if={drive.sr} bs=2048 skip=17 count=150 iflag=direct status=none | sha256sum; "
         f"dd if={iso} bs=2048 skip=17 count=150 status=none | sha256sum",

@@ -32,7 +32,8 @@ from lab.media import Medium, build_iso
 from lab.module import BuildResult, build_module, load_module
 from lab.session import BootedGuest, boot
 
-GUEST_MEDIA = "/root/media"
+# World-readable, so a responder running as an unprivileged user can open the images.
+GUEST_MEDIA = "/srv/vhba-media"
 UPSTREAM_SOURCE = "/opt/vhba-upstream"
 # Kernel log lines that mean the kernel is unhealthy (the blktests list).
 BAD_KMSG = re.compile(
@@ -104,7 +105,7 @@ class CellEnv:
         except LabError as exc:
             self.broken = f"the {self.spec.module} module did not load: {exc}"
             return
-        guest.run(f"mkdir -p {GUEST_MEDIA}", check=True)
+        guest.run(f"mkdir -p -m 755 {GUEST_MEDIA}", check=True)
         for name, medium in self.media.items():
             guest.upload(medium.path, f"{GUEST_MEDIA}/{name}.iso")
         self.drive = OurResponder(guest) if self.spec.responder == "ours" else CdemuDaemon(guest)
