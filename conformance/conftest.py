@@ -145,7 +145,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if callspec is None or "cell" not in callspec.params:
         return
     cell_id = callspec.params["cell"].cell_id
-    if report.when == "call" or (report.when == "setup" and not report.passed):
+    # A failing set-up or tear-down (e.g. restoring the drive) is a harness ERROR,
+    # never silently dropped.
+    if report.when == "call" or (report.when in ("setup", "teardown") and report.failed):
         _record(item, report, cell_id)
 
 
@@ -158,7 +160,7 @@ def _record(item: pytest.Item, report: pytest.TestReport, cell_id: str) -> None:
         status = "skip"
     elif report.passed:
         status = "pass"
-    elif report.when == "setup":
+    elif report.when in ("setup", "teardown"):
         status = "error"
     else:
         status = "fail"
