@@ -21,20 +21,13 @@ import uuid
 from pathlib import Path
 
 from bench.stats import iso_layout
+from lab.digest import sha256_file
 from lab.images import Image
 from lab.paths import cache_root
 
 BENCH_CACHE = cache_root() / "bench"
 SGLAT_SOURCE = Path(__file__).with_name("sglat.c")
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _scratch(image: Image, prefix: str) -> tuple[Path, Path]:
@@ -78,7 +71,7 @@ def bench_iso(image: Image, size_mb: int) -> dict[str, object]:
         meta = {
             "path": str(out),
             "bytes": tmp.stat().st_size,
-            "sha256": _sha256(tmp),
+            "sha256": sha256_file(tmp),
             "files": len(layout),
             "file_bytes": sum(size for _, size in layout),
             "made_with": "host /dev/urandom files + the image's xorriso (chroot)",
