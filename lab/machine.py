@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -272,9 +273,8 @@ class Machine:
                 return line.strip()
         return None
 
-    def wait_until(self, probe: object, timeout: float, what: str) -> None:
+    def wait_until(self, probe: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``probe()`` until true; fail early if QEMU exits (panic => -no-reboot exit)."""
-        assert callable(probe)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.is_running():

@@ -42,10 +42,6 @@ class BootedGuest:
     warm: bool
     ready_seconds: float
 
-    @property
-    def serial_log(self) -> Path:
-        return self.machine.spec.serial_log
-
 
 def _qemu_version() -> str:
     out = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True, check=True)
