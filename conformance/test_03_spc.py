@@ -105,9 +105,10 @@ def test_tur_on_loaded_drive_is_good(cell: CellEnv, drive: DriveNode) -> None:
 def test_request_sense_returns_the_last_error(cell: CellEnv, drive: DriveNode) -> None:
     """REQUEST SENSE right after a failed command reports that command's sense.
 
-    Linux gets sense by autosense, but tools (and old initiators) still ask;
-    the two commands run in one guest shell so the 2 s media poll rarely
-    gets in between.
+    Linux gets sense by autosense, but tools (and old initiators) still ask.
+    The two sg_raw calls are separate guest commands, so the kernel's 2 s
+    media poll may land between them: the drive must keep the sense until
+    REQUEST SENSE fetches it, as real drives on a shared bus do.
     """
     failed = sg_raw(cell.guest, drive.sg, "ff 00 00 00 00 00")
     assert failed.status == "Check Condition" and failed.sense is not None, failed.describe()

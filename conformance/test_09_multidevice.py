@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from scsi_helpers import CD1, restart_drive
+from scsi_helpers import CD1, restart_drive, wait_size
 
 from lab.cellenv import CellEnv
 from lab.drives import DriveNode
@@ -28,6 +28,11 @@ def test_sixteen_drives(cell: CellEnv, drive: DriveNode) -> None:
         for attr in ("hctl", "sr", "sg"):
             values = [getattr(n, attr) for n in nodes]
             assert len(set(values)) == COUNT, f"duplicate {attr}: {values}"
+        # cdemu-daemon creates its drives empty and loads afterwards, so Linux
+        # learns each disc from its media poll: wait until every size is known.
+        size = cell.media["cd1"].size
+        unsized = {n.sr: seen for n in nodes if (seen := wait_size(cell.guest, n.sr, size)) != size}
+        assert not unsized, f"drives without cd1's size {size} after loading: {unsized}"
         script = "; ".join(
             f"echo {n.sr} $(dd if={n.sr} bs={HEAD} count=1 iflag=direct status=none | sha256sum)"
             for n in nodes

@@ -33,7 +33,7 @@ else:  # pragma: no cover - exercised only on old interpreters
         tomllib = None
 
 REQUIRED = ("kernel", "test", "reason", "issue", "expires")
-OPTIONAL = ("module", "responder")
+OPTIONAL = ("module", "responder", "message")
 
 Target = TypeVar("Target", bound=Union[Run, Cell])
 
@@ -53,6 +53,7 @@ class KnownFailure:
     expires: date  # last day the entry applies
     module: str = "*"
     responder: str = "*"
+    message: str = "*"  # glob on the failure message: masks only this symptom, not the test
     source: str = ""  # "path:line", so reports can point back at the entry
 
     def matches(self, cell: Cell, test: TestResult) -> bool:
@@ -64,6 +65,7 @@ class KnownFailure:
             and fnmatchcase(test.name, self.test)
             and fnmatchcase(cell.module, self.module)
             and fnmatchcase(cell.responder, self.responder)
+            and fnmatchcase(test.message or "", self.message)
         )
 
     def expired(self, today: date) -> bool:
@@ -83,6 +85,8 @@ class KnownFailure:
             data["module"] = self.module
         if self.responder != "*":
             data["responder"] = self.responder
+        if self.message != "*":
+            data["message"] = self.message
         if self.source:
             data["source"] = self.source
         return data
@@ -157,6 +161,7 @@ def _entry(raw: Any, index: int, lines: _LineFinder, source: str) -> KnownFailur
         expires=expires,
         module=raw.get("module", "*"),
         responder=raw.get("responder", "*"),
+        message=raw.get("message", "*"),
         source=where,
     )
 

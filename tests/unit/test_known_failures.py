@@ -103,6 +103,18 @@ def test_module_and_responder_filters() -> None:
     assert apply(cell, [entry], TODAY).tests[0].status is Status.KNOWN
 
 
+def test_message_glob_masks_only_that_symptom() -> None:
+    cell = samples.make_cell(None, "6.12", tests={"mmc/test_read_toc": Status.FAIL})
+    message = cell.tests[0].message or ""
+    assert message, "the sample FAIL carries a message"
+    narrow = KnownFailure("*", "mmc/*", "r", "i", date(2030, 1, 1), message=f"*{message[-8:]}")
+    other = KnownFailure("*", "mmc/*", "r", "i", date(2030, 1, 1), message="*something else*")
+    assert apply(cell, [other], TODAY).tests[0].status is Status.FAIL
+    known = apply(cell, [narrow], TODAY).tests[0]
+    assert known.status is Status.KNOWN
+    assert known.known_failure and known.known_failure["message"] == narrow.message
+
+
 def test_first_live_entry_wins_over_expired() -> None:
     cell = samples.make_cell(None, "6.12", tests={"media/test_tray_lock": Status.FAIL})
     old = KnownFailure("6.12", "media/*", "old", "i", date(2020, 1, 1))
