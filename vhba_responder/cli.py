@@ -31,7 +31,7 @@ from vhba_responder.protocol import (
     get_devnum,
     open_control,
 )
-from vhba_responder.server import Server
+from vhba_responder.server import DEFAULT_THREADS, Server
 from vhba_responder.trace import TraceWriter
 
 log = logging.getLogger("vhba_responder")
@@ -41,6 +41,16 @@ EMPTY_DEVICE = ("", "-")
 
 class UsageError(Exception):
     """Reported as one line ``vhba-responder: error: ...`` with exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="fault for every drive (or only drive N with dev=N)",
     )
-    s.add_argument("--workers", type=int, default=8, help="worker threads (all drives)")
+    s.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=DEFAULT_THREADS,
+        help="threads per drive: each waits for, runs and answers commands "
+        "(more let slow commands overlap)",
+    )
 
     c = sub.add_parser("ctl", help="send one request to a running server")
     c.add_argument("--control", type=Path, required=True, metavar="SOCKET")
@@ -199,7 +215,7 @@ def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    server = Server(TraceWriter(args.trace), workers=args.workers)
+    server = Server(TraceWriter(args.trace), threads=args.threads)
     control: ControlServer | None = None
     try:
         for index, medium in enumerate(media):

@@ -184,6 +184,8 @@ class FaultSet:
 
     def _take(self, kinds: tuple[str, ...], opcode: int, lba_range=None) -> Fault | None:
         """Find the first matching fault and consume one use of it."""
+        if not self._faults:  # the common case: no lock taken per command
+            return None
         with self._lock:
             for f in self._faults:
                 if f.kind in kinds and f.matches_op(opcode) and f.overlaps(lba_range):

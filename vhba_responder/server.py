@@ -1,17 +1,20 @@
-"""Serving devices on control fds: one reader thread per fd, a shared worker pool.
+"""Serving devices on control fds: a few threads per fd, leader/follower style.
 
 Threading model (why it looks like this):
 
-* A reader thread per fd polls for POLLIN (with a short timeout so it notices
-  a stop request), reads one request non-blocking and hands it to the pool.
-  A read that returns EAGAIN right after POLLIN is simply retried.
-* Workers execute commands and write responses themselves.  vhba matches
-  responses by tag and write() never blocks, so answers may go out in any
-  order: a slow image read or an injected delay on one command does not hold
-  back TEST UNIT READY or GESN polling on the same drive.
+* Each fd has a small team of threads.  One of them, the leader, waits in
+  poll() for POLLIN (with a short timeout so it notices a stop request) and
+  reads one request non-blocking.  It then hands leadership to a teammate
+  and runs the command itself: no request ever waits for another thread to
+  wake up before it executes.  Under TCG a thread hand-off costs more than
+  a whole READ(10) (bench/README.md), so this cuts latency where it hurts.
+* While one thread is busy with a slow image read or an injected delay, the
+  next one is already leader, so TEST UNIT READY and GESN polling on the
+  same drive are answered meanwhile.  vhba matches responses by tag and
+  write() never blocks, so answers may go out in any order.
 * Stopping sets an event (which also cuts injected delays short), joins the
-  readers, drains the pool and only then closes the fds, so no worker writes
-  to a recycled descriptor.  The kernel fails whatever was left unanswered.
+  threads and only then closes the fds, so nothing writes to a recycled
+  descriptor.  The kernel fails whatever was left unanswered.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import os
 import select
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from vhba_responder.device import Device, Response
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL_MS = 200
 DIE_EXIT_CODE = 70
+DEFAULT_THREADS = 4
 
 
 @dataclass
@@ -47,8 +50,11 @@ class Endpoint:
     device: Device
     fd: int
     address: Address | None = None
-    thread: threading.Thread | None = field(default=None, repr=False)
+    threads: list[threading.Thread] = field(default_factory=list, repr=False)
     commands: int = 0
+    closed: bool = False  # the fd reported an error or hang-up: its threads stop
+    # Only the leader waits for and reads requests.
+    leader: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Upstream vhba copies every response through one unlocked per-fd buffer, so
     # concurrent writes on one fd corrupt data there: one write at a time per fd.
     write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -62,13 +68,15 @@ class Endpoint:
 
 
 class Server:
-    """Runs the reader threads and the worker pool for any number of fds."""
+    """Serves any number of fds, ``threads`` threads each."""
 
-    def __init__(self, trace: TraceWriter | None = None, workers: int = 8) -> None:
+    def __init__(self, trace: TraceWriter | None = None, threads: int = DEFAULT_THREADS) -> None:
+        if threads < 1:
+            raise ValueError(f"threads per drive must be >= 1, got {threads}")
         self.trace = trace or TraceWriter(None)
+        self.threads = threads
         self.endpoints: list[Endpoint] = []
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vhba-worker")
         self._lock = threading.Lock()
 
     @property
@@ -78,21 +86,25 @@ class Server:
     def add(self, fd: int, device: Device, address: Address | None = None) -> Endpoint:
         """Start serving ``fd`` immediately (the kernel's INQUIRY may already be queued)."""
         ep = Endpoint(device, fd, address)
-        ep.thread = threading.Thread(
-            target=self._reader, args=(ep,), name=f"vhba-reader-{device.index}", daemon=True
-        )
+        ep.threads = [
+            threading.Thread(
+                target=self._serve, args=(ep,), name=f"vhba-{device.index}.{i}", daemon=True
+            )
+            for i in range(self.threads)
+        ]
         with self._lock:
             self.endpoints.append(ep)
-        ep.thread.start()
+        for thread in ep.threads:
+            thread.start()
         return ep
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop reading, finish in-flight commands, close every fd."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for ep in self.endpoints:
-            if ep.thread is not None:
-                ep.thread.join(timeout)
-        self._pool.shutdown(wait=True)
+            for thread in ep.threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
         for ep in self.endpoints:
             try:
                 os.close(ep.fd)
@@ -100,12 +112,21 @@ class Server:
                 log.warning("dev %d: close: %s", ep.device.index, exc)
         self.trace.close()
 
-    # ---------------------------------------------------------------- readers
-    def _reader(self, ep: Endpoint) -> None:
+    # ---------------------------------------------------------------- threads
+    def _serve(self, ep: Endpoint) -> None:
         poller = select.poll()
         poller.register(ep.fd, select.POLLIN)
-        buf = bytearray(READ_BUFFER)  # reused: one request per read()
-        while not self._stop.is_set():
+        buf = bytearray(READ_BUFFER)  # this thread's: one request per read()
+        while True:
+            with ep.leader:
+                req = self._next_request(ep, poller, buf)
+            if req is None:
+                return
+            self._handle(ep, req)
+
+    def _next_request(self, ep: Endpoint, poller: select.poll, buf: bytearray) -> Request | None:
+        """As leader: wait for and read one request; None once stopping or closed."""
+        while not (self._stop.is_set() or ep.closed):
             try:
                 ready = poller.poll(POLL_INTERVAL_MS)
             except InterruptedError:
@@ -114,32 +135,30 @@ class Server:
                 continue
             if ready[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
                 log.error(
-                    "dev %d: control fd reported %#x; reader stops", ep.device.index, ready[0][1]
+                    "dev %d: control fd reported %#x; serving stops", ep.device.index, ready[0][1]
                 )
-                return
+                ep.closed = True
+                return None
             try:
                 req = read_request(ep.fd, buf)
             except OSError as exc:
                 log.error("dev %d: read failed: %s", ep.device.index, exc)
                 if self._stop.wait(0.1):
-                    return
+                    return None
                 continue
             except ValueError as exc:
                 log.error("dev %d: %s", ep.device.index, exc)
                 continue
-            if req is None:
-                continue
-            ep.commands += 1
-            try:
-                self._pool.submit(self._handle, ep, req)
-            except RuntimeError:  # pool already shut down: we are stopping
-                return
+            if req is not None:
+                ep.commands += 1
+                return req
+        return None
 
-    # ---------------------------------------------------------------- workers
     def _handle(self, ep: Endpoint, req: Request) -> None:
         dev = ep.device
-        t0 = time.time()
-        start = time.monotonic()
+        tracing = self.trace.enabled
+        t0 = time.time() if tracing else 0.0
+        start = time.monotonic() if tracing else 0.0
         fault = dev.faults.timing(req.cdb[0])
         if fault is not None:
             if fault.kind == "die":
@@ -154,7 +173,8 @@ class Server:
                     req.tag,
                     req.cdb.hex(),
                 )
-                self.trace.write(self._hang_record(t0, dev, req))
+                if tracing:
+                    self.trace.write(self._hang_record(t0, dev, req))
                 return
             if self._stop.wait(fault.ms / 1000.0):
                 return  # stopping: leave it to the kernel to fail the command
@@ -173,9 +193,10 @@ class Server:
             )
         if resp.status:
             log.debug("dev %d: %s -> %s", dev.index, resp.name, resp.sense_text)
-        self.trace.write(
-            trace_record(t0, dev.index, req.cdb, req.data_len, resp, time.monotonic() - start)
-        )
+        if tracing:
+            self.trace.write(
+                trace_record(t0, dev.index, req.cdb, req.data_len, resp, time.monotonic() - start)
+            )
 
     @staticmethod
     def _hang_record(t0: float, dev: Device, req: Request) -> dict[str, object]:

@@ -47,6 +47,11 @@ class TraceWriter:
             open(path, "a", encoding="utf-8", buffering=1) if path else None  # noqa: SIM115
         )
 
+    @property
+    def enabled(self) -> bool:
+        """False when tracing is off, so callers can skip building records."""
+        return self._fh is not None
+
     def write(self, record: dict[str, object]) -> None:
         if self._fh is None:
             return

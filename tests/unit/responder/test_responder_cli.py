@@ -247,3 +247,10 @@ def test_die_fault_exits_abruptly(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_zero_threads_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--ctl", str(tmp_path / "vhba_ctl"), "--device", "-", "--threads", "0"])
+    assert exc.value.code == 2
+    assert "expected a whole number >= 1, got '0'" in capsys.readouterr().err

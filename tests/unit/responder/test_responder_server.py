@@ -41,7 +41,7 @@ def served(tmp_path, iso):
     dev = Device(index=0, devnum=0)
     dev.state.medium = Medium.open(iso.path)
     trace_path = tmp_path / "trace.jsonl"
-    server = Server(TraceWriter(trace_path), workers=4)
+    server = Server(TraceWriter(trace_path), threads=2)
     server.add(fd, dev)
     yield FakeKernel(kernel_side), dev, server, trace_path
     if not server.stopping:
@@ -139,7 +139,7 @@ def test_stop_closes_fd(served):
 
 def test_several_devices_one_server(tmp_path, iso):
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(3)]
-    server = Server(workers=4)
+    server = Server(threads=2)
     try:
         for i, (_, r) in enumerate(pairs):
             fd = r.detach()
@@ -156,3 +156,38 @@ def test_several_devices_one_server(tmp_path, iso):
         server.stop()
         for k, _ in pairs:
             k.close()
+
+
+def test_peer_hang_up_stops_every_thread_of_that_drive(served):
+    k, _, server, _ = served
+    ep = server.endpoints[0]
+    k.sock.close()
+    deadline = time.monotonic() + 5
+    while any(t.is_alive() for t in ep.threads) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ep.closed and not any(t.is_alive() for t in ep.threads)
+
+
+def test_one_thread_per_drive_answers_in_order(tmp_path, iso):
+    """With --threads 1 a delayed command holds back the next: the knob is real."""
+    kernel_side, responder_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fd = responder_side.detach()
+    os.set_blocking(fd, False)
+    dev = Device(index=0, devnum=0)
+    dev.state.medium = Medium.open(iso.path)
+    dev.faults.add(parse_fault("delay:ms=300,op=0x28"))
+    server = Server(threads=1)
+    server.add(fd, dev)
+    try:
+        k = FakeKernel(kernel_side)
+        k.send(1, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), 2048)
+        k.send(2, bytes(6), 0)
+        assert [k.recv()[0], k.recv()[0]] == [1, 2]
+    finally:
+        server.stop()
+        kernel_side.close()
+
+
+def test_threads_must_be_positive():
+    with pytest.raises(ValueError, match="threads per drive"):
+        Server(threads=0)
