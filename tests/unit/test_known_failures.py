@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -170,3 +171,35 @@ def test_shipped_file_has_a_header_and_every_entry_a_reason_and_expiry() -> None
 def test_load_missing_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot read"):
         known_failures.load(tmp_path / "nope.toml")
+
+
+# Failure messages exactly as a 6.12-ours-cdemu run recorded them (tests.jsonl).
+CDEMU_MESSAGES = {
+    "spc/test_inquiry_raw_bytes": "AssertionError: VERSION 0: Linux skips VPD pages below "
+    "SPC-2 assert 0 >= 3",
+    "spc/test_request_sense_returns_the_last_error": "AssertionError: REQUEST SENSE gave "
+    "00/00/15, the failed command 05/20/00 assert '00/00/15' == '05/20/00'   ",
+    "spc/test_report_luns_lists_lun_0": "AssertionError: Report Luns command not supported "
+    "(support mandatory in SPC-3)   sg_luns failed: Illegal request, Invalid opcode   ",
+    "mmc/test_mode_page_2a_capabilities": "AssertionError: page length 54 overruns: 2a36 "
+    "assert (54 + 2) <= 55",
+    "differential/test_same_view_as_qemu_scsi_cd": "AssertionError: differs from QEMU "
+    "scsi-cd:   blockdev.ro: ours='0' qemu='1' assert not [\"blockdev.ro: ours='0' qemu='1'\"]",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CDEMU_MESSAGES))
+def test_shipped_cdemu_entries_match_only_their_symptom(name: str) -> None:
+    entries = known_failures.load()
+    statuses = {}
+    for label, message in (
+        ("seen", CDEMU_MESSAGES[name]),
+        ("other", "AssertionError: something new broke"),
+    ):
+        cell = samples.make_cell(
+            None, "6.12", "ours", "cdemu", tests={"mmc/test_read_toc": Status.FAIL}
+        )
+        test = replace(cell.tests[0], name=name, message=message)
+        cell = replace(cell, tests=[test])
+        statuses[label] = apply(cell, entries, TODAY).tests[0].status
+    assert statuses == {"seen": Status.KNOWN, "other": Status.FAIL}
