@@ -135,6 +135,7 @@ def cell_phase(ctx: LabContext, cell: str, reports: Path) -> dict[str, Any]:
         "cell_duration_s": info.get("duration_s"),
         "guest_ready_s": info.get("ready_seconds"),
         "module_build_s": (info.get("build") or {}).get("seconds"),
+        "phases_s": info.get("phases_s", {}),
         "tests": len(tests),
         "tests_by_status": {s: sum(t["status"] == s for t in tests)
                             for s in sorted({t["status"] for t in tests})},
@@ -177,6 +178,10 @@ def why_notes(report: dict[str, Any]) -> list[dict[str, Any]]:
             parts.append(f"guest ready {cell['guest_ready_s']:.1f} s")
         if cell.get("module_build_s") is not None:
             parts.append(f"module build {cell['module_build_s']} s")
+        phases = cell.get("phases_s") or {}
+        if phases:
+            listed = ", ".join(f"{name} {sec:.1f} s" for name, sec in phases.items())
+            parts.append(f"cell phases: {listed}")
         parts.append(f"outside the cell (CLI start, pytest collection, report) "
                      f"{cell.get('outside_cell_s')} s")  # fmt: skip
         slow = ", ".join(f"{t['name']} {t['s']:.1f} s" for t in cell.get("slowest_tests", [])[:4])

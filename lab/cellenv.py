@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shlex
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +80,9 @@ class CellEnv:
     nodes: list[DriveNode] = field(default_factory=list)
     broken: str | None = None  # why the product failed; later tests skip
     started: float = field(default_factory=time.monotonic)
+    # Seconds per bring-up / tear-down step, written to cell.json so a slow cell
+    # says where its time went (bench.lab reports these).
+    phases: dict[str, float] = field(default_factory=dict)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     # -- bring-up -------------------------------------------------------------
@@ -85,35 +90,51 @@ class CellEnv:
         self.cell_dir.mkdir(parents=True, exist_ok=True)
         self._write_cell_json("running")
         self.kernel = self.ctx.catalogue.resolve(self.spec.kernel)
-        self.image = self.ctx.image_for(self.kernel)
-        self.build = build_module(
-            self.image,
-            self.cell_dir / "build.log",
-            werror=self.spec.module == "ours",
-            source=self._source(),
-        )
+        with self.phase("image"):
+            self.image = self.ctx.image_for(self.kernel)
+        with self.phase("module_build"):
+            self.build = build_module(
+                self.image,
+                self.cell_dir / "build.log",
+                werror=self.spec.module == "ours",
+                source=self._source(),
+            )
         if not self.build.ok:
             self.broken = f"the {self.spec.module} module did not build for {self.kernel.abi}"
             return
-        self.booted = self._stack.enter_context(
-            boot(self.image, self.cell_dir / "guest", self.ctx.accel, progress=self.ctx.say)
-        )
+        with self.phase("guest_ready"):
+            self.booted = self._stack.enter_context(
+                boot(self.image, self.cell_dir / "guest", self.ctx.accel, progress=self.ctx.say)
+            )
         guest = self.booted.guest
         assert self.build.ko is not None
         try:
-            load_module(guest, self.build.ko)
+            with self.phase("module_load"):
+                load_module(guest, self.build.ko)
         except LabError as exc:
             self.broken = f"the {self.spec.module} module did not load: {exc}"
             return
-        guest.run(f"mkdir -p -m 755 {GUEST_MEDIA}", check=True)
-        for name, medium in self.media.items():
-            guest.upload(medium.path, f"{GUEST_MEDIA}/{name}.iso")
+        with self.phase("media_upload"):
+            guest.run(f"mkdir -p -m 755 {GUEST_MEDIA}", check=True)
+            for name, medium in self.media.items():
+                guest.upload(medium.path, f"{GUEST_MEDIA}/{name}.iso")
         self.drive = OurResponder(guest) if self.spec.responder == "ours" else CdemuDaemon(guest)
-        self.drive.ship()
         try:
-            self.nodes = self.drive.start([f"{GUEST_MEDIA}/cd1.iso"], faults=self.faults)
+            with self.phase("drive_start"):
+                self.drive.ship()
+                self.nodes = self.drive.start([f"{GUEST_MEDIA}/cd1.iso"], faults=self.faults)
         except LabError as exc:
             self.broken = f"the drive did not attach: {exc}"
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the time spent in the block to ``phases[name]``."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            spent = time.monotonic() - start
+            self.phases[name] = round(self.phases.get(name, 0.0) + spent, 2)
 
     def _source(self) -> Path:
         from lab.module import MODULE_SOURCE
@@ -135,31 +156,46 @@ class CellEnv:
         assert self.booted is not None, "no guest: the cell is broken"
         return self.booted.guest
 
+    # One guest round trip each: they run around every test, so they are kept cheap.
     def health_start(self, test_name: str) -> Health:
-        marker = f"vhba-lab test start {test_name} {time.time():.6f}"
-        self.guest.kmsg_marker(marker)
-        return Health(marker, self.taint())
+        marker = f"vhba-lab: test start {test_name} {time.time():.6f}"
+        with self.phase("health_checks"):
+            out = self.guest.run(
+                f"echo {shlex.quote(marker)} > /dev/kmsg && cat /proc/sys/kernel/tainted",
+                check=True,
+            ).stdout
+        return Health(marker, int(out.strip()))
 
     def taint(self) -> int:
         return int(self.guest.run("cat /proc/sys/kernel/tainted", check=True).stdout.strip())
 
     def health_end(self, health: Health, out: Path) -> str | None:
         """Save the test's dmesg slice to ``out``; return what is wrong with it, if anything."""
-        dmesg = self.guest.run("dmesg", timeout=60).stdout
+        with self.phase("health_checks"):
+            # grep -A: the marker line and everything after it
+            slice_cmd = f"dmesg | grep -F -A 1000000 -- {shlex.quote(health.marker)}"
+            res = self.guest.run(f"cat /proc/sys/kernel/tainted; {slice_cmd}", timeout=60)
+        taint_line, _, dmesg = res.stdout.partition("\n")
         _, _, after = dmesg.partition(health.marker)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(after.lstrip("\n"))
         bad = [line for line in after.splitlines() if BAD_KMSG.search(line)]
         problems = []
+        if not dmesg:
+            problems.append(f"kernel log: the test's start marker is gone ({health.marker!r})")
         if bad:
             problems.append("kernel log: " + " | ".join(line.strip() for line in bad[:5]))
-        new_taint = (self.taint() & ~health.taint_before) & ~EXPECTED_TAINT
+        taint_now = int(taint_line.strip()) if taint_line.strip().isdigit() else -1
+        if taint_now < 0:
+            problems.append(f"could not read /proc/sys/kernel/tainted: {res.stderr.strip()}")
+        new_taint = (taint_now & ~health.taint_before) & ~EXPECTED_TAINT if taint_now >= 0 else 0
         if new_taint:
             problems.append(f"kernel became tainted (new bits 0x{new_taint:x})")
         return "; ".join(problems) or None
 
     # -- tear-down ------------------------------------------------------------
     def teardown(self, status: str = "done") -> None:
+        start = time.monotonic()
         try:
             if self.drive is not None and self.booted is not None:
                 with contextlib.suppress(LabError, OSError):
@@ -175,6 +211,7 @@ class CellEnv:
             serial = self.cell_dir / "guest" / "serial.log"
             if serial.exists():
                 shutil.copy2(serial, self.cell_dir / "serial.log")
+            self.phases["teardown"] = round(time.monotonic() - start, 2)
             self._write_cell_json(status)
 
     def artifacts(self) -> dict[str, str]:
@@ -207,6 +244,7 @@ class CellEnv:
                 "ok": self.build.ok, "warnings": self.build.warnings,
                 "seconds": self.build.seconds,
             } if self.build else None,
+            "phases_s": self.phases,
             "artifacts": self.artifacts(),
         }  # fmt: skip
         (self.cell_dir / "cell.json").write_text(json.dumps(info, indent=2) + "\n")

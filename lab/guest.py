@@ -177,7 +177,3 @@ class Guest:
 
     def write_text(self, remote: str, text: str) -> None:
         self.run(f"cat > {shlex.quote(remote)}", stdin=text.encode(), check=True)
-
-    def kmsg_marker(self, text: str) -> None:
-        """Tag the kernel log so a test's dmesg slice can be cut out later."""
-        self.run(f"echo {shlex.quote('vhba-lab: ' + text)} > /dev/kmsg", check=True)
