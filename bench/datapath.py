@@ -61,7 +61,6 @@ GUEST_DIR = "/root/bench"
 GUEST_ISO_DISK = f"{GUEST_DIR}/bench.iso"  # --backing disk: the guest's virtio-blk disk
 GUEST_RAM = f"{GUEST_DIR}/ram"  # --backing tmpfs (default): RAM, which drop_caches keeps
 GUEST_SGLAT = f"{GUEST_DIR}/sglat"
-GUEST_INLINE = f"{GUEST_DIR}/responder_inline.py"
 MOUNT = "/mnt/bench"
 UPSTREAM_SOURCE = "opt/vhba-upstream"
 # A pattern that matches the responder but not the shell command line carrying it.
@@ -98,8 +97,6 @@ STACKS: dict[str, Stack] = {s.name: s for s in [
     Stack("upstream-ours-threads1", "vhba", "upstream", "ours",
           what="upstream-ours, responder on one thread per drive (serial write()s)",
           responder_args=("--threads", "1")),
-    Stack("ours-ours-inline", "vhba", "ours", "ours-inline",
-          what="EXPERIMENT: ours-ours with commands run in the reader thread (no pool handoff)"),
     Stack("ours-ours-threads1", "vhba", "ours", "ours",
           what="ours-ours, responder on one thread per drive", responder_args=("--threads", "1")),
     Stack("scsi_debug-disk", "scsi_debug-disk",
@@ -214,7 +211,6 @@ class DataPathBench:
             self.sh(f"mount -t tmpfs -o size={size_mb}m bench {GUEST_RAM}")
         self.guest.upload(sglat, GUEST_SGLAT, mode=0o755)
         OurResponder(self.guest).ship()
-        self.guest.upload(Path(__file__).with_name("responder_inline.py"), GUEST_INLINE)
         started = time.monotonic()
         self.machine.change_medium(Path(self.iso["path"]))
         node = self.block_node(self.find("QEMU"))
@@ -254,18 +250,13 @@ class DataPathBench:
         load_module(self.guest, self.kos[module], params)
         self.loaded = want
 
-    def _start_ours(
-        self, trace: bool, extra: tuple[str, ...] = (), inline: bool = False
-    ) -> list[DriveNode]:
+    def _start_ours(self, trace: bool, extra: tuple[str, ...] = ()) -> list[DriveNode]:
         drive = OurResponder(self.guest)
         self.drive = drive
         if trace:  # exactly what the lab's cells run
             return drive.start([self.guest_iso])
         # A user's plain invocation: no CDB trace, log at the default level.
-        python = ["python3", GUEST_PYZ]
-        if inline:
-            python = ["python3", GUEST_INLINE, GUEST_PYZ]
-        args = [*python, "serve", "--ctl", "/dev/vhba_ctl",
+        args = ["python3", GUEST_PYZ, "serve", "--ctl", "/dev/vhba_ctl",
                 "--control", f"{STATE}/ctl.sock", "--log", f"{LOGS}/responder.log",
                 "--ready-file", f"{STATE}/ready.json",
                 "--device", self.guest_iso, *extra]  # fmt: skip
@@ -307,9 +298,7 @@ class DataPathBench:
                 self.drive = CdemuDaemon(self.guest)
                 nodes = self.drive.start([self.guest_iso], timeout=60)
             else:
-                nodes = self._start_ours(
-                    stack.drive == "ours-trace", stack.responder_args, stack.drive == "ours-inline"
-                )
+                nodes = self._start_ours(stack.drive == "ours-trace", stack.responder_args)
             node = nodes[0]
         elif stack.kind == "qemu":
             node = self.block_node(self.find("QEMU"))
