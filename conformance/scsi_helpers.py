@@ -9,7 +9,6 @@ on an exit status alone (trixie's sg_turs exits 0 even when it failed).
 from __future__ import annotations
 
 import base64
-import contextlib
 import re
 import shlex
 import time
@@ -18,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from lab.cellenv import GUEST_MEDIA
 from lab.drives import GUEST_PYZ
-from lab.errors import LabError
 
 if TYPE_CHECKING:
     from lab.cellenv import CellEnv
@@ -266,12 +264,7 @@ def insert(
 ) -> None:
     """Operator swaps the disc in drive 0 for ``path``; wait until Linux sees its size."""
     assert cell.drive is not None
-    try:
-        cell.drive.load(0, path)
-    except LabError:  # cdemu-daemon refuses to load over a disc: take it out first
-        with contextlib.suppress(LabError):
-            cell.drive.eject(0)
-        cell.drive.load(0, path)
+    cell.drive.load(0, path)
     if size is not None:
         target = node or cell.nodes[0]
         seen = wait_size(cell.guest, target.sr, size)

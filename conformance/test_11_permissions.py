@@ -17,7 +17,9 @@ from lab.drives import GUEST_PYZ, LOGS, STATE, DriveNode, OurResponder
 
 RULE = Path(__file__).resolve().parents[1] / "module" / "udev" / "61-vhba-cdrom-group.rules"
 GUEST_RULE = "/etc/udev/rules.d/61-vhba-cdrom-group.rules"
-OPEN = 'python3 -c \'open("/dev/vhba_ctl", "r+b").close(); print("opened")\''
+# os.open, not open(): Python's buffered "r+b" mode also demands a seekable
+# file, and upstream vhba's control node is not (no permission problem).
+OPEN = 'python3 -c \'import os; os.close(os.open("/dev/vhba_ctl", os.O_RDWR)); print("opened")\''
 
 
 def _retrigger(cell: CellEnv) -> None:

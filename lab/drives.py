@@ -145,6 +145,10 @@ class OurResponder:
         return got
 
 
+# Longer than the kernel's default media poll interval (block.events_dfl_poll_msecs).
+EJECT_SETTLE_S = 2.5
+
+
 class CdemuDaemon:
     """Debian's packaged cdemu-daemon on a private session bus (headless recipe)."""
 
@@ -207,16 +211,32 @@ class CdemuDaemon:
                 raise GuestCommandError(f"cdemu-daemon never mapped device {index}: {out}")
             time.sleep(0.5)
 
+    def loaded(self, index: int) -> bool:
+        """Whether cdemu says drive ``index`` holds a disc (``cdemu status``)."""
+        out = self.guest.run(f"{self._env()} cdemu status", check=True).stdout
+        for line in out.splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == str(index):
+                return words[1] == "True"
+        raise GuestCommandError(f"cdemu status does not list device {index}: {out}")
+
     def load(self, index: int, path: str) -> None:
         # cdemu refuses to load over a disc ("AlreadyLoaded"): swap like a user would.
-        self.guest.run(
-            f"{self._env()} cdemu unload {index} >/dev/null 2>&1; "
-            f"{self._env()} cdemu load {index} {shlex.quote(path)}",
-            check=True,
-        )
+        if self.loaded(index):
+            self.eject(index)
+        self.guest.run(f"{self._env()} cdemu load {index} {shlex.quote(path)}", check=True)
 
     def eject(self, index: int) -> None:
+        """Unload, and let the eject play out before anything else happens.
+
+        cdemu reports an unload as a press of the drive's eject button (a GESN
+        eject request).  The kernel sees it at its next media poll (every 2 s)
+        and udev answers with ``cdrom_id --eject-media``: a disc loaded before
+        that eject arrives is thrown out again (seen as a drive that stays
+        empty after ``cdemu load`` succeeded).
+        """
         self.guest.run(f"{self._env()} cdemu unload {index}", check=True)
+        self.guest.run(f"sleep {EJECT_SETTLE_S}; udevadm settle -t 20", timeout=60)
 
     def running(self) -> bool:
         return self.guest.run("pgrep -x cdemu-daemon").rc == 0
