@@ -3,6 +3,7 @@ one-request-per-read / one-response-per-write framing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -33,20 +34,31 @@ class FakeKernel:
         return unpack_response(self.sock.recv(1 << 20))
 
 
-@pytest.fixture
-def served(tmp_path, iso):
+@contextlib.contextmanager
+def serving(iso_path, threads: int, trace_path=None, fault: str | None = None):
+    """One drive with ``iso_path`` loaded, served on a socketpair; yields (kernel, dev, server)."""
     kernel_side, responder_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     fd = responder_side.detach()
     os.set_blocking(fd, False)
     dev = Device(index=0, devnum=0)
-    dev.state.medium = Medium.open(iso.path)
-    trace_path = tmp_path / "trace.jsonl"
-    server = Server(TraceWriter(trace_path), threads=2)
+    dev.state.medium = Medium.open(iso_path)
+    if fault:
+        dev.faults.add(parse_fault(fault))
+    server = Server(TraceWriter(trace_path), threads=threads)
     server.add(fd, dev)
-    yield FakeKernel(kernel_side), dev, server, trace_path
-    if not server.stopping:
-        server.stop()
-    kernel_side.close()
+    try:
+        yield FakeKernel(kernel_side), dev, server
+    finally:
+        if not server.stopping:
+            server.stop()
+        kernel_side.close()
+
+
+@pytest.fixture
+def served(tmp_path, iso):
+    trace_path = tmp_path / "trace.jsonl"
+    with serving(iso.path, 2, trace_path) as (kernel, dev, server):
+        yield kernel, dev, server, trace_path
 
 
 def _trace(path):
@@ -168,24 +180,12 @@ def test_peer_hang_up_stops_every_thread_of_that_drive(served):
     assert ep.closed and not any(t.is_alive() for t in ep.threads)
 
 
-def test_one_thread_per_drive_answers_in_order(tmp_path, iso):
+def test_one_thread_per_drive_answers_in_order(iso):
     """With --threads 1 a delayed command holds back the next: the knob is real."""
-    kernel_side, responder_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    fd = responder_side.detach()
-    os.set_blocking(fd, False)
-    dev = Device(index=0, devnum=0)
-    dev.state.medium = Medium.open(iso.path)
-    dev.faults.add(parse_fault("delay:ms=300,op=0x28"))
-    server = Server(threads=1)
-    server.add(fd, dev)
-    try:
-        k = FakeKernel(kernel_side)
+    with serving(iso.path, 1, fault="delay:ms=300,op=0x28") as (k, _, _):
         k.send(1, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), 2048)
         k.send(2, bytes(6), 0)
         assert [k.recv()[0], k.recv()[0]] == [1, 2]
-    finally:
-        server.stop()
-        kernel_side.close()
 
 
 def test_threads_must_be_positive():
