@@ -56,7 +56,8 @@ class KnownFailure:
     message: str = "*"  # glob on the failure message: masks only this symptom, not the test
     source: str = ""  # "path:line", so reports can point back at the entry
 
-    def matches(self, cell: Cell, test: TestResult) -> bool:
+    def applies_to(self, cell: Cell, test: TestResult) -> bool:
+        """Same kernel, stack and test name, whatever the outcome."""
         kernel_ok = any(
             fnmatchcase(cell.kernel.get(key, ""), self.kernel) for key in ("series", "abi")
         )
@@ -65,8 +66,10 @@ class KnownFailure:
             and fnmatchcase(test.name, self.test)
             and fnmatchcase(cell.module, self.module)
             and fnmatchcase(cell.responder, self.responder)
-            and fnmatchcase(test.message or "", self.message)
         )
+
+    def matches(self, cell: Cell, test: TestResult) -> bool:
+        return self.applies_to(cell, test) and fnmatchcase(test.message or "", self.message)
 
     def expired(self, today: date) -> bool:
         return today > self.expires
@@ -233,15 +236,21 @@ def _apply_test(
     return test
 
 
-def unused(run: Run, entries: list[KnownFailure]) -> list[KnownFailure]:
-    """Entries that matched no failing test in ``run``: candidates for removal.
+def now_passing(run: Run, entries: list[KnownFailure]) -> list[KnownFailure]:
+    """Entries whose tests ran in ``run`` and passed wherever they apply.
 
-    A run made without the list (LKFT's "staging" idea) shows which known
-    bugs are fixed; this is the cheap version of that check.
+    The bug is probably fixed and the entry should go.  Entries whose tests
+    did not run (another kernel, ``-k``) are not reported, so a partial run
+    says nothing about them.
     """
-    used = set()
+    passed, failed = set(), set()
     for cell in run.cells:
         for test in cell.tests:
-            if test.status in (Status.FAIL, Status.KNOWN):
-                used.update(i for i, e in enumerate(entries) if e.matches(cell, test))
-    return [e for i, e in enumerate(entries) if i not in used]
+            for i, entry in enumerate(entries):
+                if not entry.applies_to(cell, test):
+                    continue
+                if test.status is Status.PASS:
+                    passed.add(i)
+                elif test.status in (Status.FAIL, Status.KNOWN):
+                    failed.add(i)
+    return [e for i, e in enumerate(entries) if i in passed and i not in failed]

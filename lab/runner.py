@@ -147,7 +147,13 @@ def run_matrix(
             for s in cells
         ],
     )  # fmt: skip
-    run = known_failures.apply(run, known_failures.load(), dt.date.today())
+    entries = known_failures.load()
+    run = known_failures.apply(run, entries, dt.date.today())
+    for entry in known_failures.now_passing(run, entries):
+        ctx.say(
+            f"  note: known failure {entry.test} ({entry.source}) passed wherever it applies "
+            "in this run: the bug may be fixed; remove the entry"
+        )
     previous = None
     latest = reports / "latest"
     if latest.exists():

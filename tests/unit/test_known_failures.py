@@ -11,7 +11,7 @@ import pytest
 
 from lab import known_failures
 from lab.errors import UsageError
-from lab.known_failures import KnownFailure, apply, parse, unused
+from lab.known_failures import KnownFailure, apply, now_passing, parse
 from lab.results import Status
 
 _spec = importlib.util.spec_from_file_location(
@@ -125,11 +125,16 @@ def test_first_live_entry_wins_over_expired() -> None:
     assert test.known_failure and test.known_failure["reason"] == "new"
 
 
-def test_unused_entries() -> None:
-    run = samples.build_sample_run(None)
-    entries = parse(GOOD, "kf.toml")
-    stale = KnownFailure("4.19", "spc/*", "fixed long ago", "i", date(2030, 1, 1))
-    assert unused(run, [*entries, stale]) == [stale]
+def test_entries_whose_tests_now_pass() -> None:
+    cell = samples.make_cell(
+        None, "6.12", tests={"mmc/test_read_toc": Status.PASS, "media/test_tray_lock": Status.FAIL}
+    )
+    fixed = KnownFailure("6.12", "mmc/test_read_toc", "fixed?", "i", date(2030, 1, 1))
+    still = KnownFailure("6.12", "media/*", "still broken", "i", date(2030, 1, 1))
+    elsewhere = KnownFailure("4.19", "mmc/*", "did not run", "i", date(2030, 1, 1))
+    run = apply(samples.build_sample_run(None), [], TODAY)
+    run = replace(run, cells=[cell])
+    assert now_passing(run, [fixed, still, elsewhere]) == [fixed]
 
 
 @pytest.mark.parametrize(
