@@ -28,7 +28,7 @@ from lab.cells import CellSpec
 from lab.context import LabContext
 from lab.drives import CdemuDaemon, DriveNode, OurResponder
 from lab.errors import LabError
-from lab.images import Image
+from lab.images import Image, locked
 from lab.kernels import KernelEntry
 from lab.media import Medium, build_iso
 from lab.module import BuildResult, build_module, load_module
@@ -48,13 +48,23 @@ EXPECTED_TAINT = 4096 | 8192
 
 
 def media_set(run_dir: Path) -> dict[str, Medium]:
-    """The run's test media, built once per run on the host."""
+    """The run's test media, built once per run on the host and shared by its cells.
+
+    Every pytest-xdist worker calls this when its first cell starts; the lock
+    makes the first one build and the others reuse its files.  Rebuilding
+    would change the images under cells that already uploaded them.
+    """
     media_dir = run_dir / "media"
-    return {
-        "cd1": build_iso(media_dir / "cd1.iso", "VHBALAB_CD1", seed=1),
-        "cd2": build_iso(media_dir / "cd2.iso", "VHBALAB_CD2", seed=2,
-                         layout={"/OTHER.BIN": 200_000, "/README.TXT": 100}),
-    }  # fmt: skip
+    recipes = {
+        "cd1": ("VHBALAB_CD1", 1, None),
+        "cd2": ("VHBALAB_CD2", 2, {"/OTHER.BIN": 200_000, "/README.TXT": 100}),
+    }
+    media = {}
+    with locked(media_dir / ".lock"):
+        for name, (label, seed, layout) in recipes.items():
+            path = media_dir / f"{name}.iso"
+            media[name] = Medium.load(path) or build_iso(path, label, seed, layout)
+    return media
 
 
 @dataclass

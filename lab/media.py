@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,17 @@ class Medium:
     @property
     def sha256(self) -> str:
         return sha256_file(self.path)
+
+    @classmethod
+    def load(cls, path: Path) -> Medium | None:
+        """The medium ``build_iso`` wrote at ``path``, or None if it is not (fully) there."""
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not path.exists():
+            return None
+        return cls(path, meta["label"], meta["files"])
 
 
 # name -> size; sizes straddle sector (2048) and command (128 KiB) boundaries on purpose.
@@ -73,8 +85,12 @@ def build_iso(out: Path, label: str, seed: int, layout: dict[str, int] | None = 
         )
         files[path.lower()] = hashlib.sha256(data).hexdigest()
     out.parent.mkdir(parents=True, exist_ok=True)
-    iso.write(str(out))
-    iso.close()
-    medium = Medium(out, label, files)
+    # The image's volume dates are the build time, so a rebuild differs in its
+    # first 64 KiB: write the manifest, then move the finished image into place,
+    # so a reader never sees a half-written or swapped image.
     out.with_suffix(".json").write_text(json.dumps({"label": label, "files": files}, indent=2))
-    return medium
+    partial = out.with_name(out.name + ".partial")
+    iso.write(str(partial))
+    iso.close()
+    os.replace(partial, out)
+    return Medium(out, label, files)
