@@ -22,6 +22,7 @@ import pytest
 from lab import known_failures
 from lab.cells import CellSpec, default_cells
 from lab.context import LabContext
+from lab.errors import LabError
 from lab.paths import repo_root
 from lab.results import Cell, Run, Status, TestResult, load_run, write_report
 
@@ -66,7 +67,16 @@ def _host_info() -> dict[str, str]:
     }
 
 
-def _cell_result(spec: CellSpec, cell_dir: Path, accel: str, faults: list[str]) -> Cell:
+def _cell_result(
+    spec: CellSpec,
+    cell_dir: Path,
+    accel: str,
+    faults: list[str],
+    known_kernel: dict[str, str] | None = None,
+) -> Cell:
+    """The Cell for what ``cell_dir`` holds.  ``known_kernel`` (from the catalogue)
+    describes the kernel of a cell that never got far enough to write it (an
+    interrupted run), so the report still lists that cell."""
     info: dict = {}
     if (cell_dir / "cell.json").exists():
         info = json.loads((cell_dir / "cell.json").read_text())
@@ -79,7 +89,9 @@ def _cell_result(spec: CellSpec, cell_dir: Path, accel: str, faults: list[str]) 
                 duration_s=row["duration_s"], message=row["message"],
                 artifacts={k: f"cells/{spec.cell_id}/{v}" for k, v in row["artifacts"].items()},
             ))  # fmt: skip
-    kernel = info.get("kernel") or {"series": spec.kernel}
+    kernel = info.get("kernel") or {}
+    if not kernel.get("abi"):
+        kernel = known_kernel or {"series": spec.kernel}
     status = Status.PASS
     message = None
     if not info:
@@ -101,6 +113,19 @@ def _cell_result(spec: CellSpec, cell_dir: Path, accel: str, faults: list[str]) 
         reproducer=reproducer(spec, faults=faults),
         message=message,
     )
+
+
+def _kernel_facts(ctx: LabContext, spec: CellSpec) -> dict[str, str] | None:
+    try:
+        entry = ctx.catalogue.resolve(spec.kernel)
+    except LabError:
+        return None
+    return {
+        "series": spec.kernel,
+        "version": entry.version,
+        "abi": entry.abi,
+        "release": entry.release,
+    }
 
 
 def run_matrix(
@@ -139,14 +164,19 @@ def run_matrix(
     for fault in faults or []:
         args += ["--lab-fault", fault]
     pytest.main(args)
+    cell_results = [
+        _cell_result(
+            s, run_dir / "cells" / s.cell_id, ctx.accel.name, faults or [], _kernel_facts(ctx, s)
+        )
+        for s in cells
+    ]
     run = Run(
-        run_id=run_id, started=started, finished=dt.datetime.now(dt.timezone.utc),
+        run_id=run_id,
+        started=started,
+        finished=dt.datetime.now(dt.timezone.utc),
         host=_host_info(),
-        cells=[
-            _cell_result(s, run_dir / "cells" / s.cell_id, ctx.accel.name, faults or [])
-            for s in cells
-        ],
-    )  # fmt: skip
+        cells=cell_results,
+    )
     entries = known_failures.load()
     run = known_failures.apply(run, entries, dt.date.today())
     for entry in known_failures.now_passing(run, entries):

@@ -67,6 +67,13 @@ def test_broken_product_is_a_failure_and_harness_trouble_an_error(tmp_path: Path
     assert nothing.status is Status.ERROR and "no results" in (nothing.message or "")
 
 
+def test_a_cell_that_never_started_still_names_its_kernel(tmp_path: Path) -> None:
+    """An interrupted run reports the cells it never reached, with catalogue facts."""
+    facts = {"series": "7.3", "version": "7.3.1-1", "abi": "7.3.1+deb14-amd64", "release": "sid"}
+    cell = _cell_result(CellSpec("7.3"), _cell_dir(tmp_path, None, []), "tcg", [], facts)
+    assert cell.kernel == facts and cell.status is Status.ERROR
+
+
 def test_reproducer_names_the_cell_test_and_faults() -> None:
     spec = CellSpec("7.3")
     line = reproducer(spec, "block/test_size", ["capacity:blocks=1000"])
