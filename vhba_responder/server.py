@@ -51,7 +51,7 @@ class Endpoint:
     fd: int
     address: Address | None = None
     threads: list[threading.Thread] = field(default_factory=list, repr=False)
-    commands: int = 0
+    commands: int = 0  # requests read so far (shown by `ctl status`)
     closed: bool = False  # the fd reported an error or hang-up: its threads stop
     # Only the leader waits for and reads requests.
     leader: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -64,6 +64,7 @@ class Endpoint:
             "index": self.device.index,
             "devnum": self.device.devnum,
             "hctl": str(self.address) if self.address else None,
+            "commands": self.commands,
         }
 
 

@@ -73,6 +73,14 @@ def test_inquiry_roundtrip(served):
     assert data[8:16] == b"VHBALAB "
 
 
+def test_status_counts_commands(served):
+    k, _, server, _ = served
+    for tag in range(3):
+        k.send(tag, bytes(6), 0)
+        k.recv()
+    assert server.endpoints[0].describe()["commands"] == 3
+
+
 def test_check_condition_carries_sense(served):
     k, _, _, _ = served
     k.send(9, bytes([0xF7, 0, 0, 0, 0, 0]), 0)
