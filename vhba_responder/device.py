@@ -30,7 +30,7 @@ from vhba_responder.cdb import Cdb
 from vhba_responder.commands import block, mmc, spc
 from vhba_responder.commands.base import CommandSpec, Context, Flag
 from vhba_responder.faults import FaultSet
-from vhba_responder.media import PROFILE_NONE, Medium
+from vhba_responder.media import PROFILE_NONE, BeforeBlock, Medium
 from vhba_responder.sense import (
     Asc,
     Ascs,
@@ -250,13 +250,20 @@ class Device:
             }
 
     # --------------------------------------------------------------- dispatch
-    def execute(self, cdb: bytes, data_out: bytes = b"", alloc_len: int | None = None) -> Response:
-        """Run one CDB.  ``alloc_len`` is the transport's data-in buffer size."""
+    def execute(
+        self,
+        cdb: bytes,
+        data_out: bytes = b"",
+        alloc_len: int | None = None,
+        before_block: BeforeBlock = None,
+    ) -> Response:
+        """Run one CDB.  ``alloc_len`` is the transport's data-in buffer size;
+        ``before_block`` is called before an image read that may wait for storage."""
         c = Cdb.of(cdb)
         spec = self.table.get(c.opcode)
         name = spec.name if spec else f"OPCODE {c.opcode:#04x}"
         try:
-            data = self._dispatch(c, len(cdb), spec, data_out)
+            data = self._dispatch(c, len(cdb), spec, data_out, before_block)
         except SenseError as err:
             sense = err.encode()
             with self.lock:
@@ -271,7 +278,14 @@ class Device:
             data = data[:short]
         return Response(GOOD, data=data, name=name)
 
-    def _dispatch(self, c: Cdb, cdb_len: int, spec: CommandSpec | None, data_out: bytes) -> bytes:
+    def _dispatch(
+        self,
+        c: Cdb,
+        cdb_len: int,
+        spec: CommandSpec | None,
+        data_out: bytes,
+        before_block: BeforeBlock,
+    ) -> bytes:
         if spec is None:
             raise SenseError(SenseKey.ILLEGAL_REQUEST, Ascs.INVALID_OPCODE, field=FieldPointer(0))
         if cdb_len < spec.cdb_len:
@@ -288,7 +302,7 @@ class Device:
             medium = self.accessible_medium
             if spec.flags & Flag.NEEDS_MEDIUM and medium is None:
                 raise self.not_ready_error()
-            ctx = Context(self, c, data_out, medium, spec)
+            ctx = Context(self, c, data_out, medium, spec, before_block)
             if not spec.flags & Flag.UNLOCKED:
                 return self._run(spec, ctx)
         return self._run(spec, ctx)

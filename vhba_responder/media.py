@@ -13,12 +13,17 @@ import os
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Optional, Protocol
+
+# Called (at most once) by a read that is about to block on storage, so the
+# server can let another thread take over the drive meanwhile.
+BeforeBlock = Optional[Callable[[], None]]
 
 BLOCK_SIZE = 2048
 # An 80-minute CD holds 360,000 sectors of 2048 bytes; anything bigger can
 # only be a DVD.  Images up to and including this size are presented as CD-ROM.
 CD_MAX_BYTES = 360_000 * BLOCK_SIZE  # 737,280,000
+_RWF_NOWAIT = getattr(os, "RWF_NOWAIT", None)  # Linux >= 4.14, Python >= 3.7
 READ_CHUNK = 1 << 20  # one pread per MiB: big enough to be cheap, small enough to bound memory
 
 
@@ -48,7 +53,7 @@ class ImageSource(Protocol):
 
     size: int
 
-    def pread(self, length: int, offset: int) -> bytes: ...
+    def pread(self, length: int, offset: int, before_block: BeforeBlock = None) -> bytes: ...
 
 
 class FileImage:
@@ -60,7 +65,12 @@ class FileImage:
         self.size = os.fstat(self._fd).st_size
         weakref.finalize(self, os.close, self._fd)
 
-    def pread(self, length: int, offset: int) -> bytes:
+    def pread(self, length: int, offset: int, before_block: BeforeBlock = None) -> bytes:
+        if before_block is not None:
+            cached = self._cached(length, offset)
+            if cached is not None:
+                return cached
+            before_block()
         parts: list[bytes] = []
         done = 0
         while done < length:
@@ -75,6 +85,21 @@ class FileImage:
         # advertise, but an image may shrink under us): pad with zeros.
         return data.ljust(length, b"\0")
 
+    def _cached(self, length: int, offset: int) -> bytes | None:
+        """The whole range if the page cache holds it (a read that cannot block), else None.
+
+        RWF_NOWAIT makes the kernel answer EAGAIN instead of going to storage;
+        a file system that cannot tell answers EOPNOTSUPP, treated as "may block".
+        """
+        if _RWF_NOWAIT is None or length > READ_CHUNK:
+            return None
+        buf = bytearray(length)
+        try:
+            n = os.preadv(self._fd, [buf], offset, _RWF_NOWAIT)
+        except OSError:
+            return None
+        return bytes(buf) if n == length else None
+
 
 class BytesImage:
     """An in-memory image (tests, and the smallest possible demo medium)."""
@@ -83,7 +108,7 @@ class BytesImage:
         self._data = bytes(data)
         self.size = len(self._data)
 
-    def pread(self, length: int, offset: int) -> bytes:
+    def pread(self, length: int, offset: int, before_block: BeforeBlock = None) -> bytes:
         return self._data[offset : offset + length].ljust(length, b"\0")
 
 
@@ -114,6 +139,6 @@ class Medium:
     def last_lba(self) -> int:
         return self.blocks - 1
 
-    def read_blocks(self, lba: int, count: int) -> bytes:
+    def read_blocks(self, lba: int, count: int, before_block: BeforeBlock = None) -> bytes:
         """User data of ``count`` blocks from ``lba`` (the caller checked the range)."""
-        return self.source.pread(count * BLOCK_SIZE, lba * BLOCK_SIZE)
+        return self.source.pread(count * BLOCK_SIZE, lba * BLOCK_SIZE, before_block)

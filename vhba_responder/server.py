@@ -4,14 +4,15 @@ Threading model (why it looks like this):
 
 * Each fd has a small team of threads.  One of them, the leader, waits in
   poll() for POLLIN (with a short timeout so it notices a stop request) and
-  reads one request non-blocking.  It then hands leadership to a teammate
-  and runs the command itself: no request ever waits for another thread to
-  wake up before it executes.  Under TCG a thread hand-off costs more than
-  a whole READ(10) (bench/README.md), so this cuts latency where it hurts.
-* While one thread is busy with a slow image read or an injected delay, the
-  next one is already leader, so TEST UNIT READY and GESN polling on the
-  same drive are answered meanwhile.  vhba matches responses by tag and
-  write() never blocks, so answers may go out in any order.
+  reads one request non-blocking, then runs it itself: no request ever waits
+  for another thread to wake up before it executes.  Under TCG a thread
+  hand-off costs more than a whole READ(10) (bench/README.md).
+* The leader passes leadership on only when the command may block: an image
+  read the page cache cannot serve (RWF_NOWAIT says so), or an injected
+  delay or hang.  Then the next thread polls while this one waits, so TEST
+  UNIT READY and GESN polling are answered meanwhile; vhba matches responses
+  by tag and write() never blocks, so answers may go out in any order.
+  Commands that cannot block wake nobody.
 * Stopping sets an event (which also cuts injected delays short), joins the
   threads and only then closes the fds, so nothing writes to a recycled
   descriptor.  The kernel fails whatever was left unanswered.
@@ -68,6 +69,21 @@ class Endpoint:
         }
 
 
+class _Handoff:
+    """Gives up the drive's leadership at most once, before the command may block."""
+
+    __slots__ = ("_lock", "released")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self.released = False
+
+    def __call__(self) -> None:
+        if not self.released:
+            self.released = True
+            self._lock.release()
+
+
 class Server:
     """Serves any number of fds, ``threads`` threads each."""
 
@@ -118,12 +134,19 @@ class Server:
         poller = select.poll()
         poller.register(ep.fd, select.POLLIN)
         buf = bytearray(READ_BUFFER)  # this thread's: one request per read()
+        ep.leader.acquire()
         while True:
-            with ep.leader:
-                req = self._next_request(ep, poller, buf)
+            req = self._next_request(ep, poller, buf)
             if req is None:
+                ep.leader.release()
                 return
-            self._handle(ep, req)
+            handoff = _Handoff(ep.leader)
+            try:
+                self._handle(ep, req, handoff)
+            except Exception:  # a bug must not leave the drive without a leader
+                log.exception("dev %d: serving tag %d failed", ep.device.index, req.tag)
+            if handoff.released:
+                ep.leader.acquire()  # back in line as a follower
 
     def _next_request(self, ep: Endpoint, poller: select.poll, buf: bytearray) -> Request | None:
         """As leader: wait for and read one request; None once stopping or closed."""
@@ -155,7 +178,7 @@ class Server:
                 return req
         return None
 
-    def _handle(self, ep: Endpoint, req: Request) -> None:
+    def _handle(self, ep: Endpoint, req: Request, handoff: _Handoff) -> None:
         dev = ep.device
         tracing = self.trace.enabled
         t0 = time.time() if tracing else 0.0
@@ -166,6 +189,7 @@ class Server:
                 log.critical("dev %d: fault %r: exiting now", dev.index, fault.spec)
                 logging.shutdown()
                 os._exit(DIE_EXIT_CODE)
+            handoff()
             if fault.kind == "hang":
                 log.warning(
                     "dev %d: fault %r: not answering tag %d (cdb %s)",
@@ -179,7 +203,7 @@ class Server:
                 return
             if self._stop.wait(fault.ms / 1000.0):
                 return  # stopping: leave it to the kernel to fail the command
-        resp = dev.execute(req.cdb, req.data_out, req.data_len)
+        resp = dev.execute(req.cdb, req.data_out, req.data_len, before_block=handoff)
         try:
             with ep.write_lock:
                 write_response(ep.fd, req.tag, resp.status, resp.payload)

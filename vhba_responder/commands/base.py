@@ -15,7 +15,7 @@ from vhba_responder.cdb import Cdb
 
 if TYPE_CHECKING:
     from vhba_responder.device import Device
-    from vhba_responder.media import Medium
+    from vhba_responder.media import BeforeBlock, Medium
 
 
 class Direction(enum.Enum):
@@ -69,6 +69,7 @@ class Context:
     data_out: bytes
     medium: Medium | None
     spec: CommandSpec
+    before_block: BeforeBlock = None  # see vhba_responder.media.BeforeBlock
 
 
 Handler = Callable[[Context], bytes]

@@ -64,7 +64,7 @@ def read_capacity10(ctx: Context) -> bytes:
 def _read(ctx: Context, lba: int, count: int) -> bytes:
     medium = _medium(ctx)
     check_range(medium, lba, count)
-    return medium.read_blocks(lba, count) if count else b""
+    return medium.read_blocks(lba, count, ctx.before_block) if count else b""
 
 
 def read10(ctx: Context) -> bytes:
@@ -97,7 +97,7 @@ def read_cd(ctx: Context) -> bytes:
     check_range(medium, lba, count)
     if fields == 0 or count == 0:
         return b""
-    return medium.read_blocks(lba, count)
+    return medium.read_blocks(lba, count, ctx.before_block)
 
 
 def seek10(ctx: Context) -> bytes:

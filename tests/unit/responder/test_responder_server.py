@@ -199,3 +199,23 @@ def test_one_thread_per_drive_answers_in_order(iso):
 def test_threads_must_be_positive():
     with pytest.raises(ValueError, match="threads per drive"):
         Server(threads=0)
+
+
+class _SlowSource:
+    """An image on slow storage: every read says it may block, then takes 400 ms."""
+
+    size = 64 * 2048
+
+    def pread(self, length, offset, before_block=None):
+        if before_block is not None:
+            before_block()
+        time.sleep(0.4)
+        return bytes(length)
+
+
+def test_read_that_may_block_lets_another_thread_lead(iso):
+    with serving(iso.path, 2) as (k, dev, _):
+        dev.state.medium = Medium(_SlowSource(), dev.state.medium.kind)
+        k.send(1, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), 2048)
+        k.send(2, bytes(6), 0)  # TEST UNIT READY (answers the pending UNIT ATTENTION)
+        assert k.recv()[0] == 2 and k.recv()[0] == 1

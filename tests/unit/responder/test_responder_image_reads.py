@@ -1,0 +1,66 @@
+"""Image reads tell the server before they may block, and only then."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vhba_responder import media
+from vhba_responder.media import FileImage
+
+
+def _image(tmp_path: Path, size: int = 64 * 1024) -> tuple[FileImage, bytes]:
+    data = os.urandom(size)
+    path = tmp_path / "disc.iso"
+    path.write_bytes(data)
+    return FileImage(path), data
+
+
+def test_uncached_range_calls_the_hook_once_and_still_reads(tmp_path, monkeypatch):
+    image, data = _image(tmp_path)
+
+    def would_block(*_args):
+        raise BlockingIOError(11, "not in the page cache")
+
+    monkeypatch.setattr(media.os, "preadv", would_block)
+    calls = []
+    assert image.pread(4096, 8192, lambda: calls.append(1)) == data[8192:12288]
+    assert calls == [1]
+
+
+def test_file_system_without_nowait_counts_as_may_block(tmp_path, monkeypatch):
+    image, data = _image(tmp_path)
+
+    def unsupported(*_args):
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(media.os, "preadv", unsupported)
+    calls = []
+    assert image.pread(2048, 0, lambda: calls.append(1)) == data[:2048]
+    assert calls == [1]
+
+
+def test_cached_range_is_served_without_the_hook(tmp_path, monkeypatch):
+    image, data = _image(tmp_path)
+
+    def from_cache(fd, buffers, offset, flags):
+        assert flags == media._RWF_NOWAIT
+        got = os.pread(fd, len(buffers[0]), offset)
+        buffers[0][: len(got)] = got
+        return len(got)
+
+    monkeypatch.setattr(media.os, "preadv", from_cache)
+    assert (
+        image.pread(4096, 4096, lambda: pytest.fail("a cached read must not hand off"))
+        == (data[4096:8192])
+    )
+
+
+def test_short_cached_read_falls_back_and_pads(tmp_path):
+    """A range running past the end of the file: the blocking path pads with zeros."""
+    image, data = _image(tmp_path, 3000)
+    calls = []
+    assert image.pread(4096, 0, lambda: calls.append(1)) == data + bytes(1096)
+    assert calls == [1]
