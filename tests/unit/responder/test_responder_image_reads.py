@@ -18,27 +18,20 @@ def _image(tmp_path: Path, size: int = 64 * 1024) -> tuple[FileImage, bytes]:
     return FileImage(path), data
 
 
-def test_uncached_range_calls_the_hook_once_and_still_reads(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "error",
+    [BlockingIOError(11, "not in the page cache"), OSError(95, "not supported by this fs")],
+    ids=["uncached", "no-nowait-support"],
+)
+def test_a_read_that_may_block_calls_the_hook_once_and_still_reads(tmp_path, monkeypatch, error):
     image, data = _image(tmp_path)
 
-    def would_block(*_args):
-        raise BlockingIOError(11, "not in the page cache")
+    def may_block(*_args):
+        raise error
 
-    monkeypatch.setattr(media.os, "preadv", would_block)
+    monkeypatch.setattr(media.os, "preadv", may_block)
     calls = []
     assert image.pread(4096, 8192, lambda: calls.append(1)) == data[8192:12288]
-    assert calls == [1]
-
-
-def test_file_system_without_nowait_counts_as_may_block(tmp_path, monkeypatch):
-    image, data = _image(tmp_path)
-
-    def unsupported(*_args):
-        raise OSError(95, "Operation not supported")
-
-    monkeypatch.setattr(media.os, "preadv", unsupported)
-    calls = []
-    assert image.pread(2048, 0, lambda: calls.append(1)) == data[:2048]
     assert calls == [1]
 
 
