@@ -50,7 +50,7 @@ from bench.stats import (
     summarize,
 )
 from lab.context import LabContext
-from lab.drives import GUEST_PYZ, LOGS, STATE, CdemuDaemon, DriveNode, OurResponder, find_nodes
+from lab.drives import GUEST_PYZ, CdemuDaemon, DriveNode, OurResponder, find_nodes
 from lab.errors import LabError
 from lab.guest import Guest
 from lab.module import build_module, load_module, require_built
@@ -251,29 +251,9 @@ class DataPathBench:
         self.loaded = want
 
     def _start_ours(self, trace: bool, extra: tuple[str, ...] = ()) -> list[DriveNode]:
-        drive = OurResponder(self.guest)
-        self.drive = drive
-        if trace:  # exactly what the lab's cells run
-            return drive.start([self.guest_iso])
-        # A user's plain invocation: no CDB trace, log at the default level.
-        args = ["python3", GUEST_PYZ, "serve", "--ctl", "/dev/vhba_ctl",
-                "--control", f"{STATE}/ctl.sock", "--log", f"{LOGS}/responder.log",
-                "--ready-file", f"{STATE}/ready.json",
-                "--device", self.guest_iso, *extra]  # fmt: skip
-        self.sh(
-            f"mkdir -p {STATE} {LOGS} && rm -f {STATE}/ready.json && "
-            f"(setsid {shlex.join(args)} </dev/null >{LOGS}/stdout.log 2>&1 &)"
-        )
-        ready = self.guest.run(
-            f"for i in $(seq 300); do test -s {STATE}/ready.json && cat {STATE}/ready.json "
-            f"&& exit 0; sleep 0.1; done; cat {LOGS}/stdout.log >&2; exit 1",
-            timeout=90,
-        )
-        if ready.rc != 0:
-            raise StackError(f"responder not ready: {ready.stderr.strip()[-500:]}")
-        hctl = json.loads(ready.stdout)["devices"][0]["hctl"]
-        drive.nodes = [self.block_node(hctl)]
-        return drive.nodes
+        """Traced: exactly what the lab's cells run; untraced: a user's plain invocation."""
+        self.drive = OurResponder(self.guest)
+        return self.drive.start([self.guest_iso], trace=trace, extra_args=extra)
 
     def _ensure_scsi_debug(self, flavour: str) -> DriveNode:
         if self.scsi_debug != flavour:

@@ -11,6 +11,7 @@ import json
 import shlex
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,14 +68,27 @@ class OurResponder:
             self.guest.upload(pyz, GUEST_PYZ, mode=0o755)
 
     def start(
-        self, media: list[str | None], faults: list[str] | None = None, timeout: float = 30.0
+        self,
+        media: list[str | None],
+        faults: list[str] | None = None,
+        timeout: float = 30.0,
+        *,
+        trace: bool = True,
+        extra_args: Sequence[str] = (),
     ) -> list[DriveNode]:
-        """Serve one device per entry of ``media`` (None: no medium); wait for sr/sg."""
+        """Serve one device per entry of ``media`` (None: no medium); wait for sr/sg.
+
+        Cells always trace; benchmarks start it as a user would (``trace=False``)
+        or with other ``serve`` options (``extra_args``).
+        """
         args = [
             "python3", GUEST_PYZ, "serve", "--ctl", "/dev/vhba_ctl",
-            "--control", f"{STATE}/ctl.sock", "--trace", f"{LOGS}/trace.jsonl",
+            "--control", f"{STATE}/ctl.sock",
             "--log", f"{LOGS}/responder.log", "--ready-file", f"{STATE}/ready.json",
         ]  # fmt: skip
+        if trace:
+            args += ["--trace", f"{LOGS}/trace.jsonl"]
+        args += extra_args
         for medium in media:
             args += ["--device", medium or "-"]
         for fault in faults or []:

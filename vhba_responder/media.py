@@ -9,6 +9,7 @@ does not pull the file out from under a read that is still in flight).
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import weakref
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class FileImage:
         self.path = path
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         self.size = os.fstat(self._fd).st_size
+        self._nowait = _RWF_NOWAIT is not None  # cleared when the file system says no
         weakref.finalize(self, os.close, self._fd)
 
     def pread(self, length: int, offset: int, before_block: BeforeBlock = None) -> bytes:
@@ -91,12 +93,14 @@ class FileImage:
         RWF_NOWAIT makes the kernel answer EAGAIN instead of going to storage;
         a file system that cannot tell answers EOPNOTSUPP, treated as "may block".
         """
-        if _RWF_NOWAIT is None or length > READ_CHUNK:
+        if not self._nowait or length > READ_CHUNK:
             return None
         buf = bytearray(length)
         try:
             n = os.preadv(self._fd, [buf], offset, _RWF_NOWAIT)
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.EOPNOTSUPP:  # for good: don't ask again on every read
+                self._nowait = False
             return None
         return bytes(buf) if n == length else None
 

@@ -57,3 +57,19 @@ def test_short_cached_read_falls_back_and_pads(tmp_path):
     calls = []
     assert image.pread(4096, 0, lambda: calls.append(1)) == data + bytes(1096)
     assert calls == [1]
+
+
+def test_no_nowait_support_is_asked_once_per_image(tmp_path, monkeypatch):
+    """EOPNOTSUPP is a property of the file system: later reads skip the extra syscall."""
+    image, data = _image(tmp_path)
+    asked = []
+
+    def unsupported(*_args):
+        asked.append(1)
+        raise OSError(95, "not supported by this fs")
+
+    monkeypatch.setattr(media.os, "preadv", unsupported)
+    calls = []
+    for _ in range(3):
+        assert image.pread(2048, 0, lambda: calls.append(1)) == data[:2048]
+    assert asked == [1] and calls == [1, 1, 1]
