@@ -97,14 +97,17 @@ STACKS: dict[str, Stack] = {s.name: s for s in [
     Stack("upstream-ours-threads1", "vhba", "upstream", "ours",
           what="upstream-ours, responder on one thread per drive (serial write()s)",
           responder_args=("--threads", "1")),
+    Stack("ours-ours-nodirect", "vhba", "ours", "ours",
+          what="ours-ours, every READ through the responder (--no-direct-reads)",
+          responder_args=("--no-direct-reads",)),
     Stack("ours-ours-threads1", "vhba", "ours", "ours",
           what="ours-ours, responder on one thread per drive", responder_args=("--threads", "1")),
     Stack("scsi_debug-disk", "scsi_debug-disk",
           what="scsi_debug ptype=0 sector_size=2048 delay=0 (sd disk)"),
 ]}  # fmt: skip
 DEFAULT_STACKS = [
-    "ours-ours", "ours-cdemu", "ours-maxsectors2048", "upstream-cdemu", "upstream-ours",
-    "qemu-scsi-cd", "scsi_debug",
+    "ours-ours", "ours-ours-nodirect", "ours-cdemu", "ours-maxsectors2048", "upstream-cdemu",
+    "upstream-ours", "qemu-scsi-cd", "scsi_debug",
 ]  # fmt: skip
 QUICK_STACKS = ["ours-ours", "upstream-cdemu", "scsi_debug"]
 

@@ -339,10 +339,11 @@ def wait_gone(guest: Guest, hctl: str, seconds: int = 20) -> bool:
     return res.rc == 0
 
 
-def restart_drive(cell: CellEnv, media: list[str | None] | None = None) -> None:
+def restart_drive(cell: CellEnv, media: list[str | None] | None = None, trace: bool = True) -> None:
     """Stop whatever serves the cell, reload vhba if needed, serve ``media`` (default cd1).
 
     ``cell.nodes`` is updated, so the ``drive`` fixture of later tests follows.
+    ``trace=False`` runs our responder as users do (its trace keeps every READ in it).
     """
     assert cell.drive is not None
     cell.drive.stop()
@@ -352,7 +353,8 @@ def restart_drive(cell: CellEnv, media: list[str | None] | None = None) -> None:
             timeout=120,
             check=True,
         )
-    cell.nodes = cell.drive.start(media or [CD1], faults=cell.faults or None)
+    untraced = {} if trace else {"trace": False}
+    cell.nodes = cell.drive.start(media or [CD1], faults=cell.faults or None, **untraced)
     cell.guest.run("udevadm settle -t 20", timeout=60)
 
 

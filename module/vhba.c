@@ -8,6 +8,14 @@
  * process answers each one with write().  The record layouts and ioctl
  * numbers are fixed by existing userspace (cdemu-daemon).
  *
+ * Direct reads (an extension cdemu-daemon never asks for): a responder may
+ * hand the module its image file with VHBA_CTL_SET_DIRECT_READ.  From then
+ * on plain READ(10)/READ(12) commands inside the image are served by a
+ * work item reading that file, without a round trip through userspace;
+ * every other command, and any read the work item cannot complete, still
+ * goes to the responder.  Turning it off waits for reads in flight, so the
+ * responder can change the medium knowing no old data goes out afterwards.
+ *
  * Locking: one spinlock per host, vhba_host.lock, protects the device
  * table, the add/remove bitmaps, every command slot and the per-device
  * slot lists.  It is always taken with interrupts disabled and never held
@@ -23,11 +31,13 @@
 #include <linux/kernel.h>
 #include <linux/types.h>
 #include <linux/bitops.h>
+#include <linux/log2.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/list.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/poll.h>
 #include <linux/miscdevice.h>
@@ -66,6 +76,16 @@
 #define VHBA_CTL_GET_ADDRESS	0x0BEEF001	/* u32[4]: H, C, T, L */
 #define VHBA_CTL_GET_DEVNUM	0x0BEEF002	/* u32: device number */
 
+/* vhba-lab extension: argument of VHBA_CTL_SET_DIRECT_READ */
+struct vhba_direct_read {
+	__s32 fd;		/* image open for reading; -1 turns it off */
+	__u32 block_size;	/* bytes per block: 512 to 4096, power of 2 */
+	__u64 offset;		/* file offset of block 0 */
+	__u64 blocks;		/* blocks 0 .. blocks - 1 are served */
+};
+
+#define VHBA_CTL_SET_DIRECT_READ	_IOW(0xBE, 0xD1, struct vhba_direct_read)
+
 /*
  * Command tag as seen by userspace: slot index in the low bits, a
  * generation count in the rest.  The generation is bumped each time a
@@ -100,6 +120,15 @@ enum vhba_slot_state {
 	VHBA_SLOT_WRITING,	/* write() is copying the answer in */
 	VHBA_SLOT_ANSWERED,	/* answered while being aborted */
 	VHBA_SLOT_COMPLETING,	/* being handed back to the midlayer */
+	VHBA_SLOT_DIRECT,	/* being read from the image by its work */
+};
+
+/* An image file direct reads are served from; fixed once published. */
+struct vhba_backing {
+	struct file *file;
+	u64 offset;
+	u64 blocks;
+	unsigned int block_shift;
 };
 
 struct vhba_device;
@@ -108,7 +137,8 @@ struct vhba_device;
  * One command in flight.  All fields are protected by vhba_host.lock.
  * @node is on exactly one list: vhba_host.free_slots (FREE),
  * vhba_device.pending (PENDING), vhba_device.active (READING, SENT,
- * WRITING, ANSWERED), a private list of the completing thread, or none.
+ * WRITING, ANSWERED, DIRECT), a private list of the completing thread, or
+ * none.  @backing and @pos are set while the slot is DIRECT.
  */
 struct vhba_slot {
 	struct list_head node;
@@ -117,6 +147,9 @@ struct vhba_slot {
 	u32 tag;
 	enum vhba_slot_state state;
 	bool aborting;			/* an abort handler waits on it */
+	struct vhba_backing *backing;
+	loff_t pos;			/* file offset of the first block */
+	struct work_struct direct_work;	/* runs vhba_direct_work() */
 };
 
 /*
@@ -129,6 +162,7 @@ struct vhba_device {
 	struct list_head pending;	/* PENDING slots, oldest first */
 	struct list_head active;	/* slots userspace is working on */
 	wait_queue_head_t read_wait;	/* woken on new PENDING slots */
+	struct vhba_backing *backing;	/* direct reads, or NULL */
 };
 
 /* Host state, in the Scsi_Host private area. */
@@ -144,12 +178,14 @@ struct vhba_host {
 	/* constant after probe */
 	unsigned int nr_slots;
 	struct work_struct sync_work;	/* adds and removes SCSI devices */
-	wait_queue_head_t slot_wait;	/* abort handlers wait here */
+	wait_queue_head_t slot_wait;	/* woken when a slot leaves a busy state */
 };
 
 /* Published by probe once the host is up, cleared by remove. */
 static struct vhba_host *vhba_host_ptr;
 static struct platform_device *vhba_pdev;
+/* Runs direct reads; high priority, as a waiting reader is their only user. */
+static struct workqueue_struct *vhba_direct_wq;
 
 static int vhba_can_queue = VHBA_CAN_QUEUE_DEF;
 module_param_named(can_queue, vhba_can_queue, int, 0);
@@ -160,6 +196,11 @@ static int vhba_max_sectors = VHBA_MAX_SECTORS_DEF;
 module_param_named(max_sectors, vhba_max_sectors, int, 0444);
 MODULE_PARM_DESC(max_sectors,
 		 "Largest command in 512-byte sectors, 256-8192 (default 256 = 128 KiB); larger values need a responder whose read() buffer holds 32 + max_sectors * 512 bytes, which cdemu-daemon does not have");
+
+static bool vhba_direct_reads = true;
+module_param_named(direct_reads, vhba_direct_reads, bool, 0644);
+MODULE_PARM_DESC(direct_reads,
+		 "Let responders have READ commands served from their image file in the kernel (default Y); N refuses new requests");
 
 static bool vhba_cmd_is_data_out(struct scsi_cmnd *cmd)
 {
@@ -303,6 +344,149 @@ static void vhba_slot_complete(struct vhba_host *vhost, struct vhba_slot *slot,
 	spin_unlock_irqrestore(&vhost->lock, flags);
 }
 
+/* The @n-byte big-endian number at @p (CDB fields are not aligned). */
+static u32 vhba_get_be(const u8 *p, unsigned int n)
+{
+	u32 v = 0;
+
+	while (n--)
+		v = (v << 8) | *p++;
+	return v;
+}
+
+/*
+ * Whether @backing can serve @cmd: READ(10) or READ(12) of at least one
+ * block inside the image, no protection information, and a data buffer of
+ * exactly the blocks asked for.  If so, *@pos is the file offset to read.
+ * Everything else goes to the responder, which knows the sense to answer.
+ */
+static bool vhba_direct_match(const struct vhba_backing *backing,
+			      struct scsi_cmnd *cmd, loff_t *pos)
+{
+	const u8 *cdb = cmd->cmnd;
+	u64 lba, count;
+
+	if (cmd->sc_data_direction != DMA_FROM_DEVICE)
+		return false;
+	switch (cdb[0]) {
+	case READ_10:
+		if (cmd->cmd_len < 10)
+			return false;
+		count = vhba_get_be(cdb + 7, 2);
+		break;
+	case READ_12:
+		if (cmd->cmd_len < 12)
+			return false;
+		count = vhba_get_be(cdb + 6, 4);
+		break;
+	default:
+		return false;
+	}
+	if (cdb[1] & 0xe0)	/* RDPROTECT */
+		return false;
+	lba = vhba_get_be(cdb + 2, 4);
+	if (!count || lba + count > backing->blocks ||
+	    scsi_bufflen(cmd) != count << backing->block_shift)
+		return false;
+	*pos = backing->offset + (lba << backing->block_shift);
+	return true;
+}
+
+/*
+ * Fill @cmd's data buffer from @file at @pos.  Process context, may sleep
+ * (sg_miter without SG_MITER_ATOMIC maps pages sleepably).  Returns false
+ * on an I/O error or a file that ends early.
+ */
+static bool vhba_direct_copy(struct file *file, struct scsi_cmnd *cmd,
+			     loff_t pos)
+{
+	struct sg_mapping_iter miter;
+	bool ok = true;
+
+	sg_miter_start(&miter, scsi_sglist(cmd), scsi_sg_count(cmd),
+		       SG_MITER_TO_SG);
+	while (ok && sg_miter_next(&miter)) {
+		char *addr = miter.addr;
+		size_t done = 0;
+
+		while (done < miter.length) {
+			ssize_t n = vhba_file_read(file, addr + done,
+						   miter.length - done, &pos);
+
+			if (n <= 0) {
+				ok = false;
+				break;
+			}
+			done += n;
+		}
+	}
+	sg_miter_stop(&miter);
+	return ok;
+}
+
+/*
+ * Work item of a DIRECT slot: read the blocks and complete the command.
+ * Process context.  A read that fails is queued for the responder instead,
+ * which answers it from its own view of the medium.
+ */
+static void vhba_direct_work(struct work_struct *work)
+{
+	struct vhba_slot *slot = container_of(work, struct vhba_slot,
+					      direct_work);
+	struct vhba_device *vdev = slot->vdev;	/* release() waits for us */
+	struct vhba_host *vhost = vdev->vhost;
+	unsigned long flags;
+	bool ok;
+
+	ok = vhba_direct_copy(slot->backing->file, slot->cmd, slot->pos);
+
+	spin_lock_irqsave(&vhost->lock, flags);
+	slot->backing = NULL;
+	/* abort handlers, release() and direct-read changes wait for this */
+	wake_up_all(&vhost->slot_wait);
+	if (!ok) {
+		slot->state = VHBA_SLOT_PENDING;
+		list_move(&slot->node, &vdev->pending);
+		wake_up_interruptible(&vdev->read_wait);
+		spin_unlock_irqrestore(&vhost->lock, flags);
+		return;
+	}
+	if (slot->aborting) {
+		/* the abort handler owns the command now */
+		slot->state = VHBA_SLOT_ANSWERED;
+		spin_unlock_irqrestore(&vhost->lock, flags);
+		return;
+	}
+	slot->state = VHBA_SLOT_COMPLETING;
+	list_del_init(&slot->node);
+	spin_unlock_irqrestore(&vhost->lock, flags);
+
+	vhba_slot_complete(vhost, slot, SAM_STAT_GOOD, 0);
+}
+
+/*
+ * Whether @vdev has a direct read in flight from @backing, or from any
+ * backing if @backing is NULL.  Takes vhost->lock.
+ */
+static bool vhba_dev_reading_direct(struct vhba_device *vdev,
+				    const struct vhba_backing *backing)
+{
+	struct vhba_slot *slot;
+	unsigned long flags;
+	bool busy = false;
+
+	spin_lock_irqsave(&vdev->vhost->lock, flags);
+	list_for_each_entry(slot, &vdev->active, node) {
+		if (slot->state == VHBA_SLOT_DIRECT &&
+		    (!backing || slot->backing == backing)) {
+			busy = true;
+			break;
+		}
+	}
+	spin_unlock_irqrestore(&vdev->vhost->lock, flags);
+	return busy;
+}
+
 /*
  * ->queuecommand.  Called by the midlayer, possibly on several CPUs at
  * once and in atomic context: never sleeps.
@@ -311,6 +495,7 @@ static int vhba_queue_cmd(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
 {
 	struct vhba_host *vhost = shost_priv(shost);
 	struct vhba_device *vdev = NULL;
+	struct vhba_slot *slot;
 	unsigned long flags;
 	int num = vhba_sdev_devnum(cmd->device);
 
@@ -318,11 +503,20 @@ static int vhba_queue_cmd(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
 	if (num >= 0)
 		vdev = vhost->devs[num];
 	if (vdev) {
-		if (!vhba_slot_get(vhost, vdev, cmd)) {
+		slot = vhba_slot_get(vhost, vdev, cmd);
+		if (!slot) {
 			spin_unlock_irqrestore(&vhost->lock, flags);
 			return SCSI_MLQUEUE_HOST_BUSY;
 		}
-		wake_up_interruptible(&vdev->read_wait);
+		if (vdev->backing &&
+		    vhba_direct_match(vdev->backing, cmd, &slot->pos)) {
+			slot->state = VHBA_SLOT_DIRECT;
+			slot->backing = vdev->backing;
+			list_move_tail(&slot->node, &vdev->active);
+			queue_work(vhba_direct_wq, &slot->direct_work);
+		} else {
+			wake_up_interruptible(&vdev->read_wait);
+		}
 	}
 	spin_unlock_irqrestore(&vhost->lock, flags);
 
@@ -340,7 +534,8 @@ static int vhba_queue_cmd(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
  * Not handed out yet: dropped, SUCCESS.  Answered already: SUCCESS.
  * With userspace: forgotten (a late answer gets -EIO), FAILED, so the
  * midlayer escalates and offlines the device as with upstream vhba.
- * Being copied or completed: wait for the owner, then decide.
+ * Being copied, read from the image or completed: wait for the owner,
+ * then decide.
  */
 static int vhba_abort(struct scsi_cmnd *cmd)
 {
@@ -370,7 +565,7 @@ static int vhba_abort(struct scsi_cmnd *cmd)
 			ret = FAILED;
 			break;
 		}
-		/* READING, WRITING or COMPLETING: another thread owns it */
+		/* READING, WRITING, DIRECT, COMPLETING: another thread owns it */
 		slot->aborting = true;
 		tag = slot->tag;
 		spin_unlock_irqrestore(&vhost->lock, flags);
@@ -649,7 +844,96 @@ static long vhba_ctl_get_address(struct vhba_device *vdev,
 	return copy_to_user(uaddr, addr, sizeof(addr)) ? -EFAULT : 0;
 }
 
-/* ioctl(): process context, no locks needed (only constant fields). */
+static void vhba_backing_put(struct vhba_backing *backing)
+{
+	if (!backing)
+		return;
+	fput(backing->file);
+	kfree(backing);
+}
+
+/*
+ * A backing for @arg: a regular file or block device open for reading, and
+ * an image that fits in loff_t.  Process context.
+ */
+static struct vhba_backing *vhba_backing_new(const struct vhba_direct_read *arg)
+{
+	struct vhba_backing *backing;
+	struct file *file;
+	unsigned int shift;
+	umode_t mode;
+	int ret;
+
+	if (arg->block_size < 512 || arg->block_size > 4096 ||
+	    !is_power_of_2(arg->block_size) || !arg->blocks)
+		return ERR_PTR(-EINVAL);
+	shift = ilog2(arg->block_size);
+	if (arg->offset > S64_MAX ||
+	    arg->blocks > (S64_MAX - arg->offset) >> shift)
+		return ERR_PTR(-EINVAL);
+
+	file = fget(arg->fd);
+	if (!file)
+		return ERR_PTR(-EBADF);
+	mode = file_inode(file)->i_mode;
+	ret = -EBADF;
+	if (!(file->f_mode & FMODE_READ))
+		goto err_put_file;
+	/* not a pipe, socket or vhba_ctl itself: reads must not wait on us */
+	ret = -EINVAL;
+	if (!S_ISREG(mode) && !S_ISBLK(mode))
+		goto err_put_file;
+	ret = -ENOMEM;
+	backing = kzalloc(sizeof(*backing), GFP_KERNEL);
+	if (!backing)
+		goto err_put_file;
+	backing->file = file;
+	backing->offset = arg->offset;
+	backing->blocks = arg->blocks;
+	backing->block_shift = shift;
+	return backing;
+
+err_put_file:
+	fput(file);
+	return ERR_PTR(ret);
+}
+
+/*
+ * VHBA_CTL_SET_DIRECT_READ: serve reads from a new backing (fd >= 0) or
+ * from none (fd < 0).  Returns once no read from the old backing is in
+ * flight.  Process context.
+ */
+static long vhba_ctl_set_direct_read(struct vhba_device *vdev,
+				     const void __user *uarg)
+{
+	struct vhba_host *vhost = vdev->vhost;
+	struct vhba_backing *backing = NULL, *old;
+	struct vhba_direct_read arg;
+	unsigned long flags;
+
+	if (copy_from_user(&arg, uarg, sizeof(arg)))
+		return -EFAULT;
+	if (arg.fd >= 0) {
+		if (!READ_ONCE(vhba_direct_reads))
+			return -EOPNOTSUPP;
+		backing = vhba_backing_new(&arg);
+		if (IS_ERR(backing))
+			return PTR_ERR(backing);
+	}
+
+	spin_lock_irqsave(&vhost->lock, flags);
+	old = vdev->backing;
+	vdev->backing = backing;
+	spin_unlock_irqrestore(&vhost->lock, flags);
+
+	if (old) {
+		wait_event(vhost->slot_wait, !vhba_dev_reading_direct(vdev, old));
+		vhba_backing_put(old);
+	}
+	return 0;
+}
+
+/* ioctl(): process context. */
 static long vhba_ctl_ioctl(struct file *file, unsigned int cmd,
 			   unsigned long arg)
 {
@@ -661,6 +945,8 @@ static long vhba_ctl_ioctl(struct file *file, unsigned int cmd,
 		return vhba_ctl_get_address(vdev, uarg);
 	case VHBA_CTL_GET_DEVNUM:
 		return put_user(vdev->num, uarg);
+	case VHBA_CTL_SET_DIRECT_READ:
+		return vhba_ctl_set_direct_read(vdev, (void __user *)arg);
 	default:
 		return -ENOTTY;
 	}
@@ -718,25 +1004,36 @@ static int vhba_ctl_open(struct inode *inode, struct file *file)
 }
 
 /*
- * release(): the responder is gone.  Process context; no read() or write()
- * on this fd can be running.  Unanswered commands fail with
- * DID_NO_CONNECT, the SCSI device is removed asynchronously.
+ * release(): the responder is gone.  Process context; no read(), write()
+ * or ioctl() on this fd can be running.  Direct reads in flight finish
+ * first; unanswered commands fail with DID_NO_CONNECT, the SCSI device is
+ * removed asynchronously.
  */
 static int vhba_ctl_release(struct inode *inode, struct file *file)
 {
 	struct vhba_device *vdev = file->private_data;
 	struct vhba_host *vhost = vdev->vhost;
+	struct vhba_backing *backing;
 	struct vhba_slot *slot, *next;
 	unsigned long flags;
 	LIST_HEAD(done);
 
 	spin_lock_irqsave(&vhost->lock, flags);
-	vhost->devs[vdev->num] = NULL;
+	vhost->devs[vdev->num] = NULL;	/* no new commands from here on */
 	__set_bit(vdev->num, vhost->remove_map);
+	backing = vdev->backing;
+	vdev->backing = NULL;
+	spin_unlock_irqrestore(&vhost->lock, flags);
+
+	wait_event(vhost->slot_wait, !vhba_dev_reading_direct(vdev, NULL));
+	vhba_backing_put(backing);
+
+	spin_lock_irqsave(&vhost->lock, flags);
 	list_splice_tail_init(&vdev->active, &vdev->pending);
 	list_for_each_entry_safe(slot, next, &vdev->pending, node) {
 		WARN_ON_ONCE(slot->state == VHBA_SLOT_READING ||
-			     slot->state == VHBA_SLOT_WRITING);
+			     slot->state == VHBA_SLOT_WRITING ||
+			     slot->state == VHBA_SLOT_DIRECT);
 		slot->vdev = NULL;
 		if (slot->aborting) {
 			/* its abort handler finishes it */
@@ -891,6 +1188,7 @@ static int vhba_probe(struct platform_device *pdev)
 	vhost->nr_slots = nr_slots;
 	for (i = 0; i < nr_slots; i++) {
 		vhost->slots[i].tag = i;
+		INIT_WORK(&vhost->slots[i].direct_work, vhba_direct_work);
 		list_add_tail(&vhost->slots[i].node, &vhost->free_slots);
 	}
 
@@ -943,13 +1241,21 @@ static int __init vhba_init(void)
 
 	BUILD_BUG_ON(sizeof(struct vhba_request) != 32);
 	BUILD_BUG_ON(sizeof(struct vhba_response) != 12);
+	BUILD_BUG_ON(sizeof(struct vhba_direct_read) != 24);
 	BUILD_BUG_ON((VHBA_CAN_QUEUE_MAX - 1) & ~VHBA_TAG_SLOT_MASK);
+
+	vhba_direct_wq = alloc_workqueue("vhba_direct", WQ_HIGHPRI |
+					 WQ_MEM_RECLAIM | VHBA_WQ_PERCPU, 0);
+	if (!vhba_direct_wq)
+		return -ENOMEM;
 
 	vhba_pdev = platform_device_register_simple(VHBA_NAME,
 						    PLATFORM_DEVID_NONE,
 						    NULL, 0);
-	if (IS_ERR(vhba_pdev))
-		return PTR_ERR(vhba_pdev);
+	if (IS_ERR(vhba_pdev)) {
+		ret = PTR_ERR(vhba_pdev);
+		goto err_destroy_wq;
+	}
 
 	ret = platform_driver_register(&vhba_platform_driver);
 	if (ret)
@@ -965,6 +1271,8 @@ err_unregister_driver:
 	platform_driver_unregister(&vhba_platform_driver);
 err_unregister_device:
 	platform_device_unregister(vhba_pdev);
+err_destroy_wq:
+	destroy_workqueue(vhba_direct_wq);
 	return ret;
 }
 
@@ -973,6 +1281,7 @@ static void __exit vhba_exit(void)
 	misc_deregister(&vhba_miscdev);
 	platform_driver_unregister(&vhba_platform_driver);
 	platform_device_unregister(vhba_pdev);
+	destroy_workqueue(vhba_direct_wq);
 }
 
 module_init(vhba_init);

@@ -45,6 +45,36 @@ static inline void vhba_host_set_max_segment_size(struct Scsi_Host *shost,
 }
 
 /*
+ * Read @len bytes of @file at *@pos into the kernel buffer @buf, advancing
+ * *@pos.  Returns the bytes read or a negative errno.
+ */
+static inline ssize_t vhba_file_read(struct file *file, void *buf, size_t len,
+				     loff_t *pos)
+{
+#if VHBA_KERNEL_SINCE(4, 14, 0)
+	/* 4.14: kernel_read() takes the position by pointer, offset last */
+	return kernel_read(file, buf, len, pos);
+#else
+	int n = kernel_read(file, *pos, buf, len);
+
+	if (n > 0)
+		*pos += n;
+	return n;
+#endif
+}
+
+/*
+ * Flag asking for a per-CPU workqueue.  6.17 added WQ_PERCPU so that
+ * callers say so explicitly (unbound is to become the default); before,
+ * per-CPU was what no flag meant.
+ */
+#if VHBA_KERNEL_SINCE(6, 17, 0)
+#define VHBA_WQ_PERCPU	WQ_PERCPU
+#else
+#define VHBA_WQ_PERCPU	0
+#endif
+
+/*
  * ->queuecommand adaptor.  vhba_queue_cmd() returns 0 or
  * SCSI_MLQUEUE_HOST_BUSY.
  */

@@ -88,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
         help="threads per drive: each waits for, runs and answers commands "
         "(more let slow commands overlap)",
     )
+    s.add_argument(
+        "--no-direct-reads",
+        dest="direct_reads",
+        action="store_false",
+        help="answer every READ here instead of letting the vhba module read the image "
+        "(off anyway with --trace, or on a module without direct reads)",
+    )
 
     c = sub.add_parser("ctl", help="send one request to a running server")
     c.add_argument("--control", type=Path, required=True, metavar="SOCKET")
@@ -215,7 +222,7 @@ def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    server = Server(TraceWriter(args.trace), threads=args.threads)
+    server = Server(TraceWriter(args.trace), threads=args.threads, direct_reads=args.direct_reads)
     control: ControlServer | None = None
     try:
         for index, medium in enumerate(media):

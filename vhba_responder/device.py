@@ -15,6 +15,11 @@ attentions" TUR would otherwise fail); a 28/00 is raised exactly once after a
 disc becomes accessible (control ``load`` or START STOP UNIT closing the tray
 on a disc).  The same change is posted as a GESN media event, so the kernel's
 GESN-then-TUR check sees a consistent story.
+
+Direct reads (:mod:`vhba_responder.direct`): every change that could make a
+READ's answer differ from the image bytes (disc in or out, tray, a unit
+attention, an injected fault) turns them off first, under the device lock;
+``execute`` turns them back on once nothing stands in the way.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from dataclasses import dataclass, field
 from vhba_responder.cdb import Cdb
 from vhba_responder.commands import block, mmc, spc
 from vhba_responder.commands.base import CommandSpec, Context, Flag
+from vhba_responder.direct import DirectReads, Mapping
 from vhba_responder.faults import FaultSet
-from vhba_responder.media import PROFILE_NONE, BeforeBlock, Medium
+from vhba_responder.media import BLOCK_SIZE, PROFILE_NONE, BeforeBlock, Medium
 from vhba_responder.sense import (
     Asc,
     Ascs,
@@ -117,6 +123,33 @@ class Device:
     state: DriveState = field(default_factory=DriveState)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     table: dict[int, CommandSpec] = field(default_factory=lambda: COMMAND_TABLE, repr=False)
+    direct: DirectReads | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.faults.on_add = self._refresh_direct
+
+    # ----------------------------------------------------------- direct reads
+    def attach_direct_reads(self, direct: DirectReads) -> None:
+        """Let the module behind ``direct`` serve plain reads whenever that is safe."""
+        with self.lock:
+            self.direct = direct
+            self._refresh_direct()
+
+    def _direct_mapping(self) -> Mapping | None:
+        """What the module may serve now: the image, if reads would return just its bytes."""
+        medium = self.accessible_medium
+        if medium is None or self.state.pending_ua is not None or self.faults.active:
+            return None
+        fileno = getattr(medium.source, "fileno", None)
+        if fileno is None or medium.blocks == 0:
+            return None
+        return Mapping(medium.source, fileno(), medium.blocks, BLOCK_SIZE)
+
+    def _refresh_direct(self) -> None:
+        """Tell the module the current mapping; returns once it is in effect."""
+        if self.direct is not None:
+            with self.lock:
+                self.direct.set(self._direct_mapping())
 
     # ------------------------------------------------------------------ media
     @property
@@ -141,12 +174,14 @@ class Device:
     def _became_accessible(self) -> None:
         self.state.pending_ua = Ascs.MEDIUM_MAY_HAVE_CHANGED
         self.state.media_event = MEDIA_EVENT_NEW_MEDIA
+        self._refresh_direct()
 
     def _became_inaccessible(self) -> None:
         # No UA for a removal: TUR turning into NOT READY 3A tells Linux already,
         # and a stale 28/00 would make sr think a new disc arrived.
         self.state.pending_ua = None
         self.state.media_event = MEDIA_EVENT_MEDIA_REMOVAL
+        self._refresh_direct()
 
     def load(self, medium: Medium, wait_s: float = 0.0) -> None:
         """Operator puts a disc in and closes the tray (control ``load``).
@@ -246,6 +281,7 @@ class Device:
                 "locked": s.locked,
                 "profile": self.current_profile,
                 "unit_attention_pending": s.pending_ua is not None,
+                "direct_reads": self.direct.state if self.direct else "off",
                 "faults": [f.to_json() for f in self.faults.snapshot()],
             }
 
@@ -262,6 +298,9 @@ class Device:
         c = Cdb.of(cdb)
         spec = self.table.get(c.opcode)
         name = spec.name if spec else f"OPCODE {c.opcode:#04x}"
+        direct = self.direct
+        if direct is not None and direct.current is None and direct.supported:
+            self._refresh_direct()  # e.g. the unit attention was reported, or faults ran out
         try:
             data = self._dispatch(c, len(cdb), spec, data_out, before_block)
         except SenseError as err:

@@ -22,6 +22,7 @@ expire after N hits; ``dev`` is only meaningful on the ``serve --fault`` line):
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vhba_responder.sense import Asc, SenseError
@@ -167,10 +168,18 @@ class FaultSet:
 
     _faults: list[Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Called after a fault is added (outside the lock): the device turns direct reads off.
+    on_add: Callable[[], None] | None = field(default=None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._faults)
 
     def add(self, fault: Fault) -> None:
         with self._lock:
             self._faults.append(fault)
+        if self.on_add is not None:
+            self.on_add()
 
     def clear(self) -> int:
         with self._lock:

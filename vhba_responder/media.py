@@ -67,6 +67,10 @@ class FileImage:
         self._nowait = _RWF_NOWAIT is not None  # cleared when the file system says no
         weakref.finalize(self, os.close, self._fd)
 
+    def fileno(self) -> int:
+        """The image's descriptor (handed to the module for direct reads)."""
+        return self._fd
+
     def pread(self, length: int, offset: int, before_block: BeforeBlock = None) -> bytes:
         if before_block is not None:
             cached = self._cached(length, offset)

@@ -13,6 +13,9 @@ Threading model (why it looks like this):
   UNIT READY and GESN polling are answered meanwhile; vhba matches responses
   by tag and write() never blocks, so answers may go out in any order.
   Commands that cannot block wake nobody.
+* Plain reads usually never get here: the drive lets our module serve them
+  from the image itself (:mod:`vhba_responder.direct`), except while a
+  trace is written, which must see every command.
 * Stopping sets an event (which also cuts injected delays short), joins the
   threads and only then closes the fds, so nothing writes to a recycled
   descriptor.  The kernel fails whatever was left unanswered.
@@ -28,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from vhba_responder.device import Device, Response
+from vhba_responder.direct import DirectReads
 from vhba_responder.protocol import (
     READ_BUFFER,
     Address,
@@ -87,11 +91,17 @@ class _Handoff:
 class Server:
     """Serves any number of fds, ``threads`` threads each."""
 
-    def __init__(self, trace: TraceWriter | None = None, threads: int = DEFAULT_THREADS) -> None:
+    def __init__(
+        self,
+        trace: TraceWriter | None = None,
+        threads: int = DEFAULT_THREADS,
+        direct_reads: bool = True,
+    ) -> None:
         if threads < 1:
             raise ValueError(f"threads per drive must be >= 1, got {threads}")
         self.trace = trace or TraceWriter(None)
         self.threads = threads
+        self.direct_reads = direct_reads and not self.trace.enabled
         self.endpoints: list[Endpoint] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -113,6 +123,8 @@ class Server:
             self.endpoints.append(ep)
         for thread in ep.threads:
             thread.start()
+        if self.direct_reads:
+            device.attach_direct_reads(DirectReads(fd))
         return ep
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -1,0 +1,218 @@
+"""Direct reads: our module serving READs from the image while our responder allows it.
+
+The cell's drive runs with the CDB trace on, which keeps every command in the
+responder; this group restarts it as users run it (no trace), checks that
+reads then bypass the responder yet return the image's bytes, that a new
+disc, an injected fault or a dying responder are honoured at once, and that
+the module refuses backings it must not read.  It puts the traced drive
+back when done.
+"""
+
+from __future__ import annotations
+
+import shlex
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+from scsi_helpers import (
+    CD1,
+    CD2,
+    insert,
+    our_responder_only,
+    responder_pids,
+    restart_drive,
+    rmmod_eventually,
+    sg_raw,
+    tur_until_good,
+    wait_gone,
+)
+
+from lab.cellenv import CellEnv
+from lab.drives import DriveNode, OurResponder
+
+BS = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def untraced(cell: CellEnv) -> Iterator[OurResponder]:
+    """The cell's drive restarted without --trace (direct reads allowed), traced again after."""
+    our_responder_only(cell, "direct reads")
+    if cell.broken:
+        pytest.skip(f"cell broken: {cell.broken}")
+    assert isinstance(cell.drive, OurResponder)
+    restart_drive(cell, trace=False)
+    try:
+        yield cell.drive
+    finally:
+        restart_drive(cell)
+
+
+def _drive_status(drive: OurResponder) -> dict:
+    return drive.ctl("status")["devices"][0]  # type: ignore[index]
+
+
+def _sha_of_disc(cell: CellEnv, node: DriveNode, size: int) -> str:
+    """sha256 of the first ``size`` bytes read with O_DIRECT in 64 KiB commands."""
+    count = -(-size // BS)
+    res = cell.guest.run(
+        f"dd if={node.sr} bs={BS} count={count} iflag=direct status=none | head -c {size}"
+        " | sha256sum",
+        timeout=600,
+        check=True,
+    )
+    return res.stdout.split()[0]
+
+
+def _expect_direct(cell: CellEnv) -> str:
+    return "on" if cell.spec.module == "ours" else "unsupported"
+
+
+def test_reads_bypass_the_responder_and_return_the_image(
+    cell: CellEnv, untraced: OurResponder
+) -> None:
+    node = cell.nodes[0]
+    tur_until_good(cell.guest, node.sg)
+    before = _drive_status(untraced)
+    assert before["direct_reads"] == _expect_direct(cell), before
+    cd1 = cell.media["cd1"]
+    assert _sha_of_disc(cell, node, cd1.size) == cd1.sha256
+    served = _drive_status(untraced)["commands"] - before["commands"]
+    reads = -(-cd1.size // BS)
+    if cell.spec.module == "ours":
+        assert served < reads // 4, f"{served} commands reached the responder for {reads} READs"
+    else:  # upstream vhba has no direct reads: every READ came to us
+        assert served >= reads, f"only {served} commands for {reads} READs"
+
+
+def test_a_new_disc_is_read_at_once_never_the_old_one(
+    cell: CellEnv, untraced: OurResponder
+) -> None:
+    node = cell.nodes[0]
+    cd1, cd2 = cell.media["cd1"], cell.media["cd2"]
+    try:
+        insert(cell, CD2, cd2.size)
+        assert _sha_of_disc(cell, node, cd2.size) == cd2.sha256
+        assert _drive_status(untraced)["direct_reads"] == _expect_direct(cell)
+    finally:
+        insert(cell, CD1, cd1.size)
+    assert _sha_of_disc(cell, node, cd1.size) == cd1.sha256
+
+
+def test_an_injected_read_error_reaches_the_reader(cell: CellEnv, untraced: OurResponder) -> None:
+    node = cell.nodes[0]
+    try:
+        untraced.ctl("fault", "0", "sense:key=3,asc=0x11,op=0x28,lba=100-101")
+        assert _drive_status(untraced)["direct_reads"] != "on"
+        bad = sg_raw(cell.guest, node.sg, "28 00 00 00 00 64 00 00 01 00", alloc=2048)
+        assert bad.sense is not None and bad.sense.triple == "03/11/00", bad.describe()
+        good = sg_raw(cell.guest, node.sg, "28 00 00 00 00 10 00 00 01 00", alloc=2048)
+        assert good.good, good.describe()
+    finally:
+        untraced.ctl("clear-faults", "0")
+    tur_until_good(cell.guest, node.sg)  # one command after the fault is gone turns it on
+    assert _drive_status(untraced)["direct_reads"] == _expect_direct(cell)
+
+
+def test_responder_killed_under_direct_reads_fails_io_cleanly(
+    cell: CellEnv, untraced: OurResponder
+) -> None:
+    """32 reads in flight when the responder dies: all end, the device goes, rmmod works."""
+    node = cell.nodes[0]
+    fio = (
+        f"fio --name=r --filename={node.sr} --rw=randread --bs=4k --iodepth=32"
+        " --ioengine=libaio --direct=1 --time_based --runtime=60 --output=/tmp/fio-kill.out"
+    )
+    stat = f"/sys/block/{node.sr.rsplit('/', 1)[1]}/stat"
+    try:
+        cell.guest.run(f"(setsid {fio} </dev/null >/dev/null 2>&1 &)", check=True)
+        busy = cell.guest.run(
+            f"read r0 rest < {stat}; for i in $(seq 600); do read r rest < {stat};"
+            " [ $((r - r0)) -ge 500 ] && exit 0; sleep 0.1; done; exit 1",
+            timeout=120,
+        )
+        assert busy.rc == 0, "fio did not get going within 60 s"
+        pids = responder_pids(cell)
+        assert pids, "no responder running"
+        cell.guest.run(f"kill -KILL {' '.join(map(str, pids))}", check=True)
+        ended = cell.guest.run(
+            "for i in $(seq 600); do pgrep -x fio >/dev/null || exit 0; sleep 0.1; done; exit 1",
+            timeout=120,
+        )
+        assert ended.rc == 0, "fio still waits for reads 60 s after the responder died"
+        assert wait_gone(cell.guest, node.hctl), "the SCSI device outlived its responder"
+        rc, err = rmmod_eventually(cell.guest)
+        assert rc == 0, f"module pinned after its responder died under direct reads: {err}"
+    finally:
+        cell.guest.run("pkill -KILL -x fio", timeout=60)
+        restart_drive(cell, trace=False)
+
+
+# Runs in the guest: opens its own device and offers the module backings it must refuse.
+REFUSALS = textwrap.dedent(
+    """
+    import errno, fcntl, os, struct
+    ARG = struct.Struct("=iIQQ")
+    SET = (1 << 30) | (ARG.size << 16) | (0xBE << 8) | 0xD1
+    ctl = os.open("/dev/vhba_ctl", os.O_RDWR)
+    image = os.open(IMAGE, os.O_RDONLY)
+    wronly = os.open("/tmp/direct-wronly", os.O_WRONLY | os.O_CREAT, 0o600)
+    rpipe, wpipe = os.pipe()
+    def offer(label, fd, block_size=2048, offset=0, blocks=16):
+        try:
+            fcntl.ioctl(ctl, SET, ARG.pack(fd, block_size, offset, blocks))
+            print(label, "ok")
+        except OSError as exc:
+            print(label, errno.errorcode[exc.errno])
+    offer("pipe", rpipe)
+    offer("write_only", wronly)
+    offer("closed_fd", 999)
+    offer("control_node", ctl)
+    offer("block_size", image, block_size=3000)
+    offer("no_blocks", image, blocks=0)
+    offer("too_big", image, offset=1 << 62, blocks=1 << 62)
+    offer("valid", image)
+    offer("off", -1)
+    os.close(ctl)
+    print("closed")
+    """
+)
+
+
+def test_module_refuses_backings_it_must_not_read(cell: CellEnv, untraced: OurResponder) -> None:
+    if cell.spec.module != "ours":
+        pytest.skip("direct reads are our module's extension")
+    script = f"IMAGE = {CD1!r}\n{REFUSALS}"
+    res = cell.guest.run(f"python3 - <<'EOF'\n{script}\nEOF", timeout=120)
+    assert res.rc == 0, res.stderr
+    got = dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
+    assert got == {
+        "pipe": "EINVAL",
+        "write_only": "EBADF",
+        "closed_fd": "EBADF",
+        "control_node": "EINVAL",
+        "block_size": "EINVAL",
+        "no_blocks": "EINVAL",
+        "too_big": "EINVAL",
+        "valid": "ok",
+        "off": "ok",
+    }, res.stdout
+    assert "closed" in res.stdout
+
+
+def test_direct_reads_can_be_switched_off_by_the_admin(
+    cell: CellEnv, untraced: OurResponder
+) -> None:
+    if cell.spec.module != "ours":
+        pytest.skip("direct_reads is our module's parameter")
+    param = "/sys/module/vhba/parameters/direct_reads"
+    try:
+        cell.guest.run(f"echo N > {param}", check=True)
+        restart_drive(cell, trace=False)
+        assert _drive_status(untraced)["direct_reads"] == "unsupported"
+        cd1 = cell.media["cd1"]
+        assert _sha_of_disc(cell, cell.nodes[0], cd1.size) == cd1.sha256
+    finally:
+        cell.guest.run(f"echo Y > {shlex.quote(param)}", timeout=60)
+        restart_drive(cell, trace=False)
+    assert _drive_status(untraced)["direct_reads"] == "on"
