@@ -14,7 +14,7 @@ Stacks (all on the reference kernel, trixie 6.12, in ONE guest):
     scsi_debug           in-kernel scsi_debug as a CD-ROM (ptype=5, 2048-byte blocks,
                          delay=0), ISO written into its RAM store: the in-kernel limit
   optional (--stacks):
-    ours-ours-trace      ours-ours started the way the lab does (CDB trace JSONL on)
+    ours-ours-trace      ours-ours with the CDB trace on (how the trace group runs it)
     scsi_debug-disk      scsi_debug as a disk (ptype=0, sector_size=2048) via sd
 
 Every repetition visits every stack (interleaved, so host-load drift hits all

@@ -339,11 +339,13 @@ def wait_gone(guest: Guest, hctl: str, seconds: int = 20) -> bool:
     return res.rc == 0
 
 
-def restart_drive(cell: CellEnv, media: list[str | None] | None = None, trace: bool = True) -> None:
+def restart_drive(
+    cell: CellEnv, media: list[str | None] | None = None, trace: bool = False
+) -> None:
     """Stop whatever serves the cell, reload vhba if needed, serve ``media`` (default cd1).
 
     ``cell.nodes`` is updated, so the ``drive`` fixture of later tests follows.
-    ``trace=False`` runs our responder as users do (its trace keeps every READ in it).
+    ``trace=True`` has our responder record every command (and so answer every READ).
     """
     assert cell.drive is not None
     cell.drive.stop()
@@ -353,8 +355,8 @@ def restart_drive(cell: CellEnv, media: list[str | None] | None = None, trace: b
             timeout=120,
             check=True,
         )
-    untraced = {} if trace else {"trace": False}
-    cell.nodes = cell.drive.start(media or [CD1], faults=cell.faults or None, **untraced)
+    traced = {"trace": True} if trace else {}
+    cell.nodes = cell.drive.start(media or [CD1], faults=cell.faults or None, **traced)
     cell.guest.run("udevadm settle -t 20", timeout=60)
 
 

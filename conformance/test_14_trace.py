@@ -2,15 +2,20 @@
 
 The trace is the lab's record of the driver-device contract per kernel; the
 mount sequence is compared with a golden file per kernel series so a kernel
-that starts sending something new (or stops) is noticed.
+that starts sending something new (or stops) is noticed.  The rest of the
+suite runs the drive as users do, untraced (plain reads then never reach the
+responder: docs/direct-reads.md); this group restarts it traced, so the trace
+starts with the kernel attaching the device, and untraced again after.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from scsi_helpers import restart_drive
 
 from lab.cellenv import CellEnv
 from lab.drives import LOGS, DriveNode
@@ -27,10 +32,18 @@ REQUIRED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _ours_only(cell: CellEnv) -> None:
+@pytest.fixture(scope="module", autouse=True)
+def _traced(cell: CellEnv) -> Iterator[None]:
     if cell.spec.responder != "ours":
         pytest.skip(f"the CDB trace is our responder's (cell uses {cell.spec.responder})")
+    if cell.broken:
+        pytest.skip(f"cell broken: {cell.broken}")
+    cell.guest.run(f"rm -f {TRACE}", check=True)
+    restart_drive(cell, trace=True)
+    try:
+        yield
+    finally:
+        restart_drive(cell)
 
 
 def _records(cell: CellEnv, since: float = 0.0, until: float = float("inf")) -> list[dict]:

@@ -1,18 +1,16 @@
 """Direct reads: our module serving READs from the image while our responder allows it.
 
-The cell's drive runs with the CDB trace on, which keeps every command in the
-responder; this group restarts it as users run it (no trace), checks that
-reads then bypass the responder yet return the image's bytes, that a new
-disc, an injected fault or a dying responder are honoured at once, and that
-the module refuses backings it must not read.  It puts the traced drive
-back when done.
+The whole suite runs the drive untraced, as users do, so every group reads
+through this path already; this group checks it directly: reads bypass the
+responder yet return the image's bytes, a new disc, an injected fault or a
+dying responder are honoured at once, and the module refuses backings it
+must not read.
 """
 
 from __future__ import annotations
 
 import shlex
 import textwrap
-from collections.abc import Iterator
 
 import pytest
 from scsi_helpers import (
@@ -34,18 +32,12 @@ from lab.drives import DriveNode, OurResponder
 BS = 64 * 1024
 
 
-@pytest.fixture(scope="module")
-def untraced(cell: CellEnv) -> Iterator[OurResponder]:
-    """The cell's drive restarted without --trace (direct reads allowed), traced again after."""
+@pytest.fixture
+def untraced(cell: CellEnv, drive: DriveNode) -> OurResponder:
+    """Our responder serving the cell, untraced (direct reads allowed)."""
     our_responder_only(cell, "direct reads")
-    if cell.broken:
-        pytest.skip(f"cell broken: {cell.broken}")
     assert isinstance(cell.drive, OurResponder)
-    restart_drive(cell, trace=False)
-    try:
-        yield cell.drive
-    finally:
-        restart_drive(cell)
+    return cell.drive
 
 
 def _drive_status(drive: OurResponder) -> dict:
@@ -145,7 +137,7 @@ def test_responder_killed_under_direct_reads_fails_io_cleanly(
         assert rc == 0, f"module pinned after its responder died under direct reads: {err}"
     finally:
         cell.guest.run("pkill -KILL -x fio", timeout=60)
-        restart_drive(cell, trace=False)
+        restart_drive(cell)
 
 
 # Runs in the guest: opens its own device and offers the module backings it must refuse.
@@ -208,11 +200,11 @@ def test_direct_reads_can_be_switched_off_by_the_admin(
     param = "/sys/module/vhba/parameters/direct_reads"
     try:
         cell.guest.run(f"echo N > {param}", check=True)
-        restart_drive(cell, trace=False)
+        restart_drive(cell)
         assert _drive_status(untraced)["direct_reads"] == "unsupported"
         cd1 = cell.media["cd1"]
         assert _sha_of_disc(cell, cell.nodes[0], cd1.size) == cd1.sha256
     finally:
         cell.guest.run(f"echo Y > {shlex.quote(param)}", timeout=60)
-        restart_drive(cell, trace=False)
+        restart_drive(cell)
     assert _drive_status(untraced)["direct_reads"] == "on"

@@ -73,13 +73,15 @@ class OurResponder:
         faults: list[str] | None = None,
         timeout: float = 30.0,
         *,
-        trace: bool = True,
+        trace: bool = False,
         extra_args: Sequence[str] = (),
     ) -> list[DriveNode]:
         """Serve one device per entry of ``media`` (None: no medium); wait for sr/sg.
 
-        Cells always trace; benchmarks start it as a user would (``trace=False``)
-        or with other ``serve`` options (``extra_args``).
+        By default as users run it, so our module serves plain reads itself
+        (docs/direct-reads.md); ``trace=True`` keeps every command in the
+        responder and records it (the trace group, the bench's traced stack).
+        ``extra_args`` are more ``serve`` options.
         """
         args = [
             "python3", GUEST_PYZ, "serve", "--ctl", "/dev/vhba_ctl",
