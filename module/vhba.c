@@ -20,9 +20,11 @@
  * table, the add/remove bitmaps, every command slot and the per-device
  * slot lists.  It is always taken with interrupts disabled and never held
  * across a user copy, a sleep or a call into the midlayer.  A slot being
- * copied to or from userspace, or being completed, is owned by the thread
- * that moved it into that state (READING, WRITING, COMPLETING); the abort
- * handler waits for such a slot instead of touching it.
+ * copied to or from userspace, read from the image or completed is owned
+ * by the thread or work item that moved it into that state (READING,
+ * WRITING, DIRECT, COMPLETING); the abort handler waits for such a slot
+ * instead of touching it, and so do release() and direct read changes for
+ * DIRECT ones.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
