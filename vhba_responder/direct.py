@@ -34,12 +34,12 @@ _IOC_WRITE = 1
 IOCTL_SET_DIRECT_READ = (_IOC_WRITE << 30) | (DIRECT_READ.size << 16) | (0xBE << 8) | 0xD1
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class Mapping:
     """Blocks ``0 .. blocks-1`` of the disc are ``block_size`` bytes each from ``offset`` in ``fd``.
 
-    Compared by identity of the image object, not by fd number: a new image
-    may get the descriptor number of an old one.
+    ``image`` takes part in ``==`` by identity (image classes define no
+    equality), so a new image that got an old image's fd number is a change.
     """
 
     image: object
@@ -47,14 +47,6 @@ class Mapping:
     blocks: int
     block_size: int = BLOCK_SIZE
     offset: int = 0
-
-    def same_as(self, other: Mapping | None) -> bool:
-        return (
-            other is not None
-            and other.image is self.image
-            and (other.fd, other.blocks, other.block_size, other.offset)
-            == (self.fd, self.blocks, self.block_size, self.offset)
-        )
 
     def pack(self) -> bytes:
         return DIRECT_READ.pack(self.fd, self.block_size, self.offset, self.blocks)
@@ -82,8 +74,7 @@ class DirectReads:
         """Make the module serve ``mapping`` (None: nothing); returns once in effect."""
         if not self.supported:
             return
-        unchanged = self.current is None if mapping is None else mapping.same_as(self.current)
-        if unchanged:
+        if mapping == self.current:
             return
         try:
             self._apply(OFF if mapping is None else mapping.pack())
