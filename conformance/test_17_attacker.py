@@ -1,0 +1,475 @@
+"""The attacker: a seat user's own responder, hostile on purpose.
+
+udev's ``uaccess`` tag hands /dev/vhba_ctl to every user at a seat, so each
+test here plays such a user (``labuser``, who holds the control node the way
+a seat user does) running ``conformance/guest/attacker.py`` instead of a
+drive, and checks what a kernel maintainer would: the user cannot make the
+kernel read on its behalf what the user could not read, cannot make a drive
+read itself or another vhba drive, cannot wedge error handling or hand a
+command the midlayer gave up on to anyone, cannot receive another device's
+commands, and cannot starve other drives.  Every test is bounded in time;
+the per-test kernel health check (no BUG/WARNING/Oops/taint, sanitizer
+reports on debug kernels) is part of each verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shlex
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from scsi_helpers import CD1, restart_drive
+
+from lab.cellenv import CellEnv
+from lab.drives import DriveNode
+
+ATTACKER = Path(__file__).resolve().parent / "guest" / "attacker.py"
+GUEST_ATTACKER = "/usr/local/lib/vhba-attacker.py"
+SEAT_USER = "labuser"
+# "[v]" keeps pgrep/pkill from matching the shell that runs them.
+SERVING = "[v]hba-attacker.py serve"
+
+
+def _sh(argv: list[str]) -> str:
+    """The one place guest argv lists become shell text."""
+    return shlex.join(argv)
+
+
+@dataclass
+class Served:
+    """A hostile drive running in the background as the seat user."""
+
+    seat: Seat
+    name: str
+    hctl: str = ""
+    sr: str = ""
+    sg: str = ""
+    log: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = f"/tmp/attacker-{self.name}.jsonl"
+
+    def signal(self, sig: str) -> None:
+        self.seat.cell.guest.run(f"pkill -{sig} -u {SEAT_USER} -f '{SERVING} --name {self.name}'")
+
+    def pause(self) -> None:
+        """Stop reading commands: they stay queued in the kernel."""
+        self.signal("USR1")
+
+    def resume(self) -> None:
+        self.signal("USR2")
+
+    def records(self) -> list[dict[str, object]]:
+        out = self.seat.cell.guest.run(f"cat {self.log}", check=True).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        self.signal("TERM")
+        self.seat.cell.guest.run(
+            f"for i in $(seq 100); do pgrep -f '{SERVING} --name {self.name}' >/dev/null || "
+            "exit 0; sleep 0.1; done; exit 1",
+            timeout=60,
+        )
+
+
+@dataclass
+class Seat:
+    """The seat user's side of the guest: runs attacker.py, as that user or as root."""
+
+    cell: CellEnv
+
+    def run(self, *args: str, user: str = SEAT_USER, timeout: float = 120) -> dict:
+        argv = ["python3", GUEST_ATTACKER, *args]
+        if user != "root":
+            argv = ["runuser", "-u", user, "--", *argv]
+        result = self.cell.guest.run(_sh(argv), timeout=timeout)
+        assert result.rc == 0, f"attacker {args[0]} failed (rc {result.rc}): {result.stderr[-800:]}"
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def serve(self, name: str, *args: str, user: str = SEAT_USER) -> Served:
+        served = Served(self, name)
+        argv = ["python3", GUEST_ATTACKER, "serve", "--name", name, "--log", served.log, *args]
+        if user != "root":
+            argv = ["runuser", "-u", user, "--", *argv]
+        out = f"/tmp/attacker-{name}.out"
+        self.cell.guest.run(f"rm -f {served.log}; nohup {_sh(argv)} >{out} 2>&1 &", check=True)
+        result = self.cell.guest.run(
+            f"for i in $(seq 300); do grep -q '^hctl ' {out} && exit 0; sleep 0.1; done; "
+            f"cat {out} >&2; exit 1",
+            timeout=90,
+        )
+        assert result.rc == 0, f"the hostile drive {name} did not attach: {result.stderr[-800:]}"
+        line = self.cell.guest.run(f"grep '^hctl ' {out}", check=True).stdout.split()
+        served.hctl, served.sr, served.sg = line[1], line[2], line[3]
+        return served
+
+    def probe(self, node: str, cdb: str, data_in: int = 0, timeout_ms: int = 5000) -> dict:
+        return self.run("probe", node, cdb, "--data-in", str(data_in),
+                        "--timeout-ms", str(timeout_ms), user="root")  # fmt: skip
+
+
+@pytest.fixture
+def seat(cell: CellEnv, drive: DriveNode) -> Iterator[Seat]:
+    """attacker.py in the guest and /dev/vhba_ctl held by the seat user's group.
+
+    What udev's uaccess ACL gives a seat user, group cdrom with mode 0660 gives
+    ``labuser``; the node's owner and mode are restored afterwards, and every
+    hostile drive still running is stopped.
+    """
+    guest = cell.guest
+    guest.upload(ATTACKER, GUEST_ATTACKER, mode=0o644)
+    before = guest.run("stat -c '%U:%G %a' /dev/vhba_ctl", check=True).stdout.split()
+    guest.run("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl", check=True)
+    try:
+        yield Seat(cell)
+    finally:
+        guest.run(f"pkill -TERM -f '{SERVING}'; sleep 1; pkill -KILL -f '{SERVING}'", timeout=60)
+        guest.run(f"chown {before[0]} /dev/vhba_ctl && chmod {before[1]} /dev/vhba_ctl")
+
+
+def _wait_for_file(cell: CellEnv, path: str, seconds: int) -> bool:
+    """Whether ``path`` is non-empty within ``seconds`` (by the guest's clock)."""
+    result = cell.guest.run(
+        f"end=$(($(date +%s) + {seconds})); until test -s {path}; do "
+        '[ "$(date +%s)" -ge "$end" ] && exit 1; sleep 0.5; done',
+        timeout=seconds + 60,
+    )
+    return result.rc == 0
+
+
+def _seat_readable_image(cell: CellEnv) -> str:
+    """cd1, readable by the seat user (the lab uploads media root-only)."""
+    cell.guest.run(f"chmod a+r {CD1}", check=True)
+    return CD1
+
+
+# ------------------------------------------------------------ backings
+def test_drive_cannot_be_its_own_backing(seat: Seat) -> None:
+    """Reading its own /dev/srN from the module's work item deadlocks the drive."""
+    out = seat.run("backing", "@self")
+    assert not out["results"]["@self"].startswith("open:"), out
+    assert out["results"]["@self"] != "ok", (
+        f"the module accepted the drive's own {out['sr']} as its direct-read backing"
+    )
+
+
+def test_another_vhba_drive_cannot_be_a_backing(seat: Seat, drive: DriveNode) -> None:
+    out = seat.run("backing", drive.sr)
+    assert not out["results"][drive.sr].startswith("open:"), out
+    assert out["results"][drive.sr] != "ok", f"the module accepted vhba drive {drive.sr}"
+
+
+def test_file_on_a_vhba_drive_cannot_be_a_backing(seat: Seat, drive: DriveNode) -> None:
+    """A backing on a filesystem mounted from a vhba drive stalls with that drive."""
+    guest = seat.cell.guest
+    guest.run(f"mkdir -p /mnt/attacker && mount -o ro {drive.sr} /mnt/attacker", check=True)
+    try:
+        name = guest.run("find /mnt/attacker -type f | head -1", check=True).stdout.strip()
+        assert name, "the cell's disc has no file"
+        out = seat.run("backing", name)
+        assert not out["results"][name].startswith("open:"), out
+        assert out["results"][name] != "ok", (
+            f"the module accepted {name}, a file on vhba drive {drive.sr}"
+        )
+    finally:
+        guest.run("umount /mnt/attacker", timeout=60)
+
+
+def test_backing_the_kernel_cannot_read_is_refused(seat: Seat) -> None:
+    """/proc/1/stat has no read_iter: accepting it means a warning per READ."""
+    out = seat.run("backing", "/proc/1/stat")
+    assert not out["results"]["/proc/1/stat"].startswith("open:"), out
+    assert out["results"]["/proc/1/stat"] != "ok", "the module accepted /proc/1/stat"
+
+
+# ------------------------------------------------------------ lifetimes
+def test_given_up_read_is_never_handed_out(seat: Seat) -> None:
+    """A READ the midlayer timed out, retried, escalated and failed stays dead.
+
+    The drive stops reading commands; a READ of a marked block times out (2 s),
+    its abort succeeds, the retry times out, error handling escalates and the
+    READ fails.  When the drive reads again, that READ must not be among the
+    commands it gets, and nothing may be written into the reader's buffer
+    (the pages of a request that has completed) afterwards.
+    """
+    guest = seat.cell.guest
+    served = seat.serve("giveup", "--image", _seat_readable_image(seat.cell))
+    dev = f"/sys/bus/scsi/devices/{served.hctl}"
+    guest.run(f"echo 2 > {dev}/timeout; echo 2 > {dev}/eh_timeout; rm -f /tmp/giveup.*", check=True)
+    reader = ["python3", GUEST_ATTACKER, "pread", served.sr, "--lba", "777",
+              "--go", "/tmp/giveup.go", "--after", "/tmp/giveup.after"]  # fmt: skip
+    guest.run(f"nohup {_sh(reader)} >/tmp/giveup.out 2>&1 &", check=True)
+    assert _wait_for_file(seat.cell, "/tmp/giveup.out", 60), "the reader never opened the drive"
+    served.pause()
+    guest.run("touch /tmp/giveup.go", check=True)
+    finished = _wait_for_file(seat.cell, "/tmp/giveup.go.done", 150)
+    state = guest.run(f"cat {dev}/state").stdout.strip()
+    stuck = "" if finished else guest.run(
+        "ps -eo pid,stat,wchan:32,comm | awk '$2 ~ /D/'").stdout  # fmt: skip
+    served.resume()
+    guest.run("touch /tmp/giveup.after", check=True)
+    guest.run("for i in $(seq 100); do pgrep -f '[v]hba-attacker.py pread' >/dev/null || exit 0;"
+              " sleep 0.2; done", timeout=60)  # fmt: skip
+    served.stop()
+    assert finished, (
+        f"the READ neither completed nor failed within 150 s (device {state}); "
+        f"tasks in D state:\n{stuck}"
+    )
+    out = json.loads(guest.run("tail -1 /tmp/giveup.out", check=True).stdout)
+    assert out["outcome"] != "read 2048", f"the stalled READ succeeded: {out}"
+    late = [r for r in served.records() if r["lba"] == 777 and r["phase"] >= 1]
+    assert not late, (
+        f"after the READ had failed ({out['outcome']} in {out['seconds']} s, device {state}), "
+        f"the module handed it to the responder again: {late[:2]}"
+    )
+    assert not out["late_write"], (
+        f"after the READ had failed ({out['outcome']}), the module wrote into its buffer: {out}"
+    )
+
+
+def test_device_number_reuse_never_leaks_commands(seat: Seat) -> None:
+    """The next opener must never get commands sent to the closed fd's device."""
+    out = seat.run("reuse", "--seconds", "4", user="root")
+    assert out["sent"] > 20, out
+    assert out["secret_leaked"] == 0, (
+        f"the second opener (device {out['second_num']}) received {out['secret_leaked']} "
+        f"data-out commands carrying the first opener's (device {out['first_num']}) data"
+    )
+
+
+def test_rmmod_races_closes_and_completions(seat: Seat) -> None:
+    """Rounds of: drives reading directly, responders killed mid-read, rmmod at once.
+
+    rmmod may fail while a device is still going away, never hang; once the
+    devices are gone it must succeed, and the module must load again.
+    """
+    guest = seat.cell.guest
+    assert seat.cell.drive is not None
+    image = _seat_readable_image(seat.cell)
+    seat.cell.drive.stop()
+    try:
+        for round_ in range(3):
+            drives = [seat.serve(f"race{round_}-{i}", "--image", image, "--direct")
+                      for i in range(2)]  # fmt: skip
+            readers = " ".join(
+                f"dd if={d.sr} of=/dev/null bs=32k count=40 iflag=direct >/dev/null 2>&1 &"
+                for d in drives
+            )
+            race = guest.run(
+                f"{readers} sleep 0.3; pkill -KILL -f '{SERVING}'; "
+                "for i in $(seq 100); do timeout -s KILL 10 rmmod vhba 2>/dev/null && exit 0; "
+                "test $? = 137 && { echo HUNG; exit 1; }; sleep 0.1; done; exit 1",
+                timeout=120,
+            )
+            assert "HUNG" not in race.stdout, f"round {round_}: rmmod hung"
+            assert race.rc == 0, f"round {round_}: rmmod never succeeded: {race.stderr}"
+            guest.run("pkill -x dd; insmod /root/vhba.ko && udevadm settle -t 20", check=True,
+                      timeout=60)  # fmt: skip
+            guest.run("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl", check=True)
+    finally:
+        restart_drive(seat.cell)
+        guest.run("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl")
+
+
+# ------------------------------------------------------------ isolation
+def test_stalled_drive_does_not_starve_another(
+    seat: Seat, drive: DriveNode, record_property: pytest.RecordProperty
+) -> None:
+    """One stalled responder with 64 commands queued; the cell's drive keeps serving reads."""
+    guest = seat.cell.guest
+    served = seat.serve("stall", "--image", _seat_readable_image(seat.cell))
+    flood = ["python3", GUEST_ATTACKER, "flood", served.sr, "--count", "64",
+             "--go", "/tmp/flood.go"]  # fmt: skip
+    guest.run(f"rm -f /tmp/flood.*; nohup {_sh(flood)} >/tmp/flood.out 2>&1 &", check=True)
+    assert _wait_for_file(seat.cell, "/tmp/flood.out", 90), "the flood never opened the drive"
+    served.pause()
+    guest.run("touch /tmp/flood.go; sleep 3", check=True)
+    started = time.monotonic()
+    other = guest.run(
+        f"timeout 25 dd if={drive.sr} of=/dev/null bs=2048 count=16 skip=1000 iflag=direct",
+        timeout=60,
+    )
+    latency = time.monotonic() - started
+    record_property("other_drive_read_s", round(latency, 3))
+    served.resume()
+    ended = guest.run("for i in $(seq 300); do pgrep -f '[v]hba-attacker.py flood' >/dev/null "
+                      "|| exit 0; sleep 0.2; done; exit 1", timeout=120)  # fmt: skip
+    served.stop()
+    assert ended.rc == 0, "the flood of READs never ended"
+    assert other.rc == 0 and latency < 10, (
+        f"a read on {drive.sr} took {latency:.1f} s (rc {other.rc}: {other.stderr[-200:]}) "
+        "while another drive's responder stalled with 64 commands queued"
+    )
+
+
+# ------------------------------------------------------------ hostile answers
+# Vendor-specific opcodes, one per hostile answer, so one drive serves them all.
+HOST_BYTES = {0xD0: 0x000D0000, 0xD1: 0x000C0002, 0xD2: 0x000B0000, 0xD3: 0x07000002}
+SENSE_LENGTHS = {0xC0: 0, 0xC1: 1, 0xC2: 17, 0xC3: 18, 0xC4: 95, 0xC5: 96, 0xC6: 97,
+                 0xC7: 252, 0xC8: 0xFFFFFFFF}  # fmt: skip
+
+
+def test_status_word_cannot_set_host_or_driver_bytes(seat: Seat) -> None:
+    """A host byte such as DID_REQUEUE would make the midlayer retry at the responder's will."""
+    served = seat.serve(
+        "status", *[f"--hostile={op:#x}:{word:#x}:18" for op, word in HOST_BYTES.items()]
+    )
+    results = {}
+    for op in HOST_BYTES:
+        results[op] = seat.probe(served.sg, f"{op:02x}000000000000000000", timeout_ms=4000)
+    served.stop()
+    deliveries = {op: 0 for op in HOST_BYTES}
+    for record in served.records():
+        if record["op"] in deliveries:
+            deliveries[record["op"]] += 1
+    for op, word in HOST_BYTES.items():
+        got = results[op]
+        assert "error" not in got, got
+        assert deliveries[op] <= 1 and got["seconds"] < 2, (
+            f"status word {word:#010x}: the command reached the responder "
+            f"{deliveries[op]} times in {got['seconds']} s (host byte {got['host']:#x})"
+        )
+        if (word >> 16) & 0xFF:
+            assert got["host"] != (word >> 16) & 0xFF, f"{word:#010x}: the responder chose {got}"
+
+
+def test_sense_lengths_at_every_boundary(seat: Seat) -> None:
+    served = seat.serve("sense", *[f"--hostile={op:#x}:2:{n}" for op, n in SENSE_LENGTHS.items()])
+    for op, declared in SENSE_LENGTHS.items():
+        got = seat.probe(served.sg, f"{op:02x}000000000000000000", timeout_ms=4000)
+        assert "error" not in got and got["seconds"] < 2, (declared, got)
+        assert got["sense_len"] <= 96, f"declared {declared}: {got['sense_len']} sense bytes"
+        if declared >= 18:
+            assert got["status"] == 2 and got["sense_len"] >= 18, (declared, got)
+    served.stop()
+
+
+def test_good_with_short_data_reports_the_residue(seat: Seat) -> None:
+    served = seat.serve("short", "--image", _seat_readable_image(seat.cell), "--short=0x28:100")
+    got = seat.probe(served.sg, "28000000001000000100", data_in=2048)
+    served.stop()
+    assert got.get("status") == 0 and got["host"] == 0, got
+    assert got["resid"] == 2048 - 100, f"100 of 2048 bytes answered, resid {got['resid']}"
+
+
+def test_random_campaign(
+    seat: Seat, drive: DriveNode, record_property: pytest.RecordProperty
+) -> None:
+    """Seeded random read()/write()/ioctl()/poll()/close() calls by the seat user.
+
+    Replay a failure with ``attacker.py fuzz --seed N`` in the guest.
+    """
+    seed = random.SystemRandom().randrange(1 << 32)
+    record_property("seed", seed)
+    print(f"random campaign seed {seed}")
+    out = seat.run("fuzz", "--seed", str(seed), "--ops", "20000", "--seconds", "60", timeout=180)
+    assert out["ops"] >= 1000, f"seed {seed}: only {out['ops']} calls in 60 s: {out}"
+    read = seat.cell.guest.run(f"dd if={drive.sr} of=/dev/null bs=2048 count=16 iflag=direct")
+    assert read.rc == 0, f"seed {seed}: the cell's drive stopped reading: {read.stderr}"
+
+
+# ------------------------------------------------------------ a backing served by FUSE
+FUSEFS = Path(__file__).resolve().parent / "guest" / "fusefs.py"
+GUEST_FUSEFS = "/usr/local/lib/vhba-fusefs.py"
+FUSE_MOUNT = "/mnt/attacker-fuse"
+FUSE_SERVER = "[v]hba-fusefs.py"
+
+
+@dataclass
+class FuseBacking:
+    """fusefs.py mounted by root: a file whose bytes name the reader, and that can stall."""
+
+    seat: Seat
+    image: str = f"{FUSE_MOUNT}/image"
+
+    def signal(self, sig: str) -> None:
+        self.seat.cell.guest.run(f"pkill -{sig} -f '{FUSE_SERVER}'", check=True)
+
+    def serve_direct(self, name: str) -> Served:
+        """The seat user's drive, its image on FUSE, its READs served by the module."""
+        served = self.seat.serve(name, "--image", self.image, "--direct")
+        out = self.seat.cell.guest.run(f"grep '^direct ' /tmp/attacker-{name}.out").stdout.split()
+        if out[1:] == ["ENOTTY"]:
+            served.stop()
+            pytest.skip("the module has no direct reads (an extension of ours)")
+        assert out[1:] == ["ok"], f"the module refused a FUSE backing: {out}"
+        return served
+
+
+@pytest.fixture
+def fuse_backing(seat: Seat) -> Iterator[FuseBacking]:
+    guest = seat.cell.guest
+    guest.upload(FUSEFS, GUEST_FUSEFS, mode=0o644)
+    guest.run("modprobe fuse", timeout=60)
+    guest.run(
+        f"mkdir -p {FUSE_MOUNT} && (nohup python3 {GUEST_FUSEFS} {FUSE_MOUNT} --size 4194304 "
+        f">/tmp/fusefs.out 2>&1 &) && for i in $(seq 200); do grep -q ready /tmp/fusefs.out "
+        "&& exit 0; sleep 0.1; done; cat /tmp/fusefs.out >&2; exit 1",
+        timeout=60,
+        check=True,
+    )
+    try:
+        yield FuseBacking(seat)
+    finally:
+        guest.run(f"pkill -USR2 -f '{FUSE_SERVER}'")
+        guest.run(f"pkill -TERM -f '{SERVING}'; sleep 1", timeout=60)
+        guest.run(f"pkill -TERM -f '{FUSE_SERVER}'; sleep 3; umount -l {FUSE_MOUNT}", timeout=60)
+
+
+def test_direct_reads_carry_the_responders_credentials(
+    fuse_backing: FuseBacking, seat: Seat
+) -> None:
+    """The module's work item must read the backing as the seat user, not as root."""
+    guest = seat.cell.guest
+    served = fuse_backing.serve_direct("creds")
+    uid = guest.run(f"id -u {SEAT_USER}", check=True).stdout.strip()
+    block = guest.run(
+        f"dd if={served.sr} bs=2048 count=1 skip=5 iflag=direct 2>/dev/null | head -c 60",
+        check=True,
+    ).stdout
+    served.stop()
+    assert "blk=0000000005" in block, f"not the image's block 5: {block!r}"
+    assert not [r for r in served.records() if r["lba"] == 5], "READ went to the responder"
+    assert f"uid={int(uid):010d}" in block, (
+        f"the backing was read as {block.split()[0]}, not as {SEAT_USER} (uid {uid}): "
+        "the kernel read it on the seat user's behalf with other credentials"
+    )
+
+
+def test_stalled_backing_cannot_wedge_abort_close_or_rmmod(
+    fuse_backing: FuseBacking, seat: Seat
+) -> None:
+    """A backing that never answers: the READ fails, close() returns, rmmod is not stuck."""
+    guest = seat.cell.guest
+    assert seat.cell.drive is not None
+    seat.cell.drive.stop()  # so that only the attacker's fd pins the module
+    served = fuse_backing.serve_direct("stalled")
+    dev = f"/sys/bus/scsi/devices/{served.hctl}"
+    guest.run(f"echo 2 > {dev}/timeout; echo 2 > {dev}/eh_timeout", check=True)
+    fuse_backing.signal("USR1")
+    try:
+        guest.run(
+            "rm -f /tmp/stalled.rc; "
+            f"(dd if={served.sr} of=/dev/null bs=2048 count=1 skip=9 iflag=direct; "
+            "echo $? >/tmp/stalled.rc) >/tmp/stalled.dd 2>&1 &",
+            check=True,
+        )
+        failed = _wait_for_file(seat.cell, "/tmp/stalled.rc", 60)
+        stuck = guest.run("ps -eo pid,stat,wchan:32,comm | awk '$2 ~ /D/'").stdout
+        assert failed, f"a READ from a stalled backing is still waiting:\n{stuck}"
+        started = time.monotonic()
+        served.stop()
+        assert time.monotonic() - started < 20, "close() waited for the stalled backing"
+        rmmod = guest.run("timeout -s KILL 20 rmmod vhba; echo rc=$?", timeout=60).stdout
+        assert "rc=137" not in rmmod, f"rmmod hung on the stalled backing:\n{stuck}"
+    finally:
+        fuse_backing.signal("USR2")
+        guest.run("rm -f /tmp/stalled.rc; for i in $(seq 100); do grep -qw ^vhba /proc/modules "
+                  "|| exit 0; rmmod vhba 2>/dev/null; sleep 0.2; done", timeout=60)  # fmt: skip
+        restart_drive(seat.cell)
+        guest.run("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl")
