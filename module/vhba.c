@@ -11,20 +11,25 @@
  * Direct reads (an extension cdemu-daemon never asks for): a responder may
  * hand the module its image file with VHBA_CTL_SET_DIRECT_READ.  From then
  * on plain READ(10)/READ(12) commands inside the image are served by a
- * work item reading that file, without a round trip through userspace;
- * every other command, and any read the work item cannot complete, still
- * goes to the responder.  Turning it off waits for reads in flight, so the
- * responder can change the medium knowing no old data goes out afterwards.
+ * work item reading that file with the responder's credentials, without a
+ * round trip through userspace; every other command, and any read the work
+ * item cannot complete, still goes to the responder.  Only regular files
+ * the kernel can read are accepted, never one on a vhba drive.
+ *
+ * The responder may be hostile and a backing may stall forever, so nothing
+ * here waits on either: a copy to or from userspace goes through a bounce
+ * buffer and touches the command only under the lock, a direct read lands
+ * in a buffer of its own, and a command the midlayer gives up on (abort,
+ * device or host reset, close) is taken away from whoever holds it at once.
+ * The only waits left are for the bounded steps that store data into a
+ * command or complete it (FILLING, COMPLETING).
  *
  * Locking: one spinlock per host, vhba_host.lock, protects the device
- * table, the add/remove bitmaps, every command slot and the per-device
+ * table, the device-number bitmaps, every command slot and the per-device
  * slot lists.  It is always taken with interrupts disabled and never held
- * across a user copy, a sleep or a call into the midlayer.  A slot being
- * copied to or from userspace, read from the image or completed is owned
- * by the thread or work item that moved it into that state (READING,
- * WRITING, DIRECT, COMPLETING); the abort handler waits for such a slot
- * instead of touching it, and so do release() and direct read changes for
- * DIRECT ones.
+ * across a user copy, a file read, a sleep or a call into the midlayer;
+ * copies between a bounce buffer and a command's pages are done under it,
+ * after checking that the slot still carries that command.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -48,6 +53,12 @@
 #include <linux/scatterlist.h>
 #include <linux/uaccess.h>
 #include <linux/compat.h>
+#include <linux/cred.h>
+#include <linux/kref.h>
+#include <linux/mm.h>
+#include <linux/blkdev.h>
+#include <linux/vmalloc.h>
+#include <linux/ratelimit.h>
 #include <scsi/scsi.h>
 #include <scsi/scsi_cmnd.h>
 #include <scsi/scsi_device.h>
@@ -68,8 +79,10 @@
 #define VHBA_MAX_DEVICES	(VHBA_MAX_BUS * VHBA_IDS_PER_BUS)
 #define VHBA_MAX_CDB		16
 
-#define VHBA_CAN_QUEUE_DEF	32
+#define VHBA_CAN_QUEUE_DEF	256
 #define VHBA_CAN_QUEUE_MAX	256
+#define VHBA_QUEUE_DEPTH_DEF	32
+#define VHBA_MIN_SENSE		8	/* response code .. additional length */
 #define VHBA_MAX_SECTORS_DEF	256	/* 128 KiB, as cdemu-daemon needs */
 #define VHBA_MAX_SECTORS_MAX	8192	/* 4 MiB */
 #define VHBA_SG_TABLESIZE	256
@@ -120,37 +133,53 @@ enum vhba_slot_state {
 	VHBA_SLOT_READING,	/* read() is copying it out */
 	VHBA_SLOT_SENT,		/* userspace has it, answer awaited */
 	VHBA_SLOT_WRITING,	/* write() is copying the answer in */
-	VHBA_SLOT_ANSWERED,	/* answered while being aborted */
-	VHBA_SLOT_COMPLETING,	/* being handed back to the midlayer */
-	VHBA_SLOT_DIRECT,	/* being read from the image by its work */
+	VHBA_SLOT_DIRECT,	/* its work item is reading the backing */
+	VHBA_SLOT_FILLING,	/* the work item stores the data (bounded) */
+	VHBA_SLOT_COMPLETING,	/* being handed back to the midlayer (bounded) */
+	VHBA_SLOT_ORPHAN,	/* command taken away; its work item still runs */
 };
 
-/* An image file direct reads are served from; fixed once published. */
+/*
+ * An image file direct reads are served from.  Fixed once published; one
+ * reference is held by the device, one by each direct read in flight.
+ */
 struct vhba_backing {
+	struct kref kref;
 	struct file *file;
+	const struct cred *cred;	/* of whoever set it: reads run as them */
 	u64 offset;
 	u64 blocks;
 	unsigned int block_shift;
 };
 
 struct vhba_device;
+struct vhba_host;
 
 /*
  * One command in flight.  All fields are protected by vhba_host.lock.
  * @node is on exactly one list: vhba_host.free_slots (FREE),
  * vhba_device.pending (PENDING), vhba_device.active (READING, SENT,
- * WRITING, ANSWERED, DIRECT), a private list of the completing thread, or
- * none.  @backing and @pos are set while the slot is DIRECT.
+ * WRITING, DIRECT, FILLING), a private list of the completing thread
+ * (COMPLETING), or none (ORPHAN, and COMPLETING from a work item).
+ *
+ * READING, SENT, WRITING and DIRECT slots can be taken away from their
+ * owner at any time: a thread copying to or from userspace rechecks @tag
+ * and @state under the lock before each step, and a slot whose work item
+ * is still running (@work_busy) becomes an ORPHAN that the work item frees.
+ * FILLING and COMPLETING slots are waited for; both steps are bounded.
  */
 struct vhba_slot {
 	struct list_head node;
+	struct vhba_host *vhost;	/* constant */
 	struct scsi_cmnd *cmd;
 	struct vhba_device *vdev;	/* NULL once the fd is closed */
 	u32 tag;
 	enum vhba_slot_state state;
-	bool aborting;			/* an abort handler waits on it */
-	struct vhba_backing *backing;
-	loff_t pos;			/* file offset of the first block */
+	bool waited;			/* someone sleeps until it moves on */
+	bool work_busy;			/* @direct_work queued or running */
+	struct vhba_backing *backing;	/* of the direct read in flight */
+	loff_t pos;			/* its file offset */
+	unsigned int len;		/* its length in bytes */
 	struct work_struct direct_work;	/* runs vhba_direct_work() */
 };
 
@@ -173,14 +202,18 @@ struct vhba_host {
 	spinlock_t lock;		/* see the top of this file */
 	/* protected by @lock */
 	struct vhba_device *devs[VHBA_MAX_DEVICES];
+	/* numbers with an open fd or a SCSI device not yet removed */
+	DECLARE_BITMAP(busy_map, VHBA_MAX_DEVICES);
 	DECLARE_BITMAP(add_map, VHBA_MAX_DEVICES);
 	DECLARE_BITMAP(remove_map, VHBA_MAX_DEVICES);
 	struct list_head free_slots;	/* least recently used first */
+	unsigned int direct_busy;	/* slots whose direct work runs */
 	struct vhba_slot *slots;	/* array of @nr_slots, fixed */
 	/* constant after probe */
 	unsigned int nr_slots;
+	unsigned int direct_max;	/* most slots direct works may hold */
 	struct work_struct sync_work;	/* adds and removes SCSI devices */
-	wait_queue_head_t slot_wait;	/* woken when a slot leaves a busy state */
+	wait_queue_head_t slot_wait;	/* woken when a waited slot moves on */
 };
 
 /* Published by probe once the host is up, cleared by remove. */
@@ -190,9 +223,14 @@ static struct platform_device *vhba_pdev;
 static struct workqueue_struct *vhba_direct_wq;
 
 static int vhba_can_queue = VHBA_CAN_QUEUE_DEF;
-module_param_named(can_queue, vhba_can_queue, int, 0);
+module_param_named(can_queue, vhba_can_queue, int, 0444);
 MODULE_PARM_DESC(can_queue,
-		 "Commands in flight per host and device, 1-256 (default 32)");
+		 "Commands in flight on the host, all devices together, 1-256 (default 256)");
+
+static int vhba_queue_depth = VHBA_QUEUE_DEPTH_DEF;
+module_param_named(queue_depth, vhba_queue_depth, int, 0444);
+MODULE_PARM_DESC(queue_depth,
+		 "Commands in flight per device, 1-can_queue (default 32), so that one stalled responder cannot hold every slot of the host");
 
 static int vhba_max_sectors = VHBA_MAX_SECTORS_DEF;
 module_param_named(max_sectors, vhba_max_sectors, int, 0444);
@@ -203,6 +241,9 @@ static bool vhba_direct_reads = true;
 module_param_named(direct_reads, vhba_direct_reads, bool, 0644);
 MODULE_PARM_DESC(direct_reads,
 		 "Let responders have READ commands served from their image file in the kernel (default Y); N refuses new requests");
+
+/* Messages a responder can trigger: a hostile one must not flood the log. */
+static DEFINE_RATELIMIT_STATE(vhba_status_rs, 5 * HZ, 10);
 
 static bool vhba_cmd_is_data_out(struct scsi_cmnd *cmd)
 {
@@ -245,23 +286,30 @@ static struct vhba_slot *vhba_slot_get(struct vhba_host *vhost,
 	slot->cmd = cmd;
 	slot->vdev = vdev;
 	slot->state = VHBA_SLOT_PENDING;
-	slot->aborting = false;
 	return slot;
 }
 
 /*
- * Return @slot to the free list and wake an abort handler waiting for it.
- * Called with vhost->lock held.
+ * Take @slot's command away and free the slot; if its work item is still
+ * running, the slot becomes an ORPHAN that the work item frees.  Wakes
+ * whoever waits for the slot.  Called with vhost->lock held, never on a
+ * FILLING slot.
  */
 static void vhba_slot_put(struct vhba_host *vhost, struct vhba_slot *slot)
 {
-	if (slot->aborting)
+	if (slot->waited) {
+		slot->waited = false;
 		wake_up_all(&vhost->slot_wait);
-	list_move_tail(&slot->node, &vhost->free_slots);
+	}
 	slot->cmd = NULL;
 	slot->vdev = NULL;
+	if (slot->work_busy) {
+		list_del_init(&slot->node);
+		slot->state = VHBA_SLOT_ORPHAN;
+		return;
+	}
+	list_move_tail(&slot->node, &vhost->free_slots);
 	slot->state = VHBA_SLOT_FREE;
-	slot->aborting = false;
 }
 
 /* Slot currently carrying @tag, or NULL.  Called with vhost->lock held. */
@@ -273,9 +321,17 @@ static struct vhba_slot *vhba_slot_by_tag(struct vhba_host *vhost, u32 tag)
 	if (idx >= vhost->nr_slots)
 		return NULL;
 	slot = &vhost->slots[idx];
-	if (slot->state == VHBA_SLOT_FREE || slot->tag != tag)
+	if (slot->state == VHBA_SLOT_FREE || slot->state == VHBA_SLOT_ORPHAN ||
+	    slot->tag != tag)
 		return NULL;
 	return slot;
+}
+
+/* Whether @slot still carries @tag in @state.  Called with vhost->lock held. */
+static bool vhba_slot_is(const struct vhba_slot *slot, u32 tag,
+			 enum vhba_slot_state state)
+{
+	return slot->tag == tag && slot->state == state;
 }
 
 /*
@@ -292,7 +348,8 @@ static struct vhba_slot *vhba_slot_by_cmd(struct vhba_host *vhost,
 	for (i = 0; i < vhost->nr_slots; i++) {
 		struct vhba_slot *slot = &vhost->slots[i];
 
-		if (slot->state == VHBA_SLOT_FREE || slot->cmd != cmd)
+		if (slot->state == VHBA_SLOT_FREE ||
+		    slot->state == VHBA_SLOT_ORPHAN || slot->cmd != cmd)
 			continue;
 		if (slot->state != VHBA_SLOT_COMPLETING)
 			return slot;
@@ -301,7 +358,14 @@ static struct vhba_slot *vhba_slot_by_cmd(struct vhba_host *vhost,
 	return found;
 }
 
-/* Wait condition of the abort handler.  Takes vhost->lock. */
+/* A step whose owner cannot be interrupted, and whose end is waited for. */
+static bool vhba_slot_bounded(const struct vhba_slot *slot)
+{
+	return slot->state == VHBA_SLOT_FILLING ||
+	       slot->state == VHBA_SLOT_COMPLETING;
+}
+
+/* Wait condition of vhba_slot_wait().  Takes vhost->lock. */
 static bool vhba_slot_moved(struct vhba_host *vhost, struct vhba_slot *slot,
 			    u32 tag, enum vhba_slot_state state)
 {
@@ -309,9 +373,27 @@ static bool vhba_slot_moved(struct vhba_host *vhost, struct vhba_slot *slot,
 	bool moved;
 
 	spin_lock_irqsave(&vhost->lock, flags);
-	moved = slot->tag != tag || slot->state != state;
+	moved = !vhba_slot_is(slot, tag, state);
 	spin_unlock_irqrestore(&vhost->lock, flags);
 	return moved;
+}
+
+/*
+ * Sleep until @slot leaves the bounded step it is in.  Called with
+ * vhost->lock held (saved in *@flags); drops it while sleeping and returns
+ * with it held again.  FILLING and COMPLETING copy kernel memory and call
+ * scsi_done(): nothing userspace or a backing controls.
+ */
+static void vhba_slot_wait(struct vhba_host *vhost, struct vhba_slot *slot,
+			   unsigned long *flags)
+{
+	u32 tag = slot->tag;
+	enum vhba_slot_state state = slot->state;
+
+	slot->waited = true;
+	spin_unlock_irqrestore(&vhost->lock, *flags);
+	wait_event(vhost->slot_wait, vhba_slot_moved(vhost, slot, tag, state));
+	spin_lock_irqsave(&vhost->lock, *flags);
 }
 
 /* Whether a read() on @vdev would find a command.  Takes vhost->lock. */
@@ -328,8 +410,8 @@ static bool vhba_dev_has_pending(struct vhba_device *vdev)
 
 /*
  * Hand @slot's command back to the midlayer and free the slot.  Called in
- * process context without vhost->lock; the caller owns the slot
- * (COMPLETING) and has already unlinked it from its device.
+ * process context without vhost->lock; the caller moved the slot to
+ * COMPLETING and unlinked it from its device, so nobody else touches it.
  */
 static void vhba_slot_complete(struct vhba_host *vhost, struct vhba_slot *slot,
 			       int result, unsigned int resid)
@@ -394,99 +476,119 @@ static bool vhba_direct_match(const struct vhba_backing *backing,
 	return true;
 }
 
-/*
- * Fill @cmd's data buffer from @file at @pos.  Process context, may sleep
- * (sg_miter without SG_MITER_ATOMIC maps pages sleepably).  Returns false
- * on an I/O error or a file that ends early.
- */
-static bool vhba_direct_copy(struct file *file, struct scsi_cmnd *cmd,
-			     loff_t pos)
+static void vhba_backing_free(struct kref *kref)
 {
-	struct sg_mapping_iter miter;
-	bool ok = true;
+	struct vhba_backing *backing = container_of(kref, struct vhba_backing,
+						    kref);
 
-	sg_miter_start(&miter, scsi_sglist(cmd), scsi_sg_count(cmd),
-		       SG_MITER_TO_SG);
-	while (ok && sg_miter_next(&miter)) {
-		char *addr = miter.addr;
-		size_t done = 0;
+	fput(backing->file);
+	put_cred(backing->cred);
+	kfree(backing);
+}
 
-		while (done < miter.length) {
-			ssize_t n = vhba_file_read(file, addr + done,
-						   miter.length - done, &pos);
-
-			if (n <= 0) {
-				ok = false;
-				break;
-			}
-			done += n;
-		}
-	}
-	sg_miter_stop(&miter);
-	return ok;
+/* Drop a reference.  Process context: the last one closes the file. */
+static void vhba_backing_put(struct vhba_backing *backing)
+{
+	if (backing)
+		kref_put(&backing->kref, vhba_backing_free);
 }
 
 /*
- * Work item of a DIRECT slot: read the blocks and complete the command.
- * Process context.  A read that fails is queued for the responder instead,
- * which answers it from its own view of the medium.
+ * Read @len bytes at @pos of @backing into @buf, as the task that set the
+ * backing: a file whose server checks the caller at read time (FUSE, NFS)
+ * must see the responder's user, not the kworker's root.  Process context,
+ * may sleep for as long as the file takes.  Returns false on an I/O error
+ * or a file that ends early.
+ */
+static bool vhba_backing_read(struct vhba_backing *backing, char *buf,
+			      size_t len, loff_t pos)
+{
+	const struct cred *old = override_creds(backing->cred);
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = vhba_file_read(backing->file, buf + done,
+					   len - done, &pos);
+
+		if (n <= 0)
+			break;
+		done += n;
+	}
+	revert_creds(old);
+	return done == len;
+}
+
+/*
+ * Work item of a direct read: read the blocks into a buffer of our own,
+ * then, if the slot still carries the command and the backing is still
+ * the device's, store them and complete the command.  Process context.
+ * The read may take forever (a stalled FUSE or NFS server): meanwhile the
+ * command can be aborted, reset or failed by close(), which leaves this
+ * slot an ORPHAN for us to free.  A read that fails, or whose backing was
+ * replaced meanwhile, is queued for the responder instead.
+ *
+ * Holds a module reference from queue_work() to its end, so a stalled
+ * read makes rmmod fail with EBUSY instead of waiting for it.
  */
 static void vhba_direct_work(struct work_struct *work)
 {
 	struct vhba_slot *slot = container_of(work, struct vhba_slot,
 					      direct_work);
-	struct vhba_device *vdev = slot->vdev;	/* release() waits for us */
-	struct vhba_host *vhost = vdev->vhost;
+	struct vhba_host *vhost = slot->vhost;
+	struct vhba_backing *backing = slot->backing;
+	unsigned int len = slot->len;
+	struct scsi_cmnd *cmd;
 	unsigned long flags;
+	char *buf;
 	bool ok;
 
-	ok = vhba_direct_copy(slot->backing->file, slot->cmd, slot->pos);
+	buf = vhba_kvmalloc(len);
+	ok = buf && vhba_backing_read(backing, buf, len, slot->pos);
+
+	spin_lock_irqsave(&vhost->lock, flags);
+	slot->work_busy = false;
+	vhost->direct_busy--;
+	if (slot->state == VHBA_SLOT_ORPHAN) {
+		slot->backing = NULL;
+		list_move_tail(&slot->node, &vhost->free_slots);
+		slot->state = VHBA_SLOT_FREE;
+		goto out_unlock;
+	}
+	if (slot->state != VHBA_SLOT_DIRECT) {	/* close() is completing it */
+		slot->backing = NULL;
+		goto out_unlock;
+	}
+	if (!ok || slot->vdev->backing != backing) {
+		slot->backing = NULL;
+		slot->state = VHBA_SLOT_PENDING;
+		list_move(&slot->node, &slot->vdev->pending);
+		wake_up_interruptible(&slot->vdev->read_wait);
+		goto out_unlock;
+	}
+	slot->state = VHBA_SLOT_FILLING;
+	cmd = slot->cmd;
+	spin_unlock_irqrestore(&vhost->lock, flags);
+
+	sg_copy_from_buffer(scsi_sglist(cmd), scsi_sg_count(cmd), buf, len);
 
 	spin_lock_irqsave(&vhost->lock, flags);
 	slot->backing = NULL;
-	/* abort handlers, release() and direct-read changes wait for this */
-	wake_up_all(&vhost->slot_wait);
-	if (!ok) {
-		slot->state = VHBA_SLOT_PENDING;
-		list_move(&slot->node, &vdev->pending);
-		wake_up_interruptible(&vdev->read_wait);
-		spin_unlock_irqrestore(&vhost->lock, flags);
-		return;
-	}
-	if (slot->aborting) {
-		/* the abort handler owns the command now */
-		slot->state = VHBA_SLOT_ANSWERED;
-		spin_unlock_irqrestore(&vhost->lock, flags);
-		return;
-	}
 	slot->state = VHBA_SLOT_COMPLETING;
 	list_del_init(&slot->node);
-	spin_unlock_irqrestore(&vhost->lock, flags);
-
-	vhba_slot_complete(vhost, slot, SAM_STAT_GOOD, 0);
-}
-
-/*
- * Whether @vdev has a direct read in flight from @backing, or from any
- * backing if @backing is NULL.  Takes vhost->lock.
- */
-static bool vhba_dev_reading_direct(struct vhba_device *vdev,
-				    const struct vhba_backing *backing)
-{
-	struct vhba_slot *slot;
-	unsigned long flags;
-	bool busy = false;
-
-	spin_lock_irqsave(&vdev->vhost->lock, flags);
-	list_for_each_entry(slot, &vdev->active, node) {
-		if (slot->state == VHBA_SLOT_DIRECT &&
-		    (!backing || slot->backing == backing)) {
-			busy = true;
-			break;
-		}
+	if (slot->waited) {
+		slot->waited = false;
+		wake_up_all(&vhost->slot_wait);
 	}
-	spin_unlock_irqrestore(&vdev->vhost->lock, flags);
-	return busy;
+	spin_unlock_irqrestore(&vhost->lock, flags);
+	vhba_slot_complete(vhost, slot, SAM_STAT_GOOD, 0);
+	goto out;
+
+out_unlock:
+	spin_unlock_irqrestore(&vhost->lock, flags);
+out:
+	kvfree(buf);
+	vhba_backing_put(backing);
+	module_put(THIS_MODULE);
 }
 
 /*
@@ -510,10 +612,20 @@ static int vhba_queue_cmd(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
 			spin_unlock_irqrestore(&vhost->lock, flags);
 			return SCSI_MLQUEUE_HOST_BUSY;
 		}
-		if (vdev->backing &&
+		/*
+		 * A work item stuck on a stalled backing keeps its slot even
+		 * after its command was taken away: at most half the slots go
+		 * to them, so a stalled backing cannot starve the host.
+		 */
+		if (vdev->backing && vhost->direct_busy < vhost->direct_max &&
 		    vhba_direct_match(vdev->backing, cmd, &slot->pos)) {
 			slot->state = VHBA_SLOT_DIRECT;
 			slot->backing = vdev->backing;
+			slot->len = scsi_bufflen(cmd);
+			slot->work_busy = true;
+			vhost->direct_busy++;
+			kref_get(&slot->backing->kref);
+			__module_get(THIS_MODULE);	/* the fd holds one too */
 			list_move_tail(&slot->node, &vdev->active);
 			queue_work(vhba_direct_wq, &slot->direct_work);
 		} else {
@@ -530,57 +642,80 @@ static int vhba_queue_cmd(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
 }
 
 /*
- * ->eh_abort_handler.  Called from the SCSI error handler or the abort
- * work item (process context, may sleep) for a command that timed out.
- *
- * Not handed out yet: dropped, SUCCESS.  Answered already: SUCCESS.
- * With userspace: forgotten (a late answer gets -EIO), FAILED, so the
- * midlayer escalates and offlines the device as with upstream vhba.
- * Being copied, read from the image or completed: wait for the owner,
- * then decide.
+ * ->eh_abort_handler.  Called from the abort work item or the SCSI error
+ * handler (process context, may sleep) for a command that timed out.
+ * Wherever the command is (queued, with userspace, being copied, being
+ * read from the backing), it is taken away at once and SUCCESS returned:
+ * a late answer gets -EIO, a late direct read is thrown away.  Only a
+ * command being stored into or completed is waited for.
  */
 static int vhba_abort(struct scsi_cmnd *cmd)
 {
 	struct vhba_host *vhost = shost_priv(cmd->device->host);
 	struct vhba_slot *slot;
-	enum vhba_slot_state state;
 	unsigned long flags;
+	bool sent = false;
 	u32 tag = 0;
-	int ret;
 
 	spin_lock_irqsave(&vhost->lock, flags);
-	for (;;) {
-		slot = vhba_slot_by_cmd(vhost, cmd);
-		if (!slot) {
-			ret = SUCCESS;
-			break;
+	while ((slot = vhba_slot_by_cmd(vhost, cmd))) {
+		if (vhba_slot_bounded(slot)) {
+			vhba_slot_wait(vhost, slot, &flags);
+			continue;
 		}
-		state = slot->state;
-		if (state == VHBA_SLOT_PENDING || state == VHBA_SLOT_ANSWERED) {
-			vhba_slot_put(vhost, slot);
-			ret = SUCCESS;
-			break;
-		}
-		if (state == VHBA_SLOT_SENT) {
-			tag = slot->tag;
-			vhba_slot_put(vhost, slot);
-			ret = FAILED;
-			break;
-		}
-		/* READING, WRITING, DIRECT, COMPLETING: another thread owns it */
-		slot->aborting = true;
+		sent = slot->state == VHBA_SLOT_SENT;
 		tag = slot->tag;
-		spin_unlock_irqrestore(&vhost->lock, flags);
-		wait_event(vhost->slot_wait,
-			   vhba_slot_moved(vhost, slot, tag, state));
-		spin_lock_irqsave(&vhost->lock, flags);
+		vhba_slot_put(vhost, slot);
 	}
 	spin_unlock_irqrestore(&vhost->lock, flags);
 
-	if (ret == FAILED)
+	if (sent && __ratelimit(&vhba_status_rs))
 		scmd_printk(KERN_WARNING, cmd,
 			    "abort: responder did not answer tag %#x\n", tag);
-	return ret;
+	return SUCCESS;
+}
+
+/*
+ * Take away every command of @sdev, or of every device if @sdev is NULL.
+ * The reset handlers' work: the error handler calls them once it has given
+ * up on those commands, and after SUCCESS it completes or retries them
+ * itself, so no slot may keep one.  Process context.
+ */
+static void vhba_drop_commands(struct vhba_host *vhost,
+			       struct scsi_device *sdev)
+{
+	unsigned long flags;
+	unsigned int i;
+
+	spin_lock_irqsave(&vhost->lock, flags);
+	for (i = 0; i < vhost->nr_slots; i++) {
+		struct vhba_slot *slot = &vhost->slots[i];
+
+		while (slot->cmd && (!sdev || slot->cmd->device == sdev) &&
+		       vhba_slot_bounded(slot))
+			vhba_slot_wait(vhost, slot, &flags);
+		if (!slot->cmd || (sdev && slot->cmd->device != sdev))
+			continue;
+		vhba_slot_put(vhost, slot);
+	}
+	spin_unlock_irqrestore(&vhost->lock, flags);
+}
+
+/* ->eh_device_reset_handler: process context (SCSI error handler). */
+static int vhba_device_reset(struct scsi_cmnd *cmd)
+{
+	vhba_drop_commands(shost_priv(cmd->device->host), cmd->device);
+	sdev_printk(KERN_INFO, cmd->device, "reset: pending commands dropped\n");
+	return SUCCESS;
+}
+
+/* ->eh_host_reset_handler: process context (SCSI error handler). */
+static int vhba_host_reset(struct scsi_cmnd *cmd)
+{
+	vhba_drop_commands(shost_priv(cmd->device->host), NULL);
+	shost_printk(KERN_INFO, cmd->device->host,
+		     "reset: all pending commands dropped\n");
+	return SUCCESS;
 }
 
 static struct scsi_host_template vhba_template = {
@@ -589,95 +724,124 @@ static struct scsi_host_template vhba_template = {
 	.proc_name		= VHBA_NAME,
 	.queuecommand		= vhba_queuecommand,
 	.eh_abort_handler	= vhba_abort,
+	.eh_device_reset_handler = vhba_device_reset,
+	.eh_host_reset_handler	= vhba_host_reset,
 	.can_queue		= VHBA_CAN_QUEUE_DEF,
-	.cmd_per_lun		= VHBA_CAN_QUEUE_DEF,
+	.cmd_per_lun		= VHBA_QUEUE_DEPTH_DEF,
 	.this_id		= -1,
 	.sg_tablesize		= VHBA_SG_TABLESIZE,
 	.max_sectors		= VHBA_MAX_SECTORS_DEF,
 };
 
 /*
- * Copy the first @len data-out bytes of @cmd to @ubuf, page by page,
- * straight from the scatterlist.  Process context, may fault; the caller
- * owns the slot (READING).  A scatterlist shorter than @len is padded with
- * zeroes.  Returns 0 or -EFAULT.
+ * Copy the first @len data-out bytes of @slot's command (tag @tag, being
+ * READING) to @ubuf, a page at a time through @bounce.  Process context.
+ * A scatterlist shorter than @len is padded with zeroes.  Returns 0,
+ * -EFAULT, or -ESTALE if the command was taken away meanwhile.
  */
-static int vhba_copy_sg_to_user(struct scsi_cmnd *cmd, char __user *ubuf,
-				unsigned int len)
+static int vhba_copy_out(struct vhba_host *vhost, struct vhba_slot *slot,
+			 u32 tag, char *bounce, char __user *ubuf,
+			 unsigned int len)
 {
-	struct sg_mapping_iter miter;
 	unsigned int done = 0;
-	int ret = 0;
+	unsigned long flags;
 
-	sg_miter_start(&miter, scsi_sglist(cmd), scsi_sg_count(cmd),
-		       SG_MITER_FROM_SG);
-	while (done < len && sg_miter_next(&miter)) {
-		size_t n = min_t(size_t, miter.length, len - done);
+	while (done < len) {
+		size_t n = min_t(size_t, PAGE_SIZE, len - done);
+		size_t got;
 
-		if (copy_to_user(ubuf + done, miter.addr, n)) {
-			ret = -EFAULT;
-			break;
+		spin_lock_irqsave(&vhost->lock, flags);
+		if (!vhba_slot_is(slot, tag, VHBA_SLOT_READING)) {
+			spin_unlock_irqrestore(&vhost->lock, flags);
+			return -ESTALE;
 		}
-		miter.consumed = n;
+		got = sg_pcopy_to_buffer(scsi_sglist(slot->cmd),
+					 scsi_sg_count(slot->cmd), bounce, n,
+					 done);
+		spin_unlock_irqrestore(&vhost->lock, flags);
+
+		memset(bounce + got, 0, n - got);
+		if (copy_to_user(ubuf + done, bounce, n))
+			return -EFAULT;
 		done += n;
 	}
-	sg_miter_stop(&miter);
-
-	if (!ret && done < len && clear_user(ubuf + done, len - done))
-		ret = -EFAULT;
-	return ret;
+	return 0;
 }
 
 /*
- * Copy up to *@len data-in bytes from @ubuf into @cmd's scatterlist; on
- * return *@len is the number of bytes stored.  Process context, may
- * fault; the caller owns the slot (WRITING).  Returns 0 or -EFAULT.
+ * Copy up to *@len data-in bytes from @ubuf into @slot's command (tag
+ * @tag, being WRITING), a page at a time through @bounce; on return *@len
+ * is the number of bytes stored.  Process context.  Returns 0, -EFAULT, or
+ * -ESTALE if the command was taken away meanwhile.
  */
-static int vhba_copy_user_to_sg(struct scsi_cmnd *cmd, const char __user *ubuf,
-				unsigned int *len)
+static int vhba_copy_in(struct vhba_host *vhost, struct vhba_slot *slot,
+			u32 tag, char *bounce, const char __user *ubuf,
+			unsigned int *len)
 {
-	struct sg_mapping_iter miter;
 	unsigned int done = 0;
+	unsigned long flags;
 	int ret = 0;
 
-	sg_miter_start(&miter, scsi_sglist(cmd), scsi_sg_count(cmd),
-		       SG_MITER_TO_SG);
-	while (done < *len && sg_miter_next(&miter)) {
-		size_t n = min_t(size_t, miter.length, *len - done);
+	while (done < *len) {
+		size_t n = min_t(size_t, PAGE_SIZE, *len - done);
 
-		if (copy_from_user(miter.addr, ubuf + done, n)) {
+		if (copy_from_user(bounce, ubuf + done, n)) {
 			ret = -EFAULT;
 			break;
 		}
-		miter.consumed = n;
+		spin_lock_irqsave(&vhost->lock, flags);
+		if (!vhba_slot_is(slot, tag, VHBA_SLOT_WRITING)) {
+			spin_unlock_irqrestore(&vhost->lock, flags);
+			ret = -ESTALE;
+			break;
+		}
+		n = sg_pcopy_from_buffer(scsi_sglist(slot->cmd),
+					 scsi_sg_count(slot->cmd), bounce, n,
+					 done);
+		spin_unlock_irqrestore(&vhost->lock, flags);
+		if (!n)
+			break;
 		done += n;
 	}
-	sg_miter_stop(&miter);
-
 	*len = done;
 	return ret;
 }
 
 /*
- * Copy @len (at most SCSI_SENSE_BUFFERSIZE) sense bytes from @ubuf into
- * @cmd.  Process context; the caller owns the slot (WRITING).  Nothing is
- * changed on -EFAULT.
+ * The SCSI result for a responder's status word and sense.  The host and
+ * driver bytes are ours to choose: a responder that sets them (DID_REQUEUE
+ * would have the midlayer retry at its will) or sends a status byte that
+ * SAM does not define gets DID_ERROR, and so does CHECK CONDITION without
+ * usable sense, which would otherwise send every drive of the host into
+ * error recovery.
  */
-static int vhba_copy_sense(struct scsi_cmnd *cmd, const char __user *ubuf,
-			   unsigned int len)
+static int vhba_result(struct scsi_cmnd *cmd, u32 status, const u8 *sense,
+		       unsigned int sense_len)
 {
-	u8 sense[SCSI_SENSE_BUFFERSIZE];
-
-	if (copy_from_user(sense, ubuf, len))
-		return -EFAULT;
-	memcpy(cmd->sense_buffer, sense, len);
-	memset(cmd->sense_buffer + len, 0, SCSI_SENSE_BUFFERSIZE - len);
-	return 0;
+	switch (status) {
+	case SAM_STAT_GOOD:
+	case SAM_STAT_CONDITION_MET:
+	case SAM_STAT_BUSY:
+	case SAM_STAT_RESERVATION_CONFLICT:
+	case SAM_STAT_TASK_SET_FULL:
+	case SAM_STAT_TASK_ABORTED:
+		return status;
+	case SAM_STAT_CHECK_CONDITION:
+		if (sense_len >= VHBA_MIN_SENSE && (sense[0] & 0x7c) == 0x70)
+			return status;
+		break;
+	}
+	if (__ratelimit(&vhba_status_rs))
+		scmd_printk(KERN_NOTICE, cmd, "responder status %#x refused\n",
+			    status);
+	return DID_ERROR << 16;
 }
 
 /*
  * read(): pass the oldest pending command to userspace as one record.
- * Process context; sleeps (interruptibly) unless O_NONBLOCK.
+ * Process context; sleeps (interruptibly) unless O_NONBLOCK.  A command
+ * taken away while its data-out bytes are being copied is forgotten and
+ * the next one offered in its place.
  */
 static ssize_t vhba_ctl_read(struct file *file, char __user *buf,
 			     size_t count, loff_t *ppos)
@@ -689,17 +853,21 @@ static ssize_t vhba_ctl_read(struct file *file, char __user *buf,
 	struct scsi_cmnd *cmd;
 	unsigned long flags;
 	unsigned int payload;
+	char *bounce = NULL;
+	u32 tag;
 	int ret;
 
+again:
 	spin_lock_irqsave(&vhost->lock, flags);
 	while (list_empty(&vdev->pending)) {
 		spin_unlock_irqrestore(&vhost->lock, flags);
+		ret = -EAGAIN;
 		if (file->f_flags & O_NONBLOCK)
-			return -EAGAIN;
+			goto out;
 		ret = wait_event_interruptible(vdev->read_wait,
 					       vhba_dev_has_pending(vdev));
 		if (ret)
-			return ret;
+			goto out;
 		spin_lock_irqsave(&vhost->lock, flags);
 	}
 
@@ -709,7 +877,15 @@ static ssize_t vhba_ctl_read(struct file *file, char __user *buf,
 	if (count < sizeof(req) + payload) {
 		/* stays pending: a read with a bigger buffer gets it */
 		spin_unlock_irqrestore(&vhost->lock, flags);
-		return -EIO;
+		ret = -EIO;
+		goto out;
+	}
+	if (payload && !bounce) {
+		spin_unlock_irqrestore(&vhost->lock, flags);
+		bounce = (char *)__get_free_page(GFP_KERNEL);
+		if (!bounce)
+			return -ENOMEM;
+		goto again;
 	}
 
 	memset(&req, 0, sizeof(req));
@@ -719,6 +895,7 @@ static ssize_t vhba_ctl_read(struct file *file, char __user *buf,
 	memcpy(req.cdb, cmd->cmnd, req.cdb_len);
 	req.data_len = scsi_bufflen(cmd);
 
+	tag = slot->tag;
 	slot->state = VHBA_SLOT_READING;
 	list_move_tail(&slot->node, &vdev->active);
 	spin_unlock_irqrestore(&vhost->lock, flags);
@@ -727,9 +904,16 @@ static ssize_t vhba_ctl_read(struct file *file, char __user *buf,
 	if (copy_to_user(buf, &req, sizeof(req)))
 		ret = -EFAULT;
 	else if (payload)
-		ret = vhba_copy_sg_to_user(cmd, buf + sizeof(req), payload);
+		ret = vhba_copy_out(vhost, slot, tag, bounce,
+				    buf + sizeof(req), payload);
+	if (ret == -ESTALE)
+		goto again;
 
 	spin_lock_irqsave(&vhost->lock, flags);
+	if (!vhba_slot_is(slot, tag, VHBA_SLOT_READING)) {
+		spin_unlock_irqrestore(&vhost->lock, flags);
+		goto again;
+	}
 	if (ret) {
 		/* back to the head of the queue, offered again */
 		slot->state = VHBA_SLOT_PENDING;
@@ -738,19 +922,23 @@ static ssize_t vhba_ctl_read(struct file *file, char __user *buf,
 	} else {
 		slot->state = VHBA_SLOT_SENT;
 	}
-	if (slot->aborting)
-		wake_up_all(&vhost->slot_wait);
 	spin_unlock_irqrestore(&vhost->lock, flags);
 
-	if (ret)
-		return ret;
-	*ppos += sizeof(req) + payload;
-	return sizeof(req) + payload;
+	if (!ret) {
+		*ppos += sizeof(req) + payload;
+		ret = sizeof(req) + payload;
+	}
+out:
+	if (bounce)
+		free_page((unsigned long)bounce);
+	return ret;
 }
 
 /*
  * write(): the answer to one command previously read from this fd.
- * Process context.  Bytes beyond what the answer needs are ignored.
+ * Process context.  Bytes beyond what the answer needs are ignored.  An
+ * answer to a command that was taken away meanwhile gets -EIO, like one
+ * that comes after.
  */
 static ssize_t vhba_ctl_write(struct file *file, const char __user *buf,
 			      size_t count, loff_t *ppos)
@@ -758,13 +946,15 @@ static ssize_t vhba_ctl_write(struct file *file, const char __user *buf,
 	struct vhba_device *vdev = file->private_data;
 	struct vhba_host *vhost = vdev->vhost;
 	const char __user *body = buf + sizeof(struct vhba_response);
+	u8 sense[SCSI_SENSE_BUFFERSIZE];
 	struct vhba_response resp;
 	struct vhba_slot *slot;
-	struct scsi_cmnd *cmd;
-	unsigned int len, bufflen, resid = 0;
+	unsigned int len = 0, bufflen, resid = 0;
 	unsigned long flags;
+	char *bounce = NULL;
+	bool data_in;
 	size_t avail;
-	int ret = 0;
+	int ret = 0, result;
 
 	if (count < sizeof(resp))
 		return -EIO;
@@ -779,48 +969,57 @@ static ssize_t vhba_ctl_write(struct file *file, const char __user *buf,
 		return -EIO;
 	}
 	slot->state = VHBA_SLOT_WRITING;
-	cmd = slot->cmd;
+	bufflen = scsi_bufflen(slot->cmd);
+	data_in = vhba_cmd_is_data_in(slot->cmd);
 	spin_unlock_irqrestore(&vhost->lock, flags);
 
-	bufflen = scsi_bufflen(cmd);
 	if (resp.status) {
 		/* error: sense only, no data-in */
 		len = min_t(size_t, resp.data_len, SCSI_SENSE_BUFFERSIZE);
 		len = min_t(size_t, len, avail);
-		ret = vhba_copy_sense(cmd, body, len);
-		if (vhba_cmd_is_data_in(cmd))
+		if (copy_from_user(sense, body, len))
+			ret = -EFAULT;
+		if (data_in)
 			resid = bufflen;
-	} else if (vhba_cmd_is_data_in(cmd) && bufflen) {
+	} else if (data_in && bufflen) {
 		len = min_t(size_t, resp.data_len, bufflen);
 		len = min_t(size_t, len, avail);
-		ret = vhba_copy_user_to_sg(cmd, body, &len);
+		bounce = (char *)__get_free_page(GFP_KERNEL);
+		ret = bounce ? vhba_copy_in(vhost, slot, resp.metatag, bounce,
+					    body, &len) : -ENOMEM;
 		resid = bufflen - len;
-	} else {
-		len = 0;
 	}
 
 	spin_lock_irqsave(&vhost->lock, flags);
+	if (!vhba_slot_is(slot, resp.metatag, VHBA_SLOT_WRITING)) {
+		ret = -EIO;	/* taken away meanwhile */
+		goto out_unlock;
+	}
 	if (ret) {
 		/* may be retried */
 		slot->state = VHBA_SLOT_SENT;
-		if (slot->aborting)
-			wake_up_all(&vhost->slot_wait);
-		spin_unlock_irqrestore(&vhost->lock, flags);
-		return ret;
+		goto out_unlock;
 	}
-	if (slot->aborting) {
-		/* the abort handler owns the command now */
-		slot->state = VHBA_SLOT_ANSWERED;
-		wake_up_all(&vhost->slot_wait);
-		spin_unlock_irqrestore(&vhost->lock, flags);
-		return sizeof(resp) + len;
+	result = vhba_result(slot->cmd, resp.status, sense, len);
+	if (resp.status && result == resp.status) {
+		memcpy(slot->cmd->sense_buffer, sense, len);
+		memset(slot->cmd->sense_buffer + len, 0,
+		       SCSI_SENSE_BUFFERSIZE - len);
 	}
 	slot->state = VHBA_SLOT_COMPLETING;
 	list_del_init(&slot->node);
 	spin_unlock_irqrestore(&vhost->lock, flags);
 
-	vhba_slot_complete(vhost, slot, resp.status, resid);
-	return sizeof(resp) + len;
+	vhba_slot_complete(vhost, slot, result, resid);
+	ret = sizeof(resp) + len;
+	goto out;
+
+out_unlock:
+	spin_unlock_irqrestore(&vhost->lock, flags);
+out:
+	if (bounce)
+		free_page((unsigned long)bounce);
+	return ret;
 }
 
 /* ->poll helper: process context.  See vhba_ctl_poll() in vhba_compat.h. */
@@ -846,24 +1045,35 @@ static long vhba_ctl_get_address(struct vhba_device *vdev,
 	return copy_to_user(uaddr, addr, sizeof(addr)) ? -EFAULT : 0;
 }
 
-static void vhba_backing_put(struct vhba_backing *backing)
+/*
+ * Whether @file lives on a vhba drive: its filesystem's block device is a
+ * disk whose parent is a SCSI device of a vhba host.  A direct read from
+ * it would wait on a responder, possibly on the very drive it serves.
+ */
+static bool vhba_file_on_vhba(struct file *file)
 {
-	if (!backing)
-		return;
-	fput(backing->file);
-	kfree(backing);
+	struct block_device *bdev = file_inode(file)->i_sb->s_bdev;
+	struct device *parent;
+
+	if (!bdev || !bdev->bd_disk)
+		return false;
+	parent = disk_to_dev(bdev->bd_disk)->parent;
+	return parent && scsi_is_sdev_device(parent) &&
+	       to_scsi_device(parent)->host->hostt == &vhba_template;
 }
 
 /*
- * A backing for @arg: a regular file or block device open for reading, and
- * an image that fits in loff_t.  Process context.
+ * A backing for @arg: a regular file open for reading, that the kernel can
+ * read, not on a vhba drive and not on a stacked filesystem (whose lower
+ * layer might be one), and an image that fits in loff_t.  Block devices
+ * are refused: a drive's own node, or one stacked on it, would deadlock.
+ * Process context; the backing keeps the caller's credentials.
  */
 static struct vhba_backing *vhba_backing_new(const struct vhba_direct_read *arg)
 {
 	struct vhba_backing *backing;
 	struct file *file;
 	unsigned int shift;
-	umode_t mode;
 	int ret;
 
 	if (arg->block_size < 512 || arg->block_size > 4096 ||
@@ -877,19 +1087,21 @@ static struct vhba_backing *vhba_backing_new(const struct vhba_direct_read *arg)
 	file = fget(arg->fd);
 	if (!file)
 		return ERR_PTR(-EBADF);
-	mode = file_inode(file)->i_mode;
 	ret = -EBADF;
 	if (!(file->f_mode & FMODE_READ))
 		goto err_put_file;
-	/* not a pipe, socket or vhba_ctl itself: reads must not wait on us */
 	ret = -EINVAL;
-	if (!S_ISREG(mode) && !S_ISBLK(mode))
+	if (!S_ISREG(file_inode(file)->i_mode) ||
+	    !vhba_file_kernel_readable(file) ||
+	    vhba_sb_stacked(file_inode(file)->i_sb) || vhba_file_on_vhba(file))
 		goto err_put_file;
 	ret = -ENOMEM;
 	backing = kzalloc(sizeof(*backing), GFP_KERNEL);
 	if (!backing)
 		goto err_put_file;
+	kref_init(&backing->kref);
 	backing->file = file;
+	backing->cred = get_current_cred();
 	backing->offset = arg->offset;
 	backing->blocks = arg->blocks;
 	backing->block_shift = shift;
@@ -901,9 +1113,31 @@ err_put_file:
 }
 
 /*
+ * Whether a direct read from @backing is storing data into a command of
+ * @vdev.  Called with vhost->lock held; sets *@slotp to that slot.
+ */
+static bool vhba_dev_filling(struct vhba_device *vdev,
+			     const struct vhba_backing *backing,
+			     struct vhba_slot **slotp)
+{
+	struct vhba_slot *slot;
+
+	list_for_each_entry(slot, &vdev->active, node) {
+		if (slot->state == VHBA_SLOT_FILLING &&
+		    slot->backing == backing) {
+			*slotp = slot;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
  * VHBA_CTL_SET_DIRECT_READ: serve reads from a new backing (fd >= 0) or
- * from none (fd < 0).  Returns once no read from the old backing is in
- * flight.  Process context.
+ * from none (fd < 0).  Process context.  Returns once no data read from
+ * the old backing can reach a command any more: reads still in flight
+ * from it are handed to the responder when they end, and one being stored
+ * (bounded) is waited for.
  */
 static long vhba_ctl_set_direct_read(struct vhba_device *vdev,
 				     const void __user *uarg)
@@ -911,6 +1145,7 @@ static long vhba_ctl_set_direct_read(struct vhba_device *vdev,
 	struct vhba_host *vhost = vdev->vhost;
 	struct vhba_backing *backing = NULL, *old;
 	struct vhba_direct_read arg;
+	struct vhba_slot *slot;
 	unsigned long flags;
 
 	if (copy_from_user(&arg, uarg, sizeof(arg)))
@@ -926,12 +1161,11 @@ static long vhba_ctl_set_direct_read(struct vhba_device *vdev,
 	spin_lock_irqsave(&vhost->lock, flags);
 	old = vdev->backing;
 	vdev->backing = backing;
+	while (old && vhba_dev_filling(vdev, old, &slot))
+		vhba_slot_wait(vhost, slot, &flags);
 	spin_unlock_irqrestore(&vhost->lock, flags);
 
-	if (old) {
-		wait_event(vhost->slot_wait, !vhba_dev_reading_direct(vdev, old));
-		vhba_backing_put(old);
-	}
+	vhba_backing_put(old);
 	return 0;
 }
 
@@ -964,7 +1198,9 @@ static long vhba_ctl_compat_ioctl(struct file *file, unsigned int cmd,
 
 /*
  * open(): claim the lowest free device number and schedule the SCSI device
- * for it.  Process context.  Returns before the device exists.
+ * for it.  Process context.  Returns before the device exists.  A number
+ * stays taken until the SCSI device of the fd that had it is gone, so no
+ * command for an old device ever reaches a new opener.
  */
 static int vhba_ctl_open(struct inode *inode, struct file *file)
 {
@@ -987,16 +1223,15 @@ static int vhba_ctl_open(struct inode *inode, struct file *file)
 	init_waitqueue_head(&vdev->read_wait);
 
 	spin_lock_irqsave(&vhost->lock, flags);
-	for (num = 0; num < VHBA_MAX_DEVICES; num++)
-		if (!vhost->devs[num])
-			break;
-	if (num == VHBA_MAX_DEVICES) {
+	num = find_first_zero_bit(vhost->busy_map, VHBA_MAX_DEVICES);
+	if (num >= VHBA_MAX_DEVICES) {
 		spin_unlock_irqrestore(&vhost->lock, flags);
 		kfree(vdev);
 		return -EBUSY;
 	}
 	vdev->num = num;
 	vhost->devs[num] = vdev;
+	__set_bit(num, vhost->busy_map);
 	__set_bit(num, vhost->add_map);
 	spin_unlock_irqrestore(&vhost->lock, flags);
 
@@ -1007,9 +1242,10 @@ static int vhba_ctl_open(struct inode *inode, struct file *file)
 
 /*
  * release(): the responder is gone.  Process context; no read(), write()
- * or ioctl() on this fd can be running.  Direct reads in flight finish
- * first; unanswered commands fail with DID_NO_CONNECT, the SCSI device is
- * removed asynchronously.
+ * or ioctl() on this fd can be running.  Every command left fails with
+ * DID_NO_CONNECT at once, direct reads in flight included (their work
+ * items throw the data away); only one storing data is waited for.  The
+ * SCSI device is removed asynchronously, and its number freed after that.
  */
 static int vhba_ctl_release(struct inode *inode, struct file *file)
 {
@@ -1025,34 +1261,34 @@ static int vhba_ctl_release(struct inode *inode, struct file *file)
 	__set_bit(vdev->num, vhost->remove_map);
 	backing = vdev->backing;
 	vdev->backing = NULL;
-	spin_unlock_irqrestore(&vhost->lock, flags);
-
-	wait_event(vhost->slot_wait, !vhba_dev_reading_direct(vdev, NULL));
-	vhba_backing_put(backing);
-
-	spin_lock_irqsave(&vhost->lock, flags);
 	list_splice_tail_init(&vdev->active, &vdev->pending);
-	list_for_each_entry_safe(slot, next, &vdev->pending, node) {
-		WARN_ON_ONCE(slot->state == VHBA_SLOT_READING ||
-			     slot->state == VHBA_SLOT_WRITING ||
-			     slot->state == VHBA_SLOT_DIRECT);
-		slot->vdev = NULL;
-		if (slot->aborting) {
-			/* its abort handler finishes it */
-			list_del_init(&slot->node);
+	while ((slot = list_first_entry_or_null(&vdev->pending,
+						struct vhba_slot, node))) {
+		if (slot->state == VHBA_SLOT_FILLING) {
+			vhba_slot_wait(vhost, slot, &flags);
 			continue;
 		}
+		WARN_ON_ONCE(slot->state == VHBA_SLOT_READING ||
+			     slot->state == VHBA_SLOT_WRITING);
+		slot->vdev = NULL;
 		slot->state = VHBA_SLOT_COMPLETING;
 		list_move_tail(&slot->node, &done);
 	}
 	spin_unlock_irqrestore(&vhost->lock, flags);
 
-	list_for_each_entry_safe(slot, next, &done, node)
+	list_for_each_entry_safe(slot, next, &done, node) {
+		list_del_init(&slot->node);
 		vhba_slot_complete(vhost, slot, DID_NO_CONNECT << 16,
 				   scsi_bufflen(slot->cmd));
+	}
+	vhba_backing_put(backing);
 
 	schedule_work(&vhost->sync_work);
 	kfree(vdev);
+#ifdef VHBA_INJECT_UAF
+	/* test only (make INJECT=uaf): a debug kernel must report this read */
+	pr_info("closed device %u\n", READ_ONCE(vdev->num));
+#endif
 	return 0;
 }
 
@@ -1116,7 +1352,8 @@ static void vhba_sdev_add(struct vhba_host *vhost, unsigned int num)
  * Work item on the system workqueue: brings the SCSI devices in line with
  * the open fds.  For each device number a pending removal (of the device
  * of a closed fd) is done before a pending addition, and an addition is
- * skipped if its fd has been closed meanwhile.
+ * skipped if its fd has been closed meanwhile.  A removed device's number
+ * becomes free for open() only here, once scsi_remove_device() returned.
  */
 static void vhba_sync_work(struct work_struct *work)
 {
@@ -1133,8 +1370,13 @@ static void vhba_sync_work(struct work_struct *work)
 		      vhost->devs[num];
 		spin_unlock_irqrestore(&vhost->lock, flags);
 
-		if (remove)
+		if (remove) {
 			vhba_sdev_remove(vhost, num);
+			spin_lock_irqsave(&vhost->lock, flags);
+			if (!vhost->devs[num])
+				__clear_bit(num, vhost->busy_map);
+			spin_unlock_irqrestore(&vhost->lock, flags);
+		}
 		if (add)
 			vhba_sdev_add(vhost, num);
 	}
@@ -1143,12 +1385,13 @@ static void vhba_sync_work(struct work_struct *work)
 /* Platform probe: creates the SCSI host.  Process context. */
 static int vhba_probe(struct platform_device *pdev)
 {
-	unsigned int nr_slots, max_sectors, i;
+	unsigned int nr_slots, depth, max_sectors, i;
 	struct Scsi_Host *shost;
 	struct vhba_host *vhost;
 	int ret;
 
 	nr_slots = clamp(vhba_can_queue, 1, VHBA_CAN_QUEUE_MAX);
+	depth = clamp_t(int, vhba_queue_depth, 1, nr_slots);
 	max_sectors = clamp(vhba_max_sectors, VHBA_MAX_SECTORS_DEF,
 			    VHBA_MAX_SECTORS_MAX);
 
@@ -1168,7 +1411,7 @@ static int vhba_probe(struct platform_device *pdev)
 	shost->max_lun = 1;
 	shost->max_cmd_len = VHBA_MAX_CDB;
 	shost->can_queue = nr_slots;
-	shost->cmd_per_lun = nr_slots;
+	shost->cmd_per_lun = depth;
 	shost->max_sectors = max_sectors;
 	/* one page per segment, plus one for a buffer not page aligned */
 	shost->sg_tablesize = max_t(unsigned int, VHBA_SG_TABLESIZE,
@@ -1188,8 +1431,10 @@ static int vhba_probe(struct platform_device *pdev)
 		goto err_put_host;
 	}
 	vhost->nr_slots = nr_slots;
+	vhost->direct_max = DIV_ROUND_UP(nr_slots, 2);
 	for (i = 0; i < nr_slots; i++) {
 		vhost->slots[i].tag = i;
+		vhost->slots[i].vhost = vhost;
 		INIT_WORK(&vhost->slots[i].direct_work, vhba_direct_work);
 		list_add_tail(&vhost->slots[i].node, &vhost->free_slots);
 	}
@@ -1201,8 +1446,9 @@ static int vhba_probe(struct platform_device *pdev)
 	platform_set_drvdata(pdev, vhost);
 	/* publish only a fully set up host; pairs with vhba_ctl_open() */
 	smp_store_release(&vhba_host_ptr, vhost);
-	dev_info(&pdev->dev, "host%u: can_queue %u, max_sectors %u\n",
-		 shost->host_no, nr_slots, max_sectors);
+	dev_info(&pdev->dev,
+		 "host%u: can_queue %u, queue_depth %u, max_sectors %u\n",
+		 shost->host_no, nr_slots, depth, max_sectors);
 	return 0;
 
 err_free_slots:
@@ -1214,16 +1460,21 @@ err_put_host:
 
 /*
  * Platform remove: process context, only at module unload (manual unbind
- * is suppressed), so no control fd is open and no new work gets queued.
+ * is suppressed), so no control fd is open and no direct read is in
+ * flight (each holds a module reference); the last ones may still be
+ * returning, so the workqueue is flushed before the slots go.  The mirror
+ * of vhba_probe().
  */
 static void vhba_remove(struct platform_device *pdev)
 {
 	struct vhba_host *vhost = platform_get_drvdata(pdev);
 	struct Scsi_Host *shost = vhost->shost;
 
+	/* unpublish first: pairs with vhba_ctl_open(), which then fails */
 	smp_store_release(&vhba_host_ptr, NULL);
 	flush_work(&vhost->sync_work);
 	scsi_remove_host(shost);
+	flush_workqueue(vhba_direct_wq);
 	kfree(vhost->slots);
 	scsi_host_put(shost);
 }

@@ -64,6 +64,48 @@ static inline ssize_t vhba_file_read(struct file *file, void *buf, size_t len,
 }
 
 /*
+ * Whether kernel_read() can read @file.  5.10 removed set_fs(), so since
+ * then kernel reads go through ->read_iter only; before, ->read did too.
+ */
+static inline bool vhba_file_kernel_readable(struct file *file)
+{
+	if (!(file->f_mode & FMODE_CAN_READ))
+		return false;
+#if VHBA_KERNEL_SINCE(5, 10, 0)
+	return file->f_op->read_iter;
+#else
+	return true;
+#endif
+}
+
+/*
+ * Whether @sb is a stacked filesystem (overlayfs, ecryptfs), whose files
+ * read from files of another filesystem.  3.18 added s_stack_depth with
+ * overlayfs; before it, no such filesystem was stacked on a block device.
+ */
+static inline bool vhba_sb_stacked(struct super_block *sb)
+{
+#if VHBA_KERNEL_SINCE(3, 18, 0)
+	return sb->s_stack_depth > 0;
+#else
+	return false;
+#endif
+}
+
+/* A buffer of @size bytes, physically contiguous if that comes cheap. */
+static inline void *vhba_kvmalloc(size_t size)
+{
+#if VHBA_KERNEL_SINCE(4, 12, 0)
+	/* 4.12: kvmalloc() tries kmalloc() and falls back to vmalloc() */
+	return kvmalloc(size, GFP_KERNEL);
+#else
+	void *p = kmalloc(size, GFP_KERNEL | __GFP_NOWARN | __GFP_NORETRY);
+
+	return p ? p : vmalloc(size);
+#endif
+}
+
+/*
  * Flag asking for a per-CPU workqueue.  6.17 added WQ_PERCPU so that
  * callers say so explicitly (unbound is to become the default); before,
  * per-CPU was what no flag meant.
