@@ -6,7 +6,10 @@ that, under ``--dist loadgroup``, one worker owns one cell and its guest.
 
 Around every test the harness writes a marker to /dev/kmsg, and afterwards
 fails the test if its slice of the kernel log holds BUG/WARNING/Oops-class
-lines or the kernel picked up a new taint bit.  Results are written by the
+lines or the kernel picked up a new taint bit.  A debug kernel's sanitizer
+report (KASAN, lockdep, kmemleak, ...) in that window makes the test
+SANITIZER instead, whatever the test itself did: the record names each
+finding and links its report text.  Results are written by the
 worker that ran the test into ``<run-dir>/cells/<cell>/tests.jsonl``; the
 ``vhba-lab run`` command turns those into the report.
 """
@@ -16,11 +19,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from lab.cellenv import CellEnv, media_set
+from lab.cellenv import CellEnv, HealthVerdict, media_set
 from lab.cells import REFERENCE_KERNEL, CellSpec
 from lab.context import LabContext
 
@@ -122,6 +126,17 @@ def _test_name(item: pytest.Item) -> tuple[str, str]:
     return group, f"{group}/{name}"
 
 
+@dataclass(frozen=True)
+class SanitizerHit:
+    """Sanitizer findings of one test's call, handed from the health hook to the record."""
+
+    verdict: HealthVerdict
+    own_outcome: bool  # the test itself failed or skipped (its message is kept too)
+
+
+SANITIZER_HIT = pytest.StashKey[SanitizerHit]()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     env: CellEnv | None = item.funcargs.get("cell")  # type: ignore[attr-defined]
@@ -132,9 +147,11 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     if health is not None and env is not None:
         name = _test_name(item)[1]
         slice_path = env.cell_dir / "tests" / name.replace("/", "__") / "dmesg.txt"
-        problem = env.health_end(health, slice_path)
-        if problem and outcome.excinfo is None:
-            outcome.force_exception(AssertionError(f"kernel health: {problem}"))
+        verdict = env.health_end(health, slice_path)
+        if verdict.findings:
+            item.stash[SANITIZER_HIT] = SanitizerHit(verdict, outcome.excinfo is not None)
+        if verdict.problem and outcome.excinfo is None:
+            outcome.force_exception(AssertionError(f"kernel health: {verdict.problem}"))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -156,7 +173,10 @@ def _record(item: pytest.Item, report: pytest.TestReport, cell_id: str) -> None:
     if run_dir is None:
         return
     group, name = _test_name(item)
-    if report.skipped:
+    hit = item.stash.get(SANITIZER_HIT, None) if report.when == "call" else None
+    if hit is not None:
+        status = "sanitizer"  # the kernel proved a bug: worse than anything the test said
+    elif report.skipped:
         status = "skip"
     elif report.passed:
         status = "pass"
@@ -164,16 +184,10 @@ def _record(item: pytest.Item, report: pytest.TestReport, cell_id: str) -> None:
         status = "error"
     else:
         status = "fail"
-    message = None
-    if not report.passed:
-        if report.skipped and isinstance(report.longrepr, tuple):
-            message = str(report.longrepr[2])
-        else:
-            # The crash line ("AssertionError: size 2048 != 3440640") says what broke;
-            # the last line of the traceback would only name the file.
-            crash = getattr(report.longrepr, "reprcrash", None)
-            text = crash.message if crash is not None else report.longreprtext
-            message = " ".join(text.strip().splitlines()[:3])[:500] if text else None
+    message = _message(report)
+    if hit is not None:
+        own = f"; the test itself: {message}" if hit.own_outcome and message else ""
+        message = f"{hit.verdict.problem}{own}"[:500]
     cell_dir = Path(run_dir) / "cells" / cell_id
     artifacts = {}
     slice_rel = Path("tests") / name.replace("/", "__") / "dmesg.txt"
@@ -186,10 +200,34 @@ def _record(item: pytest.Item, report: pytest.TestReport, cell_id: str) -> None:
         artifacts["log"] = str(log_rel)
     elif "dmesg" in artifacts:
         artifacts["log"] = artifacts["dmesg"]
+    findings = []
+    if hit is not None:
+        # health_end wrote them next to the slice, in this test's directory
+        for label, path in hit.verdict.artifacts.items():
+            artifacts[label] = str(slice_rel.parent / path.name)
+        findings = [
+            {"kind": s.finding.kind.value, "title": s.finding.title,
+             "artifact": str(slice_rel.parent / s.path.name)}
+            for s in hit.verdict.findings
+        ]  # fmt: skip
     line = {
         "name": name, "group": group, "status": status, "duration_s": round(report.duration, 3),
-        "message": message, "artifacts": artifacts, "finished": time.time(),
+        "message": message, "artifacts": artifacts, "findings": findings,
+        "finished": time.time(),
     }  # fmt: skip
     cell_dir.mkdir(parents=True, exist_ok=True)
     with (cell_dir / "tests.jsonl").open("a") as fh:
         fh.write(json.dumps(line) + "\n")
+
+
+def _message(report: pytest.TestReport) -> str | None:
+    """What the report says went wrong, in one line (None when it passed)."""
+    if report.passed:
+        return None
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])
+    # The crash line ("AssertionError: size 2048 != 3440640") says what broke;
+    # the last line of the traceback would only name the file.
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else report.longreprtext
+    return " ".join(text.strip().splitlines()[:3])[:500] if text else None

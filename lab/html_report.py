@@ -9,6 +9,11 @@ artifact is printed as "missing", never as a dead link.
 All text that comes from results (test names, messages, paths) goes through
 :func:`html.escape`; paths are additionally URL-quoted before they become
 ``href`` values.
+
+A SANITIZER result is shown by its kind, not its status word: the badge says
+"KASAN" (or "LOCKDEP", ...) and links the report text, in the test's row and
+on the cell's column, because the kind is what tells a developer which bug
+the kernel proved.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from lab.results import (
+    BAD,
     CELL_ARTIFACTS,
     RESULTS_FILE,
     TEST_LOG,
     Cell,
     Run,
+    SanitizerFinding,
     Status,
     TestResult,
     artifact_file,
@@ -33,6 +40,10 @@ from lab.results import (
 INDEX_FILE = "index.html"
 
 STATUS_HELP = {
+    Status.SANITIZER: (
+        "a kernel sanitizer (KASAN, UBSAN, lockdep, kmemleak, ...) reported a bug during the "
+        "test; the badge names it and links the report"
+    ),
     Status.FAIL: "the module (or responder) under test misbehaved",
     Status.ERROR: "the harness broke (boot timeout, panic, infrastructure): not a module verdict",
     Status.PASS: "the test passed",
@@ -43,6 +54,7 @@ STATUS_HELP = {
 CSS = """
 :root { --fg:#1f2328; --muted:#59636e; --line:#d1d9e0; --bg:#ffffff; --panel:#f6f8fa;
   --pass-bg:#d7f5dd; --pass-fg:#0f5323; --pass-bd:#8fd6a0;
+  --san-bg:#4a1070; --san-fg:#ffffff; --san-bd:#2a0845;
   --fail-bg:#cf222e; --fail-fg:#ffffff; --fail-bd:#a40e26;
   --error-bg:#ffd8a8; --error-fg:#6b3300; --error-bd:#e8913a;
   --known-bg:#dde4ff; --known-fg:#2b3a99; --known-bd:#a5b4fc;
@@ -74,6 +86,8 @@ h2 { font-size:16px; margin:22px 0 8px; }
   text-decoration:none; white-space:nowrap; }
 a.badge:hover, a.badge:focus { outline:2px solid #0b57d0; outline-offset:1px; }
 .badge.pass { background:var(--pass-bg); color:var(--pass-fg); border-color:var(--pass-bd); }
+.badge.sanitizer { background:var(--san-bg); color:var(--san-fg); border-color:var(--san-bd);
+  box-shadow: inset 0 -2px 0 var(--fail-bg); }
 .badge.fail { background:var(--fail-bg); color:var(--fail-fg); border-color:var(--fail-bd); }
 .badge.error { color:var(--error-fg); border-color:var(--error-bd); border-style:dashed;
   background:repeating-linear-gradient(135deg,var(--error-bg) 0 6px,#ffe9cc 6px 12px); }
@@ -89,6 +103,7 @@ table.matrix th, table.matrix td { border-bottom:1px solid var(--line);
   border-right:1px solid var(--line); padding:5px 8px; }
 table.matrix thead th { position:sticky; top:0; z-index:2; background:var(--panel);
   vertical-align:top; text-align:left; font-weight:400; width:190px; min-width:170px; }
+table.matrix thead th.col-sanitizer { box-shadow: inset 0 4px 0 var(--san-bg); }
 table.matrix thead th.col-fail { box-shadow: inset 0 4px 0 var(--fail-bg); }
 table.matrix thead th.col-error { box-shadow: inset 0 4px 0 var(--error-bd); }
 table.matrix th.corner { left:0; z-index:3; min-width:250px; vertical-align:bottom;
@@ -119,6 +134,8 @@ section.cell-detail pre { background:var(--panel); padding:6px 8px; border-radiu
   white-space:pre-wrap; word-break:break-word; margin:4px 0 8px; font-size:12px; }
 section.cell-detail code.repro { max-width:none; }
 ul.failures { margin:4px 0; padding-left:18px; }
+ul.findings { margin:4px 0 8px; padding-left:18px; list-style:none; }
+ul.findings li { margin:2px 0; }
 footer { padding:12px 24px; color:var(--muted); font-size:12px; border-top:1px solid var(--line); }
 """.strip()
 
@@ -135,13 +152,25 @@ def _anchor(cell_id: str) -> str:
     return f"cell-{cell_id}"
 
 
-def _badge(status: Status, *, href: str | None = None, title: str | None = None) -> str:
+def _badge(
+    status: Status, *, href: str | None = None, title: str | None = None, text: str | None = None
+) -> str:
+    """A status badge; ``text`` replaces the status word (a sanitizer kind, e.g. "KASAN")."""
     attrs = f' class="badge {status.value}"'
     if title:
         attrs += f' title="{_e(title)}"'
+    label = _e(text) if text else status.label
     if href:
-        return f'<a{attrs} href="{_href(href)}">{status.label}</a>'
-    return f"<span{attrs}>{status.label}</span>"
+        return f'<a{attrs} href="{_href(href)}">{label}</a>'
+    return f"<span{attrs}>{label}</span>"
+
+
+def _kinds_text(findings: list[SanitizerFinding]) -> str | None:
+    """Badge text naming the sanitizers: "KASAN", "KASAN +1" (more kinds), None if none."""
+    kinds = list(dict.fromkeys(f.label for f in findings))
+    if not kinds:
+        return None
+    return kinds[0] + (f" +{len(kinds) - 1}" if len(kinds) > 1 else "")
 
 
 def _duration(seconds: float) -> str:
@@ -226,6 +255,8 @@ class _Page:
         facts_html = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in facts)
         chips = [f"<span>{len(run.cells)} cells, {sum(counts.values())} results:</span>"]
         for status in Status:
+            if status is Status.SANITIZER and not counts[status]:
+                continue  # ordinary kernels have no sanitizers: no "SANITIZER 0" chip
             chips.append(
                 f'<span>{_badge(status)}<span class="count">{counts[status]}</span></span>'
             )
@@ -281,7 +312,7 @@ class _Page:
 
         foot = ['<th scope="row">reproduce</th>']
         for cell in self.cells:
-            if cell.overall in (Status.FAIL, Status.ERROR) and cell.reproducer:
+            if cell.overall in (*BAD, Status.ERROR) and cell.reproducer:
                 foot.append(f'<td><code class="repro">{_e(cell.reproducer)}</code></td>')
             else:
                 foot.append("<td></td>")
@@ -306,9 +337,15 @@ class _Page:
         ]
         arts_html = "".join(f"<li>{a}</li>" for a in arts)
         detail = ""
-        if status in (Status.FAIL, Status.ERROR):
+        if status in (*BAD, Status.ERROR):
             detail = f' <a href="#{_e(_anchor(cell.cell_id))}">details</a>'
         title = cell.message or STATUS_HELP[status]
+        badge = _badge(status, title=title)
+        if status is Status.SANITIZER:
+            findings = cell.findings
+            title = "\n".join(f.headline for f in findings[:10]) or title
+            href = self.report_link(findings)
+            badge = _badge(status, href=href, title=title, text=_kinds_text(findings))
         return (
             f'<th scope="col" class="col col-{status.value}" data-cell="{_e(cell.cell_id)}">'
             f'<div class="series">{_e(k.get("series", "?"))}</div>'
@@ -316,7 +353,7 @@ class _Page:
             f'<div class="abi">{_e(k.get("release", "?"))} · {_e(k.get("version", "?"))}</div>'
             f'<div class="combo"><b>{_e(cell.module)}</b> module / '
             f"<b>{_e(cell.responder)}</b> responder · {_e(cell.accel)}</div>"
-            f"{_badge(status, title=title)}{detail}"
+            f"{badge}{detail}"
             f'<ul class="arts">{arts_html}</ul>'
             "</th>"
         )
@@ -331,17 +368,30 @@ class _Page:
         title = f"{test.name}: {test.status.label}"
         if test.status is Status.KNOWN and test.known_failure:
             title += f" (known failure: {test.known_failure.get('reason', '')})"
-        if test.message:
+        if test.findings:
+            title = f"{test.name}: {test.status.label}\n" + "\n".join(
+                f.headline for f in test.findings[:10]
+            )
+        elif test.message:
             title += f"\n{test.message[:400]}"
         new = ""
         if (cell.cell_id, name) in self.new_failures:
             new = '<span class="new">new</span>'
-        badge = _badge(test.status, href=log, title=title)
+        badge = _badge(test.status, href=log, title=title, text=_kinds_text(test.findings))
         return f'<td {attrs} data-status="{test.status.value}">{badge}{new}</td>'
 
+    def report_link(self, findings: list[SanitizerFinding]) -> str | None:
+        """The first sanitizer report text that exists, for a badge to link."""
+        return next((f.artifact for f in findings if self.exists(f.artifact)), None)
+
     def test_log(self, test: TestResult) -> str | None:
-        """The artifact a badge links to: the test's 'log' if present, else its first file."""
-        preferred = [test.artifacts.get(TEST_LOG), *test.artifacts.values()]
+        """The artifact a badge links to: a sanitizer report first, else the test's 'log'
+        if present, else its first file."""
+        preferred = [
+            *(f.artifact for f in test.findings),
+            test.artifacts.get(TEST_LOG),
+            *test.artifacts.values(),
+        ]
         for rel in preferred:
             if rel and self.exists(rel):
                 return rel
@@ -350,7 +400,7 @@ class _Page:
     # -- details -------------------------------------------------------------
 
     def details(self) -> str:
-        bad = [c for c in self.cells if c.overall in (Status.FAIL, Status.ERROR)]
+        bad = [c for c in self.cells if c.overall in (*BAD, Status.ERROR)]
         if not bad:
             return (
                 '<section aria-labelledby="fail-h"><h2 id="fail-h">Failures</h2>'
@@ -360,7 +410,7 @@ class _Page:
         for cell in bad:
             out.append(
                 f'<section class="cell-detail" id="{_e(_anchor(cell.cell_id))}">'
-                f"<h3>{_badge(cell.overall)} {_e(cell.cell_id)}"
+                f"<h3>{_badge(cell.overall, text=_kinds_text(cell.findings))} {_e(cell.cell_id)}"
                 f' <span class="abi">{_e(cell.kernel.get("abi", ""))}</span></h3>'
             )
             if cell.status is not Status.PASS:
@@ -370,12 +420,13 @@ class _Page:
                 )
             items = []
             for test in cell.tests:
-                if test.status not in (Status.FAIL, Status.ERROR):
+                if test.status not in (*BAD, Status.ERROR):
                     continue
                 log = self.test_log(test)
                 name = f'<a href="{_href(log)}">{_e(test.name)}</a>' if log else _e(test.name)
                 items.append(
-                    f"<li>{_badge(test.status)} {name}"
+                    f"<li>{_badge(test.status, text=_kinds_text(test.findings))} {name}"
+                    f"{self.findings_list(test.findings)}"
                     f"<pre>{_e(test.message or '(no message)')}</pre></li>"
                 )
             if items:
@@ -385,6 +436,23 @@ class _Page:
             out.append("</section>")
         out.append("</section>")
         return "".join(out)
+
+    def findings_list(self, findings: list[SanitizerFinding]) -> str:
+        """Each sanitizer report: its kind, its first line, a link to its text."""
+        if not findings:
+            return ""
+        items = []
+        for finding in findings:
+            kind = _badge(
+                Status.SANITIZER,
+                href=finding.artifact if self.exists(finding.artifact) else None,
+                text=finding.label,
+            )
+            items.append(
+                f"<li>{kind} <code>{_e(finding.headline)}</code> "
+                f"{self.link(finding.artifact, 'report')}</li>"
+            )
+        return f'<ul class="findings">{"".join(items)}</ul>'
 
     def known(self) -> str:
         rows = [(c, t) for c in self.cells for t in c.tests if t.status is Status.KNOWN]

@@ -1,6 +1,9 @@
 """JUnit XML for CI systems: one ``<testsuite>`` per cell.
 
 CI dashboards only know passed / failure / error / skipped, so the mapping is:
+SANITIZER -> ``<failure type="KASAN" message="BUG: KASAN: ...">`` with the
+report texts as content (the kind in ``type`` is what a dashboard groups by,
+the report is what a developer needs, without opening the run directory),
 FAIL -> ``<failure>``, ERROR -> ``<error>`` (the harness broke, kept apart
 from module bugs), KNOWN -> ``<skipped message="known failure: reason">``,
 SKIP -> ``<skipped>``.  A cell whose own status is not PASS (boot timeout,
@@ -10,20 +13,26 @@ ran a test still shows up red in CI instead of vanishing.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from lab.results import Cell, Run, Status, TestResult
+from lab.results import BAD, Cell, Run, Status, TestResult, artifact_file
 
 SETUP_CASE = "cell-setup"
+#: Per report in a ``<failure>``: a runaway report must not make junit.xml huge.
+MAX_REPORT_CHARS = 64 * 1024
+# Characters XML 1.0 cannot carry at all; a kernel log can hold them (ANSI escapes).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
-def to_element(run: Run) -> ET.Element:
+def to_element(run: Run, run_dir: Path | None = None) -> ET.Element:
+    """The document; sanitizer report texts are read from ``run_dir`` when given."""
     root = ET.Element("testsuites", name=f"vhba-lab {run.run_id}")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     total_time = 0.0
     for cell in run.sorted_cells():
-        suite = _suite(cell, run)
+        suite = _suite(cell, run, run_dir)
         root.append(suite)
         for key in totals:
             totals[key] += int(suite.get(key, "0"))
@@ -34,7 +43,7 @@ def to_element(run: Run) -> ET.Element:
     return root
 
 
-def _suite(cell: Cell, run: Run) -> ET.Element:
+def _suite(cell: Cell, run: Run, run_dir: Path | None) -> ET.Element:
     suite = ET.Element(
         "testsuite",
         name=cell.cell_id,
@@ -69,9 +78,9 @@ def _suite(cell: Cell, run: Run) -> ET.Element:
 
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for test in cases:
-        suite.append(_case(cell, test))
+        suite.append(_case(cell, test, run_dir))
         counts["tests"] += 1
-        if test.status is Status.FAIL:
+        if test.status in BAD:
             counts["failures"] += 1
         elif test.status is Status.ERROR:
             counts["errors"] += 1
@@ -82,13 +91,21 @@ def _suite(cell: Cell, run: Run) -> ET.Element:
     return suite
 
 
-def _case(cell: Cell, test: TestResult) -> ET.Element:
+def _case(cell: Cell, test: TestResult, run_dir: Path | None) -> ET.Element:
     case = ET.Element(
         "testcase", classname=cell.cell_id, name=test.name, time=f"{test.duration_s:.3f}"
     )
     message = test.message or ""
     first_line = message.splitlines()[0] if message else ""
-    if test.status is Status.FAIL:
+    if test.status is Status.SANITIZER:
+        findings = test.findings
+        kinds = "+".join(k.label for k in test.kinds) or "sanitizer"
+        summary = findings[0].headline if findings else first_line or "kernel sanitizer report"
+        if len(findings) > 1:
+            summary += f" (+{len(findings) - 1} more)"
+        failure = ET.SubElement(case, "failure", message=summary, type=kinds)
+        failure.text = _sanitizer_details(cell, test, run_dir)
+    elif test.status is Status.FAIL:
         failure = ET.SubElement(case, "failure", message=first_line or "failed", type="fail")
         failure.text = _details(cell, test)
     elif test.status is Status.ERROR:
@@ -114,8 +131,23 @@ def _details(cell: Cell, test: TestResult) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def write_junit(run: Run, path: Path) -> Path:
-    tree = ET.ElementTree(to_element(run))
+def _sanitizer_details(cell: Cell, test: TestResult, run_dir: Path | None) -> str:
+    parts = [_details(cell, test)]
+    for finding in test.findings:
+        path = artifact_file(run_dir, finding.artifact) if run_dir is not None else None
+        if path is None:
+            parts.append(f"{finding.label} report: {finding.artifact} (not available)")
+            continue
+        text = _NOT_XML.sub("?", path.read_text(encoding="utf-8", errors="replace"))
+        if len(text) > MAX_REPORT_CHARS:
+            text = text[:MAX_REPORT_CHARS] + f"\n... (cut; the whole report is {finding.artifact})"
+        parts.append(f"{finding.label} report ({finding.artifact}):\n{text.rstrip()}")
+    return "\n\n".join(p for p in parts if p)
+
+
+def write_junit(run: Run, path: Path, run_dir: Path | None = None) -> Path:
+    """Write junit.xml; report texts come from ``run_dir`` (default: the file's directory)."""
+    tree = ET.ElementTree(to_element(run, run_dir if run_dir is not None else path.parent))
     ET.indent(tree)
     tree.write(path, encoding="utf-8", xml_declaration=True)
     return path

@@ -5,7 +5,8 @@ with one addition: every entry expires.  A matching, unexpired entry turns a
 FAIL into KNOWN; once the date has passed, the same match is a FAIL again with
 a message asking someone to re-check the bug or extend the entry, so the list
 cannot silently grow stale.  ERROR results are never masked: they say the
-harness broke, which no entry can excuse.
+harness broke, which no entry can excuse; nor are SANITIZER results: the
+kernel proved a memory or locking bug, whatever the test is known to do.
 
 The file format is documented in ``conformance/known-failures.toml``.
 """
@@ -251,6 +252,6 @@ def now_passing(run: Run, entries: list[KnownFailure]) -> list[KnownFailure]:
                     continue
                 if test.status is Status.PASS:
                     passed.add(i)
-                elif test.status in (Status.FAIL, Status.KNOWN):
+                elif test.status in (Status.SANITIZER, Status.FAIL, Status.KNOWN):
                     failed.add(i)
     return [e for i, e in enumerate(entries) if i in passed and i not in failed]

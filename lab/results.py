@@ -6,9 +6,16 @@ guest; a cell has tests.  Everything the report writers need is in these
 dataclasses, so junit.xml, summary.md and index.html can never disagree with
 results.json: they are all rendered from the same :class:`Run`.
 
-Statuses follow KCIDB's ordering so "worst of" is well defined::
+Statuses follow KCIDB's ordering so "worst of" is well defined, with one
+status above it::
 
-    fail > error > pass > known > skip
+    sanitizer > fail > error > pass > known > skip
+
+``sanitizer`` means a debug kernel's sanitizer (KASAN, UBSAN, lockdep,
+kmemleak, ...) reported a bug while the test ran (see :mod:`lab.sanitizers`):
+the kernel itself proved a memory or locking bug, which is worse than a test
+assertion and is never masked by a known-failure entry.  Such a test carries
+its ``findings``, each linking the report's text.
 
 ``error`` means the harness broke (boot timeout, guest panic outside a test,
 lost ssh, infrastructure): the module's behaviour is unknown, so it is never
@@ -37,6 +44,7 @@ import jsonschema
 
 from lab.errors import LabError, UsageError
 from lab.paths import repo_root
+from lab.sanitizers import Kind, headline
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,7 @@ TEST_LOG = "log"
 class Status(str, Enum):
     """A KCIDB-style ordered verdict; compare with :attr:`severity`, not ``<``."""
 
+    SANITIZER = "sanitizer"
     FAIL = "fail"
     ERROR = "error"
     PASS = "pass"
@@ -70,7 +79,7 @@ class Status(str, Enum):
 
     @property
     def severity(self) -> int:
-        """Higher is worse: fail 4, error 3, pass 2, known 1, skip 0."""
+        """Higher is worse: sanitizer 5, fail 4, error 3, pass 2, known 1, skip 0."""
         return _SEVERITY[self]
 
     @property
@@ -87,7 +96,39 @@ class Status(str, Enum):
         return max(found, key=lambda s: s.severity)
 
 
-_SEVERITY = {Status.FAIL: 4, Status.ERROR: 3, Status.PASS: 2, Status.KNOWN: 1, Status.SKIP: 0}
+_SEVERITY = {
+    Status.SANITIZER: 5,
+    Status.FAIL: 4,
+    Status.ERROR: 3,
+    Status.PASS: 2,
+    Status.KNOWN: 1,
+    Status.SKIP: 0,
+}
+
+#: Statuses that say the module (or the kernel running it) is wrong: red in
+#: every report, exit code 1, listed with their reproducer.
+BAD = (Status.SANITIZER, Status.FAIL)
+
+
+@dataclass(frozen=True)
+class SanitizerFinding:
+    """One sanitizer report a test triggered: what found it, its first line, its text file.
+
+    The report text itself stays in the artifact file (it can be long); the
+    record keeps what a matrix badge and a junit message need.
+    """
+
+    kind: Kind
+    title: str
+    artifact: str  # path under the run dir, also listed in the test's artifacts
+
+    @property
+    def label(self) -> str:
+        return self.kind.label
+
+    @property
+    def headline(self) -> str:
+        return headline(self.kind, self.title)
 
 
 @dataclass
@@ -103,6 +144,12 @@ class TestResult:
     message: str | None = None
     artifacts: dict[str, str] = field(default_factory=dict)  # label -> path under run dir
     known_failure: dict[str, Any] | None = None  # the matching known-failures entry
+    findings: list[SanitizerFinding] = field(default_factory=list)  # status SANITIZER
+
+    @property
+    def kinds(self) -> list[Kind]:
+        """The sanitizer kinds this test's findings name, first-seen order, once each."""
+        return list(dict.fromkeys(f.kind for f in self.findings))
 
 
 @dataclass
@@ -147,6 +194,12 @@ class Cell:
         yield from self.artifacts.values()
         for test in self.tests:
             yield from test.artifacts.values()
+            yield from (f.artifact for f in test.findings)
+
+    @property
+    def findings(self) -> list[SanitizerFinding]:
+        """Every sanitizer finding of the cell's tests, in test order."""
+        return [f for test in self.tests for f in test.findings]
 
 
 @dataclass
@@ -174,9 +227,9 @@ class Run:
         """Exit code and the reason for it.
 
         0: every test passed, was a known failure, or was skipped;
-        1: any FAIL — a module bug wins over harness trouble, because it is the
-           actionable signal and KCIDB orders it first (ERROR cells are still
-           listed in every report);
+        1: any SANITIZER or FAIL — a module bug wins over harness trouble,
+           because it is the actionable signal and KCIDB orders it first (ERROR
+           cells are still listed in every report);
         2: any ERROR, or no test ran at all (no cells, or all skipped): missing
            results must not look green (TuxRun's rule);
         3: reserved for usage errors (:class:`lab.errors.UsageError`), never
@@ -185,9 +238,14 @@ class Run:
         if not self.cells:
             return 2, "no cells ran: results are missing"
         statuses = [c.overall for c in self.cells]
-        if Status.FAIL in statuses:
-            n = statuses.count(Status.FAIL)
-            return 1, f"{n} cell(s) failed"
+        if Status.SANITIZER in statuses or Status.FAIL in statuses:
+            reasons = []
+            if Status.SANITIZER in statuses:
+                n = statuses.count(Status.SANITIZER)
+                reasons.append(f"{n} cell(s) with kernel sanitizer findings")
+            if Status.FAIL in statuses:
+                reasons.append(f"{statuses.count(Status.FAIL)} cell(s) failed")
+            return 1, ", ".join(reasons)
         if Status.ERROR in statuses:
             n = statuses.count(Status.ERROR)
             return 2, f"{n} cell(s) hit a harness error (not a module verdict)"
@@ -274,6 +332,10 @@ def _cell_to_json(cell: Cell) -> dict[str, Any]:
                 "message": t.message,
                 "artifacts": dict(t.artifacts),
                 "known_failure": dict(t.known_failure) if t.known_failure else None,
+                "findings": [
+                    {"kind": f.kind.value, "title": f.title, "artifact": f.artifact}
+                    for f in t.findings
+                ],
             }
             for t in cell.tests
         ],
@@ -302,6 +364,10 @@ def _cell_from_json(data: dict[str, Any]) -> Cell:
                 message=t.get("message"),
                 artifacts=dict(t["artifacts"]),
                 known_failure=dict(t["known_failure"]) if t.get("known_failure") else None,
+                findings=[
+                    SanitizerFinding(Kind(f["kind"]), f["title"], f["artifact"])
+                    for f in t.get("findings", [])
+                ],
             )
             for t in data["tests"]
         ],
@@ -395,24 +461,28 @@ class Transition:
     after: Status
 
 
-def _transitions(prev: Run, cur: Run, before: Status, after: Status) -> list[Transition]:
+def _transitions(
+    prev: Run, cur: Run, before: tuple[Status, ...], after: tuple[Status, ...]
+) -> list[Transition]:
     old = {(c.cell_id, t.name): t.status for c in prev.cells for t in c.tests}
     found = []
     for cell in cur.sorted_cells():
         for test in cell.tests:
-            if old.get((cell.cell_id, test.name)) is before and test.status is after:
-                found.append(Transition(cell.cell_id, test.name, before, after))
+            was = old.get((cell.cell_id, test.name))
+            if was in before and test.status in after:
+                assert was is not None
+                found.append(Transition(cell.cell_id, test.name, was, test.status))
     return found
 
 
 def regressions(prev: Run, cur: Run) -> list[Transition]:
-    """Tests that PASSed in ``prev`` and FAIL in ``cur`` (same cell id and name)."""
-    return _transitions(prev, cur, Status.PASS, Status.FAIL)
+    """Tests that PASSed in ``prev`` and FAIL or SANITIZER in ``cur`` (same cell id and name)."""
+    return _transitions(prev, cur, (Status.PASS,), BAD)
 
 
 def fixes(prev: Run, cur: Run) -> list[Transition]:
-    """Tests that FAILed in ``prev`` and PASS in ``cur``."""
-    return _transitions(prev, cur, Status.FAIL, Status.PASS)
+    """Tests that FAILed (or hit a sanitizer) in ``prev`` and PASS in ``cur``."""
+    return _transitions(prev, cur, BAD, (Status.PASS,))
 
 
 # -- artifact helpers -----------------------------------------------------
@@ -560,11 +630,18 @@ class _ArtifactCopier:
         def moved(artifacts: dict[str, str]) -> dict[str, str]:
             return {k: self.copy(src_dir, source_id, v) for k, v in artifacts.items()}
 
+        def moved_findings(findings: list[SanitizerFinding]) -> list[SanitizerFinding]:
+            copy = self.copy
+            return [replace(f, artifact=copy(src_dir, source_id, f.artifact)) for f in findings]
+
         return replace(
             cell,
             origin=cell.origin or source_id,
             artifacts=moved(cell.artifacts),
-            tests=[replace(t, artifacts=moved(t.artifacts)) for t in cell.tests],
+            tests=[
+                replace(t, artifacts=moved(t.artifacts), findings=moved_findings(t.findings))
+                for t in cell.tests
+            ],
         )
 
     def copy(self, src_dir: Path, source_id: str, rel: str) -> str:

@@ -24,7 +24,8 @@ from lab.cells import CellSpec, default_cells
 from lab.context import LabContext
 from lab.errors import LabError
 from lab.paths import repo_root
-from lab.results import Cell, Run, Status, TestResult, load_run, write_report
+from lab.results import Cell, Run, SanitizerFinding, Status, TestResult, load_run, write_report
+from lab.sanitizers import Kind
 
 CONFORMANCE_DIR = repo_root() / "conformance"
 
@@ -81,13 +82,16 @@ def _cell_result(
     if (cell_dir / "cell.json").exists():
         info = json.loads((cell_dir / "cell.json").read_text())
     tests: list[TestResult] = []
+    prefix = f"cells/{spec.cell_id}"
     if (cell_dir / "tests.jsonl").exists():
         for line in (cell_dir / "tests.jsonl").read_text().splitlines():
             row = json.loads(line)
             tests.append(TestResult(
                 name=row["name"], group=row["group"], status=Status(row["status"]),
                 duration_s=row["duration_s"], message=row["message"],
-                artifacts={k: f"cells/{spec.cell_id}/{v}" for k, v in row["artifacts"].items()},
+                artifacts={k: f"{prefix}/{v}" for k, v in row["artifacts"].items()},
+                findings=[SanitizerFinding(Kind(f["kind"]), f["title"], f"{prefix}/{f['artifact']}")
+                          for f in row.get("findings", [])],
             ))  # fmt: skip
     kernel = info.get("kernel") or {}
     if not kernel.get("abi"):

@@ -2,14 +2,17 @@
 
 It answers, in order: did it pass (exit code and why), how much ran, which
 cells are red, what exactly failed and how to reproduce it, and what got
-worse since the previous run.
+worse since the previous run.  A kernel sanitizer finding is named by its
+kind (KASAN, LOCKDEP, ...) wherever its status appears, and linked to its
+report text, because "SANITIZER" alone would not say which bug to look for.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
-from lab.results import Run, Status, Transition, fixes, regressions
+from lab.results import BAD, Cell, Run, Status, TestResult, Transition, fixes, regressions
 
 
 def _cell_md(text: str) -> str:
@@ -36,7 +39,8 @@ def render(run: Run, previous: Run | None = None) -> str:
     total = sum(counts.values())
     out.append(
         f"- {len(run.cells)} cells, {total} test results: "
-        + ", ".join(f"{counts[s]} {s.value}" for s in Status)
+        # SANITIZER only when there is one: ordinary kernels have no sanitizers to report.
+        + ", ".join(f"{counts[s]} {s.value}" for s in Status if counts[s] or s in _ALWAYS)
     )
     out.append("")
 
@@ -50,21 +54,23 @@ def render(run: Run, previous: Run | None = None) -> str:
         kernel = f"{cell.kernel.get('series', '?')} ({cell.kernel.get('abi', '?')})"
         out.append(
             f"| {cell.cell_id} | {_cell_md(kernel)} | {cell.module} | {cell.responder} "
-            f"| {cell.accel} | {cell.overall.label} | {tally} |"
+            f"| {cell.accel} | {_status(cell)} | {tally} |"
         )
     out.append("")
 
-    bad = [c for c in run.sorted_cells() if c.overall in (Status.FAIL, Status.ERROR)]
+    bad = [c for c in run.sorted_cells() if c.overall in (*BAD, Status.ERROR)]
     if bad:
         out += ["## Failures and harness errors", ""]
         for cell in bad:
-            kind = "harness error" if cell.overall is Status.ERROR else "failure"
-            out.append(f"### {cell.cell_id}: {cell.overall.label} ({kind})")
+            kind = _KIND_OF_TROUBLE[cell.overall]
+            out.append(f"### {cell.cell_id}: {_status(cell)} ({kind})")
             out.append("")
             if cell.status is not Status.PASS:
                 out.append(f"- cell {cell.status.value}: {_one_line(cell.message)}")
             for test in cell.tests:
-                if test.status in (Status.FAIL, Status.ERROR):
+                if test.status is Status.SANITIZER:
+                    out += _sanitizer_lines(test)
+                elif test.status in (Status.FAIL, Status.ERROR):
                     out.append(f"- `{test.name}` {test.status.label}: {_one_line(test.message)}")
             out += ["", "Reproduce:", "", "```sh", cell.reproducer or "# (no reproducer)", "```"]
             out.append("")
@@ -87,9 +93,45 @@ def render(run: Run, previous: Run | None = None) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+_ALWAYS = tuple(s for s in Status if s is not Status.SANITIZER)
+
+_KIND_OF_TROUBLE = {
+    Status.SANITIZER: "kernel sanitizer finding",
+    Status.FAIL: "failure",
+    Status.ERROR: "harness error",
+}
+
+
+def _status(cell: Cell) -> str:
+    """The cell's overall label, with the sanitizer kinds when that is what it is."""
+    status = cell.overall
+    if status is not Status.SANITIZER:
+        return status.label
+    kinds = dict.fromkeys(k.label for t in cell.tests for k in t.kinds)
+    return f"{status.label} ({', '.join(kinds)})" if kinds else status.label
+
+
+def _sanitizer_lines(test: TestResult) -> list[str]:
+    kinds = ", ".join(k.label for k in test.kinds) or "sanitizer"
+    lines = [f"- `{test.name}` {test.status.label} ({kinds}): {_one_line(test.message)}"]
+    for finding in test.findings:
+        name = PurePosixPath(finding.artifact).name
+        link = f"[{name}]({quote(finding.artifact, safe='/')})"
+        lines.append(f"  - {finding.label}: {_code(finding.headline)} ({link})")
+    return lines
+
+
+def _code(text: str) -> str:
+    """Kernel text as a Markdown code span: ``[vhba]`` or ``*`` never become markup."""
+    return "`" + text.replace("`", "'") + "`"
+
+
 def _transitions(title: str, items: list[Transition]) -> list[str]:
     lines = [f"**{title}: {len(items)}**", ""]
-    lines += [f"- {t.cell_id} `{t.test}`" for t in items]
+    lines += [
+        f"- {t.cell_id} `{t.test}`" + (f" ({t.after.label})" if t.after is Status.SANITIZER else "")
+        for t in items
+    ]
     return [*lines, ""] if items else lines
 
 

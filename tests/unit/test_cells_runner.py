@@ -11,6 +11,7 @@ from lab.cells import CellSpec, default_cells
 from lab.errors import UsageError
 from lab.results import Status
 from lab.runner import _cell_result, reproducer
+from lab.sanitizers import Kind
 
 
 def test_cell_ids_round_trip_and_bad_ones_are_usage_errors() -> None:
@@ -53,6 +54,21 @@ def test_a_healthy_cell_passes_with_run_relative_artifacts(tmp_path: Path) -> No
     assert cell.artifacts == {"serial": "cells/6.12-ours-ours/serial.log"}
     assert cell.tests[0].artifacts["dmesg"].startswith("cells/6.12-ours-ours/tests/")
     assert cell.reproducer == "vhba-lab run --cell 6.12-ours-ours"
+
+
+def test_sanitizer_findings_get_run_relative_report_paths(tmp_path: Path) -> None:
+    rel = "tests/spc__test_inquiry/sanitizer-1.txt"
+    title = "BUG: KASAN: slab-use-after-free in vhba_ctl_read+0x1e4/0x560 [vhba]"
+    row = {**TEST, "status": "sanitizer", "message": title,
+           "artifacts": {**TEST["artifacts"], "sanitizer-1": rel},
+           "findings": [{"kind": "kasan", "title": title, "artifact": rel}]}  # fmt: skip
+    cell = _cell_result(CellSpec("6.12"), _cell_dir(tmp_path, INFO, [row, TEST]), "tcg", [])
+    sanitizer, plain = cell.tests
+    assert sanitizer.status is Status.SANITIZER and cell.overall is Status.SANITIZER
+    (finding,) = sanitizer.findings
+    assert (finding.kind, finding.title) == (Kind.KASAN, title)
+    assert finding.artifact == f"cells/6.12-ours-ours/{rel}" == sanitizer.artifacts["sanitizer-1"]
+    assert plain.findings == []  # rows written before findings existed have none
 
 
 def test_broken_product_is_a_failure_and_harness_trouble_an_error(tmp_path: Path) -> None:

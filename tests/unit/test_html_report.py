@@ -159,6 +159,56 @@ def test_regressions_are_flagged_new(tmp_path: Path) -> None:
     assert text.count('<span class="new">new</span>') == 2  # legend + one badge
 
 
+def test_sanitizer_badge_names_the_kind_and_links_the_report(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    test = samples.add_sanitizer(run, tmp_path)
+    text = write_html(run, tmp_path).read_text()
+    page = _Matrix()
+    page.feed(text)
+    key = ("6.9-ours-ours", "mmc/test_get_configuration")
+    assert page.cells[key] == "sanitizer"
+    report = test.findings[0].artifact
+    assert page.badge_links[key] == report
+    assert '<a class="badge sanitizer" title="mmc/test_get_configuration: SANITIZER' in text
+    assert f'href="{report}">KASAN</a>' in text
+    # the cell's column says KASAN too, links the report, and gets a details section
+    header = text[text.index('data-cell="6.9-ours-ours"') :]
+    header = header[: header.index("</th>")]
+    assert 'class="col col-sanitizer"' in text
+    assert f'href="{report}">KASAN</a>' in header
+    assert 'href="#cell-6.9-ours-ours">details</a>' in header
+    details = text[text.index('id="cell-6.9-ours-ours"') :]
+    assert samples.KASAN_TITLE.replace("[", "") in details.replace("[", "")
+    assert "vhba-lab run --kernel 6.9" in details
+    assert samples.broken_links(tmp_path / "index.html") == []
+
+
+def test_several_kinds_read_first_plus_count(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    samples.add_sanitizer(run, tmp_path, kinds=(samples.Kind.KASAN, samples.Kind.LOCKDEP))
+    text = write_html(run, tmp_path).read_text()
+    assert ">KASAN +1</a>" in text
+    assert ">LOCKDEP</a> <code>WARNING: possible circular locking" in text
+
+
+def test_sanitizer_with_its_report_missing_is_text_not_a_dead_link(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    test = samples.add_sanitizer(run, tmp_path)
+    (tmp_path / test.findings[0].artifact).unlink()
+    page = _Matrix()
+    page.feed(write_html(run, tmp_path).read_text())
+    key = ("6.9-ours-ours", "mmc/test_get_configuration")
+    assert page.badge_links[key] == test.artifacts["log"]  # falls back to the test log
+    assert samples.broken_links(tmp_path / "index.html") == []
+
+
+def test_ordinary_run_shows_no_sanitizer_count(tmp_path: Path) -> None:
+    text, _ = _page(tmp_path)
+    header = text[: text.index("</header>")]
+    assert "badge sanitizer" not in header
+    assert 'class="badge sanitizer"' in text  # the legend still explains it
+
+
 # -- summary.md -------------------------------------------------------------------
 
 
@@ -179,6 +229,26 @@ def test_summary_content() -> None:
     assert "- 6.12-ours-ours `spc/test_test_unit_ready`" in text
     assert "**Fixed (FAIL -> PASS): 1**" in text
     assert "## Known failures" in text and "sr driver quirk" in text
+
+
+def test_summary_names_sanitizer_kinds_and_links_reports() -> None:
+    prev = samples.build_sample_run(None, "prev")
+    run = samples.build_sample_run(None)
+    test = samples.add_sanitizer(run, None, kinds=(samples.Kind.KASAN, samples.Kind.LOCKDEP))
+    text = render_summary(run, prev)
+    assert "**Result: SANITIZER** (exit code 1: 1 cell(s) with kernel sanitizer findings" in text
+    assert (
+        "5 cells, 19 test results: 1 sanitizer, 2 fail, 1 error, 13 pass, 1 known, 1 skip" in text
+    )
+    assert (
+        "| 6.9-ours-ours | 6.9 (6.9.12-amd64) | ours | ours | tcg | SANITIZER (KASAN, LOCKDEP) |"
+        in text
+    )
+    assert "### 6.9-ours-ours: SANITIZER (KASAN, LOCKDEP) (kernel sanitizer finding)" in text
+    assert f"- `{test.name}` SANITIZER (KASAN, LOCKDEP): {samples.KASAN_TITLE}" in text
+    report = test.findings[0].artifact
+    assert f"  - KASAN: `{samples.KASAN_TITLE}` ([sanitizer-1.txt]({report}))" in text
+    assert "- 6.9-ours-ours `mmc/test_get_configuration` (SANITIZER)" in text  # a regression
 
 
 def test_summary_of_a_green_run() -> None:

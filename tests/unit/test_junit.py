@@ -76,3 +76,32 @@ def test_totals_on_testsuites(tmp_path: Path) -> None:
     xml = JUnitXml.fromfile(str(write_junit(run, tmp_path / "junit.xml")))
     xml.update_statistics()
     assert (xml.tests, xml.failures, xml.errors, xml.skipped) == (20, 2, 2, 2)
+
+
+def test_sanitizer_is_a_failure_typed_by_its_kind_with_the_report(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    samples.add_sanitizer(run, tmp_path)
+    xml = JUnitXml.fromfile(str(write_junit(run, tmp_path / "junit.xml")))
+    suite = {s.name: s for s in xml}["6.9-ours-ours"]
+    assert (suite.tests, suite.failures, suite.errors, suite.skipped) == (5, 1, 0, 0)
+    case = {c.name: c for c in suite}["mmc/test_get_configuration"]
+    (failure,) = case.result
+    assert isinstance(failure, Failure)
+    assert failure.type == "KASAN"
+    assert failure.message == samples.KASAN_TITLE
+    text = failure.text or ""
+    assert "KASAN report (6.9-ours-ours/mmc/test_get_configuration/sanitizer-1.txt):" in text
+    assert "Read of size 8 at addr ffff88800a1b2c40" in text
+    assert "reproduce: vhba-lab run --kernel 6.9" in text
+
+
+def test_several_kinds_and_a_missing_report(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    test = samples.add_sanitizer(run, tmp_path, kinds=(samples.Kind.KASAN, samples.Kind.LOCKDEP))
+    (tmp_path / test.findings[1].artifact).unlink()
+    xml = JUnitXml.fromfile(str(write_junit(run, tmp_path / "junit.xml")))
+    case = {c.name: c for c in {s.name: s for s in xml}["6.9-ours-ours"]}[test.name]
+    (failure,) = case.result
+    assert failure.type == "KASAN+LOCKDEP"
+    assert failure.message == f"{samples.KASAN_TITLE} (+1 more)"
+    assert f"LOCKDEP report: {test.findings[1].artifact} (not available)" in (failure.text or "")

@@ -82,6 +82,25 @@ def test_error_is_never_masked() -> None:
     assert test.status is Status.ERROR and test.known_failure is None
 
 
+def test_sanitizer_is_never_masked() -> None:
+    """Not even by an entry whose pattern and message glob match it: the kernel proved a bug."""
+    run = samples.build_sample_run(None)
+    test = samples.add_sanitizer(run, None)
+    entry = KnownFailure("*", "*", "everything", "i", date(2030, 1, 1))
+    out = {t.name: t for t in apply(run, [entry], TODAY).cell("6.9-ours-ours").tests}[test.name]
+    assert out.status is Status.SANITIZER and out.known_failure is None
+    assert apply(run, [entry], TODAY).exit_code == 1
+
+
+def test_a_sanitizer_hit_keeps_an_entry_from_looking_fixed() -> None:
+    cell = samples.make_cell(None, "6.12", tests={"mmc/test_read_toc": Status.PASS})
+    other = samples.make_cell(None, "6.9", tests={"mmc/test_read_toc": Status.PASS})
+    run = replace(samples.build_sample_run(None), cells=[cell, other])
+    samples.add_sanitizer(run, None, "6.9-ours-ours", "mmc/test_read_toc")
+    entry = KnownFailure("6.*", "mmc/test_read_toc", "r", "i", date(2030, 1, 1))
+    assert now_passing(run, [entry]) == []
+
+
 def test_exit_code_follows_known_failures() -> None:
     run = samples.simple_run(Status.PASS, Status.FAIL)
     entries = parse(GOOD, "kf.toml")

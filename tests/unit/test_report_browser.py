@@ -33,6 +33,7 @@ pytestmark = pytest.mark.skipif(
     reason="chromium is not installed (apt-get install -y chromium); CI installs it",
 )
 FAIL_RED = (0xCF, 0x22, 0x2E)  # --fail-bg in lab/html_report.py
+SANITIZER_PURPLE = (0x4A, 0x10, 0x70)  # --san-bg
 WINDOW = (1400, 900)
 
 
@@ -106,6 +107,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("reports")
     run_dir = root / "20261124T100000Z-a"
     run = samples.build_sample_run(run_dir)
+    samples.add_sanitizer(run, run_dir)  # one KASAN row: the worst verdict must render too
     previous = samples.build_sample_run(None, "prev")
     write_report(run, run_dir, previous)
     return run_dir / "index.html"
@@ -118,9 +120,11 @@ def test_rendered_dom_has_matrix_and_badges(report: Path, tmp_path: Path) -> Non
     assert '<table class="matrix" id="matrix">' in dom
     assert dom.count("data-status=") == 25  # 5 tests x 5 cells, nothing lost or moved
     assert dom.count('<th scope="col" class="col') == 5
-    for status in ("fail", "error", "pass", "known", "skip"):
+    for status in ("sanitizer", "fail", "error", "pass", "known", "skip"):
         assert f'class="badge {status}"' in dom, status
     assert ">FAIL</a>" in dom and ">KNOWN</a>" in dom  # badges carry text, and link to logs
+    assert 'data-status="sanitizer"' in dom
+    assert 'href="6.9-ours-ours/mmc/test_get_configuration/sanitizer-1.txt">KASAN</a>' in dom
     assert 'class="repro"' in dom
 
 
@@ -141,6 +145,7 @@ def test_screenshot_is_not_blank(report: Path, tmp_path: Path) -> None:
     assert len(pixels) > 50, "too few colours: the page did not render"
     assert max(pixels.values()) / total < 0.95, "the screenshot is (almost) one colour"
     assert bytes(FAIL_RED) in pixels, "no FAIL badge colour on screen"
+    assert bytes(SANITIZER_PURPLE) in pixels, "no SANITIZER badge colour on screen"
 
     keep = os.environ.get("VHBA_LAB_SCREENSHOT_DIR")
     if keep:

@@ -20,8 +20,10 @@ from lab.errors import LabError, UsageError
 from lab.results import (
     Cell,
     Run,
+    SanitizerFinding,
     Status,
     TestResult,
+    fixes,
     load_run,
     merge_runs,
     regressions,
@@ -29,6 +31,7 @@ from lab.results import (
     write_report,
     write_run,
 )
+from lab.sanitizers import Kind
 
 T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=timezone.utc)
 HOST = {
@@ -171,6 +174,37 @@ def build_sample_run(run_dir: Path | None, run_id: str = "20261124T100000Z-a") -
     )
 
 
+KASAN_TITLE = "BUG: KASAN: slab-use-after-free in vhba_ctl_read+0x1e4/0x560 [vhba]"
+LOCKDEP_TITLE = "WARNING: possible circular locking dependency detected"
+
+
+def add_sanitizer(
+    run: Run,
+    run_dir: Path | None,
+    cell_id: str = "6.9-ours-ours",
+    name: str = "mmc/test_get_configuration",
+    kinds: tuple[Kind, ...] = (Kind.KASAN,),
+) -> TestResult:
+    """Make one test a SANITIZER result whose findings' report files exist under ``run_dir``."""
+    titles = {Kind.KASAN: KASAN_TITLE, Kind.LOCKDEP: LOCKDEP_TITLE}
+    test = next(t for t in run.cell(cell_id).tests if t.name == name)
+    test.status = Status.SANITIZER
+    test.findings = []
+    for n, kind in enumerate(kinds, start=1):
+        rel = f"{cell_id}/{name}/sanitizer-{n}.txt"
+        if run_dir is not None:
+            (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (run_dir / rel).write_text(
+                f"[   41.263104] {'=' * 66}\n[   41.263512] {titles[kind]}\n"
+                "[   41.263988] Read of size 8 at addr ffff88800a1b2c40 by task vhba-resp/412\n"
+                f"[   41.277814] {'=' * 66}\n"
+            )
+        test.artifacts[f"sanitizer-{n}"] = rel
+        test.findings.append(SanitizerFinding(kind, titles[kind], rel))
+    test.message = "; ".join(titles[k] for k in kinds)
+    return test
+
+
 def simple_run(*statuses: Status, cell_status: Status = Status.PASS) -> Run:
     tests = dict(zip([n for _, n in TESTS], statuses))
     cell = make_cell(None, "6.12", status=cell_status, tests=tests)
@@ -217,12 +251,27 @@ def broken_links(index: Path) -> list[str]:
 
 def test_status_order_is_kcidb_like() -> None:
     order = sorted(Status, key=lambda s: s.severity, reverse=True)
-    assert order == [Status.FAIL, Status.ERROR, Status.PASS, Status.KNOWN, Status.SKIP]
+    assert order == [
+        Status.SANITIZER, Status.FAIL, Status.ERROR, Status.PASS, Status.KNOWN, Status.SKIP,
+    ]  # fmt: skip
+    assert Status.worst([Status.FAIL, Status.SANITIZER, Status.ERROR]) is Status.SANITIZER
     assert Status.worst([Status.PASS, Status.KNOWN, Status.SKIP]) is Status.PASS
     assert Status.worst([Status.ERROR, Status.FAIL]) is Status.FAIL
     assert Status.worst([Status.KNOWN, Status.SKIP]) is Status.KNOWN
     assert Status.worst([]) is Status.SKIP
     assert Status.worst([], default=Status.ERROR) is Status.ERROR
+
+
+def test_sanitizer_is_the_worst_verdict_and_exits_1() -> None:
+    run = build_sample_run(None)
+    add_sanitizer(run, None)
+    assert run.cell("6.9-ours-ours").overall is Status.SANITIZER
+    assert run.status is Status.SANITIZER
+    assert run.verdict() == (1, "1 cell(s) with kernel sanitizer findings, 2 cell(s) failed")
+    only = simple_run(Status.PASS, Status.PASS)
+    add_sanitizer(only, None, "6.12-ours-ours", "spc/test_inquiry_standard")
+    assert only.verdict() == (1, "1 cell(s) with kernel sanitizer findings")
+    assert only.counts()[Status.SANITIZER] == 1
 
 
 def test_cell_overall_is_worst_of_setup_and_tests() -> None:
@@ -284,6 +333,33 @@ def test_schema_accepts_sample() -> None:
     validate(build_sample_run(None).to_json())
 
 
+def test_sanitizer_findings_round_trip_through_the_schema(tmp_path: Path) -> None:
+    run = build_sample_run(tmp_path)
+    add_sanitizer(run, tmp_path, kinds=(Kind.KASAN, Kind.LOCKDEP))
+    loaded = load_run(write_run(run, tmp_path))
+    assert loaded == run
+    test = {t.name: t for t in loaded.cell("6.9-ours-ours").tests}["mmc/test_get_configuration"]
+    assert test.kinds == [Kind.KASAN, Kind.LOCKDEP]
+    assert test.findings[0] == SanitizerFinding(
+        Kind.KASAN, KASAN_TITLE, "6.9-ours-ours/mmc/test_get_configuration/sanitizer-1.txt"
+    )
+    data = json.loads((tmp_path / "results.json").read_text())
+    row = data["cells"][-1]["tests"][2]
+    assert row["status"] == "sanitizer"
+    assert row["findings"][0] == {
+        "kind": "kasan", "title": KASAN_TITLE, "artifact": test.findings[0].artifact,
+    }  # fmt: skip
+    assert data["status"] == "sanitizer" and data["exit_code"] == 1
+
+
+def test_results_written_before_findings_existed_still_load() -> None:
+    data = build_sample_run(None).to_json()
+    for cell in data["cells"]:
+        for test in cell["tests"]:
+            del test["findings"]
+    assert Run.from_json(data) == build_sample_run(None)
+
+
 def _mutations() -> list[tuple[str, Callable[[dict], None]]]:
     def drop_run_id(d: dict) -> None:
         del d["run_id"]
@@ -319,6 +395,26 @@ def _mutations() -> list[tuple[str, Callable[[dict], None]]]:
     def bad_time(d: dict) -> None:
         d["started"] = "yesterday"
 
+    def sanitizer_without_findings(d: dict) -> None:
+        d["cells"][0]["tests"][0]["status"] = "sanitizer"
+
+    def findings_on_a_pass(d: dict) -> None:
+        d["cells"][0]["tests"][0]["findings"] = [
+            {"kind": "kasan", "title": "BUG: KASAN: x in y", "artifact": "a/sanitizer-1.txt"}
+        ]
+
+    def unknown_finding_kind(d: dict) -> None:
+        d["cells"][0]["tests"][0]["status"] = "sanitizer"
+        d["cells"][0]["tests"][0]["findings"] = [
+            {"kind": "valgrind", "title": "x", "artifact": "a/sanitizer-1.txt"}
+        ]
+
+    def escaping_finding_artifact(d: dict) -> None:
+        d["cells"][0]["tests"][0]["status"] = "sanitizer"
+        d["cells"][0]["tests"][0]["findings"] = [
+            {"kind": "kasan", "title": "x", "artifact": "../elsewhere/sanitizer-1.txt"}
+        ]
+
     return [
         (f.__name__, f)
         for f in (
@@ -333,6 +429,10 @@ def _mutations() -> list[tuple[str, Callable[[dict], None]]]:
             known_without_entry,
             bad_series,
             bad_time,
+            sanitizer_without_findings,
+            findings_on_a_pass,
+            unknown_finding_kind,
+            escaping_finding_artifact,
         )
     ]
 
@@ -368,6 +468,24 @@ def test_regressions_lists_pass_to_fail_only() -> None:
     cur.cell("6.9-ours-ours").tests[1].status = Status.ERROR  # PASS -> ERROR: not a regression
     found = regressions(prev, cur)
     assert [(r.cell_id, r.test) for r in found] == [("4.19-ours-ours", "spc/test_inquiry_standard")]
+
+
+def test_pass_to_sanitizer_is_a_regression_and_back_a_fix() -> None:
+    prev = build_sample_run(None, "prev")
+    cur = build_sample_run(None, "cur")
+    add_sanitizer(cur, None)
+    (found,) = regressions(prev, cur)
+    assert (found.cell_id, found.test, found.after) == (
+        "6.9-ours-ours", "mmc/test_get_configuration", Status.SANITIZER,
+    )  # fmt: skip
+    (fixed,) = fixes(cur, prev)
+    assert (fixed.before, fixed.after) == (Status.SANITIZER, Status.PASS)
+
+
+def test_schema_kinds_are_the_sanitizer_kinds() -> None:
+    schema = json.loads((Path(__file__).parents[2] / "schemas/results.schema.json").read_text())
+    assert schema["$defs"]["finding"]["properties"]["kind"]["enum"] == [k.value for k in Kind]
+    assert schema["$defs"]["status"]["enum"] == [s.value for s in Status]
 
 
 # -- write_report, latest link ----------------------------------------------
@@ -423,6 +541,8 @@ def test_merge_two_machines_with_working_links(
         make_cell(a_dir, "6.12", tests={"spc/test_inquiry_standard": Status.FAIL}),
     ]
     b_cells = [make_cell(b_dir, "5.10", "upstream", "cdemu"), make_cell(b_dir, "6.12")]
+    b_run = Run("b", T0, T0, dict(HOST), b_cells)
+    add_sanitizer(b_run, b_dir, "5.10-upstream-cdemu", "mmc/test_read_toc")
     # a shared top-level file with different content on each machine
     for d in (a_dir, b_dir):
         (d / "host.log").write_text(f"host log of {d.name}\n")
@@ -454,6 +574,8 @@ def test_merge_two_machines_with_working_links(
     for cell in merged.cells:
         for rel in cell.all_artifacts():
             assert (out / rel).is_file(), rel
+    (finding,) = merged.cell("5.10-upstream-cdemu").findings
+    assert (out / finding.artifact).read_text().splitlines()[1].endswith(KASAN_TITLE)
     assert load_run(out) == merged
     assert broken_links(out / "index.html") == []
     assert not (tmp_path / "latest").exists()

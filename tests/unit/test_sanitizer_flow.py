@@ -1,0 +1,176 @@
+"""A sanitizer report from kmsg to the report, through the real conformance harness.
+
+A throw-away suite runs under ``conformance/conftest.py`` (copied as its
+conftest) against a cell whose guest is faked: the health hook, the record in
+tests.jsonl, the runner's assembly, results.json, junit.xml, summary.md and
+index.html are all the real code.  No guest is booted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from junitparser import Failure, JUnitXml
+
+from lab.cells import REFERENCE_KERNEL, CellSpec
+from lab.paths import repo_root
+from lab.results import Run, Status, load_run, write_report
+from lab.runner import _cell_result
+
+SAMPLES = Path(__file__).parent / "fixtures" / "sanitizers"
+CELL = f"{REFERENCE_KERNEL}-ours-ours"
+KASAN_TITLE = "BUG: KASAN: slab-use-after-free in vhba_ctl_read+0x1e4/0x560 [vhba]"
+
+SUITE = """
+import re
+import shlex
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from lab.cellenv import KMEMLEAK_PROBE, CellEnv
+from lab.guest import CommandResult
+
+KASAN = Path({kasan!r}).read_text().split("\\n", 1)[1]  # without the sample's own marker
+TAILS = {{
+    "demo/test_passes_under_kasan": KASAN,
+    "demo/test_fails_under_kasan": KASAN,
+    "demo/test_skips_under_kasan": KASAN,
+    "demo/test_warning": "[   50.000000] WARNING: CPU: 0 PID: 1 at sr.c:9 x+0x1/0x2\\n",
+    "demo/test_clean": "[   50.000000] sr 2:0:0:0: [sr0] ok\\n",
+}}
+
+
+class FakeGuest:
+    def __init__(self) -> None:
+        self.marker = ""
+
+    def run(self, cmd: str, timeout: float = 0, check: bool = False) -> CommandResult:
+        if cmd == KMEMLEAK_PROBE:
+            return CommandResult(cmd, 0, "absent\\n", "")
+        found = re.match(r"echo (.+?) > /dev/kmsg", cmd)
+        if found:
+            self.marker = shlex.split(found.group(1))[0]
+            return CommandResult(cmd, 0, "4096\\n", "")
+        name = self.marker.split()[3]
+        out = f"4096\\n[   40.000000] {{self.marker}}\\n{{TAILS[name]}}"
+        return CommandResult(cmd, 0, out, "")
+
+
+@pytest.fixture(scope="session")
+def cell(request, run_dir):
+    env = CellEnv(SimpleNamespace(), request.param, run_dir / "cells" / request.param.cell_id, {{}})
+    env.booted = SimpleNamespace(guest=FakeGuest())
+    return env
+
+
+def test_passes_under_kasan(cell):
+    pass
+
+
+def test_fails_under_kasan(cell):
+    assert 2048 == 3440640, "size 2048 != 3440640"
+
+
+def test_skips_under_kasan(cell):
+    pytest.skip("no second drive")
+
+
+def test_warning(cell):
+    pass
+
+
+def test_clean(cell):
+    pass
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the throw-away suite once; its run directory."""
+    root = tmp_path_factory.mktemp("flow")
+    suite = root / "suite"
+    suite.mkdir()
+    shutil.copy(repo_root() / "conformance" / "conftest.py", suite / "conftest.py")
+    (suite / "test_01_demo.py").write_text(SUITE.format(kasan=str(SAMPLES / "kasan-uaf-6.12.txt")))
+    run_dir = root / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(suite), "--lab-run-dir", str(run_dir), "-q",
+         "-p", "no:cacheprovider", "-p", "no:xdist", "--rootdir", str(suite)],
+        capture_output=True, text=True, cwd=repo_root(), timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir
+
+
+def _rows(run_dir: Path) -> dict[str, dict]:
+    lines = (run_dir / "cells" / CELL / "tests.jsonl").read_text().splitlines()
+    return {row["name"]: row for row in map(json.loads, lines)}
+
+
+def test_records_name_the_finding_and_link_its_report(run_dir: Path) -> None:
+    rows = _rows(run_dir)
+    row = rows["demo/test_passes_under_kasan"]
+    assert row["status"] == "sanitizer"
+    rel = "tests/demo__test_passes_under_kasan/sanitizer-1.txt"
+    assert row["findings"] == [{"kind": "kasan", "title": KASAN_TITLE, "artifact": rel}]
+    assert row["artifacts"]["sanitizer-1"] == rel
+    assert row["message"].startswith(KASAN_TITLE)
+    report = (run_dir / "cells" / CELL / rel).read_text()
+    assert "Freed by task 418:" in report
+
+
+def test_sanitizer_wins_over_what_the_test_itself_did(run_dir: Path) -> None:
+    rows = _rows(run_dir)
+    failed = rows["demo/test_fails_under_kasan"]
+    assert failed["status"] == "sanitizer"
+    assert failed["message"].startswith(KASAN_TITLE)
+    assert "the test itself: AssertionError: size 2048 != 3440640" in failed["message"]
+    skipped = rows["demo/test_skips_under_kasan"]
+    assert skipped["status"] == "sanitizer"
+    assert "the test itself: Skipped: no second drive" in skipped["message"]
+
+
+def test_ordinary_health_failures_are_unchanged(run_dir: Path) -> None:
+    rows = _rows(run_dir)
+    warning = rows["demo/test_warning"]
+    assert warning["status"] == "fail" and warning["findings"] == []
+    assert warning["message"] == (
+        "AssertionError: kernel health: kernel log: "
+        "[   50.000000] WARNING: CPU: 0 PID: 1 at sr.c:9 x+0x1/0x2"
+    )
+    assert rows["demo/test_clean"]["status"] == "pass"
+
+
+def test_reports_show_the_kind(run_dir: Path) -> None:
+    info = {
+        "kernel": {"series": REFERENCE_KERNEL, "version": "6.12.57-1",
+                   "abi": "6.12.57+deb13-amd64", "release": "trixie"},
+        "accel": "tcg", "state": "done", "broken": None, "duration_s": 9.0, "artifacts": {},
+    }  # fmt: skip
+    (run_dir / "cells" / CELL / "cell.json").write_text(json.dumps(info))
+    cell = _cell_result(CellSpec.parse(CELL), run_dir / "cells" / CELL, "tcg", [])
+    assert cell.overall is Status.SANITIZER
+    now = datetime(2026, 11, 24, tzinfo=timezone.utc)
+    host = {"hostname": "h", "qemu_version": "q", "python": "p", "lab_commit": "c"}
+    write_report(Run("flow-1", now, now, host, [cell]), run_dir, update_latest=False)
+
+    loaded = load_run(run_dir)  # schema-checked
+    assert loaded.exit_code == 1
+    rel = f"cells/{CELL}/tests/demo__test_passes_under_kasan/sanitizer-1.txt"
+    html = (run_dir / "index.html").read_text()
+    assert f'href="{rel}">KASAN</a>' in html
+    assert "## Failures and harness errors" in (run_dir / "summary.md").read_text()
+    xml = JUnitXml.fromfile(str(run_dir / "junit.xml"))
+    cases = {c.name: c for suite in xml for c in suite}
+    (failure,) = cases["demo/test_passes_under_kasan"].result
+    assert isinstance(failure, Failure)
+    assert (failure.type, failure.message) == ("KASAN", KASAN_TITLE)
+    assert "Memory state around the buggy address:" in (failure.text or "")
