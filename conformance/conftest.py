@@ -210,10 +210,14 @@ def _record(item: pytest.Item, report: pytest.TestReport, cell_id: str) -> None:
              "artifact": str(slice_rel.parent / s.path.name)}
             for s in hit.verdict.findings
         ]  # fmt: skip
+    # What the test recorded with record_property (a latency, a seed): the report
+    # shows it even for a pass.  Imported here to keep the change inside _record.
+    from lab.results import clean_measurements
+
     line = {
         "name": name, "group": group, "status": status, "duration_s": round(report.duration, 3),
         "message": message, "artifacts": artifacts, "findings": findings,
-        "finished": time.time(),
+        "measurements": clean_measurements(item.user_properties), "finished": time.time(),
     }  # fmt: skip
     cell_dir.mkdir(parents=True, exist_ok=True)
     with (cell_dir / "tests.jsonl").open("a") as fh:

@@ -14,6 +14,10 @@ A SANITIZER result is shown by its kind, not its status word: the badge says
 "KASAN" (or "LOCKDEP", ...) and links the report text, in the test's row and
 on the cell's column, because the kind is what tells a developer which bug
 the kernel proved.
+
+A test's measurements (``record_property``: a latency, a seed) are printed
+under its badge as ``name = value`` lines, for a pass as much as a failure:
+a number that only shows up when something breaks cannot show a drift.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from lab.results import (
     Status,
     TestResult,
     artifact_file,
+    format_measurement,
+    format_measurements,
     regressions,
 )
 
@@ -136,6 +142,11 @@ section.cell-detail code.repro { max-width:none; }
 ul.failures { margin:4px 0; padding-left:18px; }
 ul.findings { margin:4px 0 8px; padding-left:18px; list-style:none; }
 ul.findings li { margin:2px 0; }
+ul.meas { list-style:none; margin:3px 0 0; padding:0; font-size:11px; line-height:1.35;
+  color:var(--muted); text-align:left; overflow-wrap:anywhere; }
+ul.meas code { font-size:11px; }
+section.cell-detail ul.meas { margin:2px 0 4px; }
+section.cell-detail ul.meas code { font-size:12px; }
 footer { padding:12px 24px; color:var(--muted); font-size:12px; border-top:1px solid var(--line); }
 """.strip()
 
@@ -374,11 +385,24 @@ class _Page:
             )
         elif test.message:
             title += f"\n{test.message[:400]}"
+        if test.measurements:
+            title += f"\n{format_measurements(test.measurements)}"
         new = ""
         if (cell.cell_id, name) in self.new_failures:
             new = '<span class="new">new</span>'
         badge = _badge(test.status, href=log, title=title, text=_kinds_text(test.findings))
-        return f'<td {attrs} data-status="{test.status.value}">{badge}{new}</td>'
+        meas = self.measurements_list(test)
+        return f'<td {attrs} data-status="{test.status.value}">{badge}{new}{meas}</td>'
+
+    def measurements_list(self, test: TestResult) -> str:
+        """The test's measurements, one ``name = value`` line each (nothing if none)."""
+        if not test.measurements:
+            return ""
+        items = "".join(
+            f"<li><code>{_e(format_measurement(k, v))}</code></li>"
+            for k, v in test.measurements.items()
+        )
+        return f'<ul class="meas" aria-label="measurements">{items}</ul>'
 
     def report_link(self, findings: list[SanitizerFinding]) -> str | None:
         """The first sanitizer report text that exists, for a badge to link."""
@@ -427,6 +451,7 @@ class _Page:
                 items.append(
                     f"<li>{_badge(test.status, text=_kinds_text(test.findings))} {name}"
                     f"{self.findings_list(test.findings)}"
+                    f"{self.measurements_list(test)}"
                     f"<pre>{_e(test.message or '(no message)')}</pre></li>"
                 )
             if items:

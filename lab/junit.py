@@ -9,6 +9,11 @@ from module bugs), KNOWN -> ``<skipped message="known failure: reason">``,
 SKIP -> ``<skipped>``.  A cell whose own status is not PASS (boot timeout,
 build failure) gets a synthetic ``cell-setup`` testcase, so a cell that never
 ran a test still shows up red in CI instead of vanishing.
+
+Measurements a test recorded (``record_property``) become the testcase's
+``<properties>``, first inside ``<testcase>`` as pytest's own junit writer
+puts them, so CI tools that read testcase properties show a passing test's
+numbers too, not only a failure's.
 """
 
 from __future__ import annotations
@@ -95,6 +100,12 @@ def _case(cell: Cell, test: TestResult, run_dir: Path | None) -> ET.Element:
     case = ET.Element(
         "testcase", classname=cell.cell_id, name=test.name, time=f"{test.duration_s:.3f}"
     )
+    if test.measurements:
+        props = ET.SubElement(case, "properties")
+        for name, value in test.measurements.items():
+            ET.SubElement(
+                props, "property", name=_NOT_XML.sub("?", name), value=_NOT_XML.sub("?", str(value))
+            )
     message = test.message or ""
     first_line = message.splitlines()[0] if message else ""
     if test.status is Status.SANITIZER:

@@ -24,6 +24,11 @@ of ``conformance/known-failures.toml`` (see :mod:`lab.known_failures`).
 
 Artifact paths are always relative to the run directory, so a report
 directory can be moved, archived or merged without breaking its links.
+
+A test can also carry ``measurements`` (what it recorded with pytest's
+``record_property``, e.g. a latency or a random seed): numbers and short
+strings the report shows whatever the status, because a passing test's
+numbers are how a slow drift or a reproducible random campaign is noticed.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from __future__ import annotations
 import filecmp
 import json
 import logging
+import math
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
@@ -65,6 +71,10 @@ CELL_ARTIFACTS: dict[str, str] = {
 
 #: The test-level artifact the matrix badge links to, when present.
 TEST_LOG = "log"
+
+#: A string measurement longer than this is cut: measurements are one-line
+#: facts for a report row, anything longer belongs in an artifact.
+MAX_MEASUREMENT_CHARS = 200
 
 
 class Status(str, Enum):
@@ -145,11 +155,51 @@ class TestResult:
     artifacts: dict[str, str] = field(default_factory=dict)  # label -> path under run dir
     known_failure: dict[str, Any] | None = None  # the matching known-failures entry
     findings: list[SanitizerFinding] = field(default_factory=list)  # status SANITIZER
+    # name -> value the test recorded (pytest record_property), shown whatever the status
+    measurements: dict[str, float | int | str] = field(default_factory=dict)
 
     @property
     def kinds(self) -> list[Kind]:
         """The sanitizer kinds this test's findings name, first-seen order, once each."""
         return list(dict.fromkeys(f.kind for f in self.findings))
+
+
+def clean_measurements(pairs: Iterable[object]) -> dict[str, float | int | str]:
+    """The reportable ``(name, value)`` pairs of ``item.user_properties``, as a dict.
+
+    pytest lets a test record anything, but results.json only holds what every
+    report can print and JSON can carry: ints, floats and strings.  Booleans
+    (an ``int`` to Python, not a number to the schema) and other objects are
+    dropped rather than stringified, so a report never shows a ``repr`` nobody
+    asked for.  A non-finite float becomes its text ("inf", "nan") because
+    strict JSON has no such numbers, yet a timeout's ``inf`` is still worth
+    showing.  Strings are made one line and cut at :data:`MAX_MEASUREMENT_CHARS`.
+    A name recorded twice keeps its last value, as a later measurement would.
+    """
+    found: dict[str, float | int | str] = {}
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            continue
+        name, value = pair
+        if not isinstance(name, str) or not name or isinstance(value, bool):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)
+        if isinstance(value, str):
+            found[name] = " ".join(value.split())[:MAX_MEASUREMENT_CHARS]
+        elif isinstance(value, (int, float)):
+            found[name] = value
+    return found
+
+
+def format_measurement(name: str, value: float | int | str) -> str:
+    """``name = value``, the one form every report shows a measurement in."""
+    return f"{name} = {value}"
+
+
+def format_measurements(measurements: Mapping[str, float | int | str]) -> str:
+    """All of a test's measurements on one line, in the order it recorded them."""
+    return ", ".join(format_measurement(k, v) for k, v in measurements.items())
 
 
 @dataclass
@@ -336,6 +386,7 @@ def _cell_to_json(cell: Cell) -> dict[str, Any]:
                     {"kind": f.kind.value, "title": f.title, "artifact": f.artifact}
                     for f in t.findings
                 ],
+                "measurements": dict(t.measurements),
             }
             for t in cell.tests
         ],
@@ -368,6 +419,8 @@ def _cell_from_json(data: dict[str, Any]) -> Cell:
                     SanitizerFinding(Kind(f["kind"]), f["title"], f["artifact"])
                     for f in t.get("findings", [])
                 ],
+                # results.json written before measurements existed has none
+                measurements=dict(t.get("measurements", {})),
             )
             for t in data["tests"]
         ],

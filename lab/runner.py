@@ -24,7 +24,16 @@ from lab.cells import CellSpec, default_cells
 from lab.context import LabContext
 from lab.errors import LabError
 from lab.paths import repo_root
-from lab.results import Cell, Run, SanitizerFinding, Status, TestResult, load_run, write_report
+from lab.results import (
+    Cell,
+    Run,
+    SanitizerFinding,
+    Status,
+    TestResult,
+    clean_measurements,
+    load_run,
+    write_report,
+)
 from lab.sanitizers import Kind
 
 CONFORMANCE_DIR = repo_root() / "conformance"
@@ -92,6 +101,9 @@ def _cell_result(
                 artifacts={k: f"{prefix}/{v}" for k, v in row["artifacts"].items()},
                 findings=[SanitizerFinding(Kind(f["kind"]), f["title"], f"{prefix}/{f['artifact']}")
                           for f in row.get("findings", [])],
+                # Rows from before measurements existed have none; cleaning again
+                # means one odd value can never make results.json fail its schema.
+                measurements=clean_measurements((row.get("measurements") or {}).items()),
             ))  # fmt: skip
     kernel = info.get("kernel") or {}
     if not kernel.get("abi"):

@@ -5,6 +5,9 @@ cells are red, what exactly failed and how to reproduce it, and what got
 worse since the previous run.  A kernel sanitizer finding is named by its
 kind (KASAN, LOCKDEP, ...) wherever its status appears, and linked to its
 report text, because "SANITIZER" alone would not say which bug to look for.
+Tests that recorded measurements (a latency, a seed) get one line each,
+capped at :data:`MAX_MEASURED_TESTS` so a summary stays a summary; the rest
+are in results.json and index.html.
 """
 
 from __future__ import annotations
@@ -12,7 +15,20 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-from lab.results import BAD, Cell, Run, Status, TestResult, Transition, fixes, regressions
+from lab.results import (
+    BAD,
+    Cell,
+    Run,
+    Status,
+    TestResult,
+    Transition,
+    fixes,
+    format_measurement,
+    regressions,
+)
+
+#: Lines of the "Measurements" section before it says how many more there are.
+MAX_MEASURED_TESTS = 20
 
 
 def _cell_md(text: str) -> str:
@@ -86,6 +102,8 @@ def render(run: Run, previous: Run | None = None) -> str:
             )
         out.append("")
 
+    out += _measurement_lines(run)
+
     if previous is not None:
         out += [f"## Compared with run {previous.run_id}", ""]
         out += _transitions("Regressions (PASS -> FAIL)", regressions(previous, run))
@@ -119,6 +137,20 @@ def _sanitizer_lines(test: TestResult) -> list[str]:
         link = f"[{name}]({quote(finding.artifact, safe='/')})"
         lines.append(f"  - {finding.label}: {_code(finding.headline)} ({link})")
     return lines
+
+
+def _measurement_lines(run: Run) -> list[str]:
+    """A "Measurements" section: one line per test that recorded any, whatever its status."""
+    measured = [(c, t) for c in run.sorted_cells() for t in c.tests if t.measurements]
+    if not measured:
+        return []
+    lines = ["## Measurements", ""]
+    for cell, test in measured[:MAX_MEASURED_TESTS]:
+        values = ", ".join(_code(format_measurement(k, v)) for k, v in test.measurements.items())
+        lines.append(f"- {cell.cell_id} `{test.name}` {test.status.label}: {values}")
+    if len(measured) > MAX_MEASURED_TESTS:
+        lines.append(f"- ... and {len(measured) - MAX_MEASURED_TESTS} more tests: see results.json")
+    return [*lines, ""]
 
 
 def _code(text: str) -> str:

@@ -95,3 +95,18 @@ def test_reproducer_names_the_cell_test_and_faults() -> None:
     line = reproducer(spec, "block/test_size", ["capacity:blocks=1000"])
     assert line == ("vhba-lab run --cell 7.3-ours-ours --responder-fault capacity:blocks=1000"
                     " -k test_size")  # fmt: skip
+
+
+def test_measurements_reach_the_result_and_old_rows_have_none(tmp_path: Path) -> None:
+    measured = {**TEST, "name": "attacker/test_stalled", "group": "attacker",
+                "measurements": {"other_drive_read_s": 0.8, "seed": 123456789}}  # fmt: skip
+    cell = _cell_result(CellSpec("6.12"), _cell_dir(tmp_path, INFO, [measured, TEST]), "tcg", [])
+    stalled, old = cell.tests
+    assert stalled.measurements == {"other_drive_read_s": 0.8, "seed": 123456789}
+    assert old.measurements == {}  # a row written before measurements existed
+
+
+def test_an_odd_measurement_is_dropped_not_fatal_to_the_report(tmp_path: Path) -> None:
+    row = {**TEST, "measurements": {"ok": 1, "flag": True, "blob": [1, 2], "text": "a\nb"}}
+    cell = _cell_result(CellSpec("6.12"), _cell_dir(tmp_path, INFO, [row]), "tcg", [])
+    assert cell.tests[0].measurements == {"ok": 1, "text": "a b"}

@@ -6,6 +6,9 @@ import importlib.util
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
+from lab import summary
 from lab.html_report import write_html
 from lab.results import Status, write_report
 from lab.summary import render as render_summary
@@ -209,7 +212,72 @@ def test_ordinary_run_shows_no_sanitizer_count(tmp_path: Path) -> None:
     assert 'class="badge sanitizer"' in text  # the legend still explains it
 
 
+def _td(text: str, cell_id: str, name: str) -> str:
+    """The matrix cell's HTML for one test in one cell."""
+    start = text.index(f'<td data-cell="{cell_id}" data-test="{name}"')
+    return text[start : text.index("</td>", start)]
+
+
+def test_a_passing_test_shows_its_measurements_under_its_badge(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    test = samples.add_measurements(run)
+    text = write_html(run, tmp_path).read_text()
+    td = _td(text, "4.19-ours-ours", test.name)
+    assert 'data-status="pass"' in td
+    assert (
+        '<ul class="meas" aria-label="measurements">'
+        "<li><code>other_drive_read_s = 0.8</code></li>"
+        "<li><code>seed = 123456789</code></li></ul>"
+    ) in td
+    assert "PASS\nother_drive_read_s = 0.8, seed = 123456789" in td  # the badge's tooltip
+    assert 'class="meas"' not in _td(text, "6.9-ours-ours", test.name)  # none recorded there
+    assert samples.broken_links(tmp_path / "index.html") == []
+
+
+def test_a_failing_test_shows_its_measurements_in_the_details_too(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    samples.add_measurements(
+        run, "6.12-ours-ours", "spc/test_test_unit_ready", {"blocks": 1000, "why": "<b>&"}
+    )
+    text = write_html(run, tmp_path).read_text()
+    details = text[text.index('id="cell-6.12-ours-ours"') :]
+    assert "<code>blocks = 1000</code>" in details
+    assert "<code>why = &lt;b&gt;&amp;</code>" in text  # escaped like every result text
+    assert "<b>&" not in text
+
+
+def test_no_measurement_markup_without_measurements(tmp_path: Path) -> None:
+    text, _ = _page(tmp_path)
+    assert 'class="meas"' not in text
+
+
 # -- summary.md -------------------------------------------------------------------
+
+
+def test_summary_lists_measurements_of_passing_and_failing_tests() -> None:
+    run = samples.build_sample_run(None)
+    samples.add_measurements(run)
+    samples.add_measurements(run, "6.12-ours-ours", "spc/test_test_unit_ready", {"seed": 7})
+    text = render_summary(run)
+    section = text[text.index("## Measurements") :]
+    assert section.splitlines()[2:4] == [
+        "- 4.19-ours-ours `spc/test_inquiry_standard` PASS: "
+        "`other_drive_read_s = 0.8`, `seed = 123456789`",
+        "- 6.12-ours-ours `spc/test_test_unit_ready` FAIL: `seed = 7`",
+    ]
+    assert "## Measurements" not in render_summary(samples.build_sample_run(None))
+
+
+def test_summary_measurements_stay_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(summary, "MAX_MEASURED_TESTS", 5)  # the sample has only 19 tests
+    run = samples.build_sample_run(None)
+    tests = [t for c in run.sorted_cells() for t in c.tests]
+    for n, test in enumerate(tests):
+        test.measurements = {"n": n}
+    text = render_summary(run)
+    lines = [x for x in text.splitlines() if x.startswith("- ") and "`n = " in x]
+    assert len(lines) == 5
+    assert f"- ... and {len(tests) - 5} more tests: see results.json" in text
 
 
 def test_summary_content() -> None:

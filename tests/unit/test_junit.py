@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from junitparser import Error, Failure, JUnitXml, Skipped
@@ -105,3 +106,37 @@ def test_several_kinds_and_a_missing_report(tmp_path: Path) -> None:
     assert failure.type == "KASAN+LOCKDEP"
     assert failure.message == f"{samples.KASAN_TITLE} (+1 more)"
     assert f"LOCKDEP report: {test.findings[1].artifact} (not available)" in (failure.text or "")
+
+
+def _case_element(path: Path, name: str, suite: str) -> ET.Element:
+    root = ET.parse(path).getroot()
+    found = root.find(f"testsuite[@name='{suite}']/testcase[@name='{name}']")
+    assert found is not None, (suite, name)
+    return found
+
+
+def test_measurements_are_testcase_properties_even_on_a_pass(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    test = samples.add_measurements(run)
+    samples.add_measurements(
+        run, "6.12-ours-ours", "spc/test_test_unit_ready", {"note": "bad\x1b[0m tray"}
+    )
+    path = write_junit(run, tmp_path / "junit.xml")
+    case = _case_element(path, test.name, "4.19-ours-ours")
+    assert case[0].tag == "properties"  # first, where pytest's own writer puts them
+    props = [(p.get("name"), p.get("value")) for p in case.findall("properties/property")]
+    assert props == [("other_drive_read_s", "0.8"), ("seed", "123456789")]
+    failed = _case_element(path, "spc/test_test_unit_ready", "6.12-ours-ours")
+    assert [p.get("value") for p in failed.iter("property")] == ["bad?[0m tray"]
+    assert failed.find("failure") is not None
+    # junitparser still reads the results next to the properties
+    xml = JUnitXml.fromfile(str(path))
+    cases = {c.name: c for c in {s.name: s for s in xml}["4.19-ours-ours"]}
+    assert cases[test.name].is_passed
+
+
+def test_no_properties_element_without_measurements(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    path = write_junit(run, tmp_path / "junit.xml")
+    case = _case_element(path, "spc/test_inquiry_standard", "4.19-ours-ours")
+    assert case.find("properties") is None

@@ -18,12 +18,15 @@ import pytest
 
 from lab.errors import LabError, UsageError
 from lab.results import (
+    MAX_MEASUREMENT_CHARS,
     Cell,
     Run,
     SanitizerFinding,
     Status,
     TestResult,
+    clean_measurements,
     fixes,
+    format_measurements,
     load_run,
     merge_runs,
     regressions,
@@ -205,6 +208,21 @@ def add_sanitizer(
     return test
 
 
+STALL = {"other_drive_read_s": 0.8, "seed": 123456789}
+
+
+def add_measurements(
+    run: Run,
+    cell_id: str = "4.19-ours-ours",
+    name: str = "spc/test_inquiry_standard",
+    values: dict[str, float | int | str] | None = None,
+) -> TestResult:
+    """Give one test (a PASS in the sample) what ``record_property`` would have recorded."""
+    test = next(t for t in run.cell(cell_id).tests if t.name == name)
+    test.measurements = dict(STALL if values is None else values)
+    return test
+
+
 def simple_run(*statuses: Status, cell_status: Status = Status.PASS) -> Run:
     tests = dict(zip([n for _, n in TESTS], statuses))
     cell = make_cell(None, "6.12", status=cell_status, tests=tests)
@@ -360,6 +378,83 @@ def test_results_written_before_findings_existed_still_load() -> None:
     assert Run.from_json(data) == build_sample_run(None)
 
 
+def test_measurements_round_trip_with_their_types(tmp_path: Path) -> None:
+    run = build_sample_run(tmp_path)
+    add_measurements(run)
+    add_measurements(run, "6.12-ours-ours", "spc/test_test_unit_ready", {"note": "slow drive"})
+    loaded = load_run(write_run(run, tmp_path))
+    assert loaded == run
+    passed = loaded.cell("4.19-ours-ours").tests[0]
+    assert passed.status is Status.PASS and passed.measurements == STALL
+    assert isinstance(passed.measurements["seed"], int)
+    assert loaded.cell("6.12-ours-ours").tests[1].measurements == {"note": "slow drive"}
+    data = json.loads((tmp_path / "results.json").read_text())
+    rows = {t["name"]: t for t in data["cells"][1]["tests"]}
+    assert rows["spc/test_inquiry_standard"]["measurements"] == STALL
+    assert rows["spc/test_test_unit_ready"]["measurements"] == {}  # always written
+
+
+def test_results_written_before_measurements_existed_still_validate_and_load(
+    tmp_path: Path,
+) -> None:
+    data = build_sample_run(None).to_json()
+    for cell in data["cells"]:
+        for test in cell["tests"]:
+            del test["measurements"]
+    assert data["schema_version"] == 1
+    validate(data)
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    loaded = load_run(tmp_path)
+    assert loaded == build_sample_run(None)
+    assert all(t.measurements == {} for c in loaded.cells for t in c.tests)
+
+
+def test_merged_runs_keep_measurements(tmp_path: Path) -> None:
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_run = Run("a", T0, T0, dict(HOST), [make_cell(a_dir, "4.19")])
+    b_run = Run("b", T0, T0, dict(HOST), [make_cell(b_dir, "6.12")])
+    add_measurements(a_run)
+    add_measurements(b_run, "6.12-ours-ours", "mmc/test_read_toc", {"seed": 7})
+    write_report(a_run, a_dir, update_latest=False)
+    write_report(b_run, b_dir, update_latest=False)
+    merged = merge_runs([a_dir, b_dir], tmp_path / "merged")
+    assert merged.cell("4.19-ours-ours").tests[0].measurements == STALL
+    toc = {t.name: t for t in merged.cell("6.12-ours-ours").tests}["mmc/test_read_toc"]
+    assert toc.measurements == {"seed": 7}
+    assert load_run(tmp_path / "merged") == merged
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        ([("other_drive_read_s", 0.8), ("seed", 123456789)], STALL),
+        ([("seed", 1), ("seed", 2)], {"seed": 2}),  # the last value wins
+        ([("ok", True), ("obj", {"a": 1}), ("none", None), ("lst", [1])], {}),
+        ([("", 1), (3, 1), ("triple", 1, 2), "not-a-pair"], {}),
+        ([("inf", float("inf")), ("nan", float("nan"))], {"inf": "inf", "nan": "nan"}),
+        ([("note", "two\n  lines\t")], {"note": "two lines"}),
+        ([("long", "x" * 500)], {"long": "x" * MAX_MEASUREMENT_CHARS}),
+        ([], {}),
+    ],
+)
+def test_clean_measurements_keeps_what_reports_can_show(
+    pairs: list[object], expected: dict[str, object]
+) -> None:
+    assert clean_measurements(pairs) == expected
+
+
+def test_measurements_read_as_name_equals_value() -> None:
+    assert format_measurements(STALL) == "other_drive_read_s = 0.8, seed = 123456789"
+    assert format_measurements({}) == ""
+
+
+def test_schema_string_limit_is_the_cleaning_limit() -> None:
+    schema = json.loads((Path(__file__).parents[2] / "schemas/results.schema.json").read_text())
+    string = schema["$defs"]["measurements"]["additionalProperties"]["oneOf"][1]
+    assert string["maxLength"] == MAX_MEASUREMENT_CHARS
+    assert "measurements" not in schema["$defs"]["test"]["required"]
+
+
 def _mutations() -> list[tuple[str, Callable[[dict], None]]]:
     def drop_run_id(d: dict) -> None:
         del d["run_id"]
@@ -415,7 +510,22 @@ def _mutations() -> list[tuple[str, Callable[[dict], None]]]:
             {"kind": "kasan", "title": "x", "artifact": "../elsewhere/sanitizer-1.txt"}
         ]
 
-    return [
+    def measurement(value: object, name: str = "m") -> Callable[[dict], None]:
+        def mutate(d: dict) -> None:
+            d["cells"][0]["tests"][0]["measurements"] = {name: value}
+
+        return mutate
+
+    measurement_mutations = [
+        ("measurement_bool", measurement(True)),
+        ("measurement_null", measurement(None)),
+        ("measurement_list", measurement([1, 2])),
+        ("measurement_object", measurement({"a": 1})),
+        ("measurement_multi_line", measurement("a\nb")),
+        ("measurement_too_long", measurement("x" * (MAX_MEASUREMENT_CHARS + 1))),
+        ("measurement_empty_name", measurement(1, "")),
+    ]
+    return measurement_mutations + [
         (f.__name__, f)
         for f in (
             drop_run_id,

@@ -1,0 +1,143 @@
+"""Measurements from ``record_property`` to every report, through the real harness.
+
+A throw-away suite runs under ``conformance/conftest.py`` (copied as its
+conftest) with a cell that never booted, so the per-test health check stays
+out of the way: ``_record``'s line in tests.jsonl, the runner's assembly,
+results.json, junit.xml, summary.md and index.html are all the real code.
+No guest is booted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from lab.cells import REFERENCE_KERNEL, CellSpec
+from lab.paths import repo_root
+from lab.results import Run, Status, load_run, write_report
+from lab.runner import _cell_result
+
+CELL = f"{REFERENCE_KERNEL}-ours-ours"
+
+SUITE = """
+from types import SimpleNamespace
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def cell(request):
+    return SimpleNamespace(booted=None)  # never booted: no kernel health check
+
+
+def test_stalled(cell, record_property):
+    record_property("other_drive_read_s", 0.8)
+    record_property("seed", 123456789)
+
+
+def test_odd_values(cell, record_property):
+    record_property("flag", True)  # a bool is not a number in results.json
+    record_property("blob", {"a": 1})
+    record_property("timeout_s", float("inf"))
+    record_property("note", "two\\nlines")
+    record_property("seed", 1)
+    record_property("seed", 2)  # the last value wins
+
+
+def test_fails_with_a_measurement(cell, record_property):
+    record_property("blocks", 1000)
+    assert 2048 == 3440640, "size 2048 != 3440640"
+
+
+def test_measures_nothing(cell):
+    pass
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the throw-away suite once; its run directory."""
+    root = tmp_path_factory.mktemp("measure")
+    suite = root / "suite"
+    suite.mkdir()
+    shutil.copy(repo_root() / "conformance" / "conftest.py", suite / "conftest.py")
+    (suite / "test_01_demo.py").write_text(SUITE)
+    run_dir = root / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(suite), "--lab-run-dir", str(run_dir), "-q",
+         "-p", "no:cacheprovider", "-p", "no:xdist", "--rootdir", str(suite)],
+        capture_output=True, text=True, cwd=repo_root(), timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir
+
+
+def _rows(run_dir: Path) -> dict[str, dict]:
+    lines = (run_dir / "cells" / CELL / "tests.jsonl").read_text().splitlines()
+    return {row["name"]: row for row in map(json.loads, lines)}
+
+
+def test_record_keeps_numbers_and_strings_in_order(run_dir: Path) -> None:
+    rows = _rows(run_dir)
+    stalled = rows["demo/test_stalled"]
+    assert stalled["status"] == "pass"
+    assert list(stalled["measurements"].items()) == [
+        ("other_drive_read_s", 0.8),
+        ("seed", 123456789),
+    ]
+    assert isinstance(stalled["measurements"]["seed"], int)
+    assert rows["demo/test_fails_with_a_measurement"]["measurements"] == {"blocks": 1000}
+
+
+def test_record_drops_what_a_report_cannot_show(run_dir: Path) -> None:
+    odd = _rows(run_dir)["demo/test_odd_values"]["measurements"]
+    assert odd == {"timeout_s": "inf", "note": "two lines", "seed": 2}
+
+
+def test_every_line_has_measurements_even_empty(run_dir: Path) -> None:
+    rows = _rows(run_dir)
+    assert rows["demo/test_measures_nothing"]["measurements"] == {}
+    assert all("measurements" in row for row in rows.values())
+
+
+def test_reports_show_the_measurements(run_dir: Path) -> None:
+    info = {
+        "kernel": {"series": REFERENCE_KERNEL, "version": "6.12.57-1",
+                   "abi": "6.12.57+deb13-amd64", "release": "trixie"},
+        "accel": "tcg", "state": "done", "broken": None, "duration_s": 3.0, "artifacts": {},
+    }  # fmt: skip
+    (run_dir / "cells" / CELL / "cell.json").write_text(json.dumps(info))
+    cell = _cell_result(CellSpec.parse(CELL), run_dir / "cells" / CELL, "tcg", [])
+    now = datetime(2026, 11, 24, tzinfo=timezone.utc)
+    host = {"hostname": "h", "qemu_version": "q", "python": "p", "lab_commit": "c"}
+    run = Run("measure-1", now, now, host, [cell])
+    write_report(run, run_dir, update_latest=False)
+
+    loaded = load_run(run_dir)  # schema-checked
+    assert loaded == run
+    tests = {t.name: t for t in loaded.cell(CELL).tests}
+    assert tests["demo/test_stalled"].status is Status.PASS
+    assert tests["demo/test_stalled"].measurements == {
+        "other_drive_read_s": 0.8,
+        "seed": 123456789,
+    }
+    html = (run_dir / "index.html").read_text()
+    assert "<code>other_drive_read_s = 0.8</code>" in html
+    assert "<code>seed = 123456789</code>" in html
+    summary = (run_dir / "summary.md").read_text()
+    assert (
+        f"- {CELL} `demo/test_stalled` PASS: `other_drive_read_s = 0.8`, `seed = 123456789`"
+        in summary
+    )
+    root = ET.parse(run_dir / "junit.xml").getroot()
+    case = root.find(".//testcase[@name='demo/test_stalled']")
+    assert case is not None
+    props = [(p.get("name"), p.get("value")) for p in case.findall("properties/property")]
+    assert props == [("other_drive_read_s", "0.8"), ("seed", "123456789")]
