@@ -77,6 +77,28 @@ def test_reads_bypass_the_responder_and_return_the_image(
         assert served >= reads, f"only {served} commands for {reads} READs"
 
 
+def test_an_image_in_ram_is_read_straight_and_exactly(
+    cell: CellEnv, untraced: OurResponder
+) -> None:
+    """A tmpfs image takes the module's copy-free path (reads straight into the command)."""
+    cell.guest.run(f"cp {CD1} /dev/shm/cd1.iso", check=True)
+    try:
+        restart_drive(cell, ["/dev/shm/cd1.iso"])
+        node = cell.nodes[0]
+        tur_until_good(cell.guest, node.sg)
+        assert isinstance(cell.drive, OurResponder)
+        before = _drive_status(cell.drive)
+        cd1 = cell.media["cd1"]
+        assert _sha_of_disc(cell, node, cd1.size) == cd1.sha256
+        served = _drive_status(cell.drive)["commands"] - before["commands"]
+        reads = -(-cd1.size // BS)
+        if cell.spec.module == "ours":
+            assert served < reads // 4, f"{served} commands reached the responder"
+    finally:
+        restart_drive(cell)
+        cell.guest.run("rm -f /dev/shm/cd1.iso")
+
+
 def test_a_new_disc_is_read_at_once_never_the_old_one(
     cell: CellEnv, untraced: OurResponder
 ) -> None:

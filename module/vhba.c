@@ -59,6 +59,7 @@
 #include <linux/blkdev.h>
 #include <linux/vmalloc.h>
 #include <linux/ratelimit.h>
+#include <linux/magic.h>
 #include <scsi/scsi.h>
 #include <scsi/scsi_cmnd.h>
 #include <scsi/scsi_device.h>
@@ -147,6 +148,7 @@ struct vhba_backing {
 	struct kref kref;
 	struct file *file;
 	const struct cred *cred;	/* of whoever set it: reads run as them */
+	bool in_memory;			/* tmpfs or memfd: reads cannot stall */
 	u64 offset;
 	u64 blocks;
 	unsigned int block_shift;
@@ -289,6 +291,15 @@ static struct vhba_slot *vhba_slot_get(struct vhba_host *vhost,
 	return slot;
 }
 
+/* Wake whoever waits for @slot to move on.  Called with vhost->lock held. */
+static void vhba_slot_moved_on(struct vhba_host *vhost, struct vhba_slot *slot)
+{
+	if (slot->waited) {
+		slot->waited = false;
+		wake_up_all(&vhost->slot_wait);
+	}
+}
+
 /*
  * Take @slot's command away and free the slot; if its work item is still
  * running, the slot becomes an ORPHAN that the work item frees.  Wakes
@@ -297,10 +308,7 @@ static struct vhba_slot *vhba_slot_get(struct vhba_host *vhost,
  */
 static void vhba_slot_put(struct vhba_host *vhost, struct vhba_slot *slot)
 {
-	if (slot->waited) {
-		slot->waited = false;
-		wake_up_all(&vhost->slot_wait);
-	}
+	vhba_slot_moved_on(vhost, slot);
 	slot->cmd = NULL;
 	slot->vdev = NULL;
 	if (slot->work_busy) {
@@ -519,13 +527,50 @@ static bool vhba_backing_read(struct vhba_backing *backing, char *buf,
 }
 
 /*
- * Work item of a direct read: read the blocks into a buffer of our own,
- * then, if the slot still carries the command and the backing is still
- * the device's, store them and complete the command.  Process context.
- * The read may take forever (a stalled FUSE or NFS server): meanwhile the
- * command can be aborted, reset or failed by close(), which leaves this
- * slot an ORPHAN for us to free.  A read that fails, or whose backing was
- * replaced meanwhile, is queued for the responder instead.
+ * Read @cmd's data straight into its pages from @backing at @pos, as the
+ * task that set the backing.  Process context; only for a backing in RAM,
+ * whose reads cannot stall, because the caller holds the slot FILLING (a
+ * step others wait for).  Returns false on an error or a short file.
+ */
+static bool vhba_backing_read_sg(struct vhba_backing *backing,
+				 struct scsi_cmnd *cmd, loff_t pos)
+{
+	const struct cred *old = override_creds(backing->cred);
+	struct sg_mapping_iter miter;
+	bool ok = true;
+
+	sg_miter_start(&miter, scsi_sglist(cmd), scsi_sg_count(cmd),
+		       SG_MITER_TO_SG);
+	while (ok && sg_miter_next(&miter)) {
+		size_t done = 0;
+
+		while (done < miter.length) {
+			ssize_t n = vhba_file_read(backing->file,
+						   (char *)miter.addr + done,
+						   miter.length - done, &pos);
+
+			if (n <= 0) {
+				ok = false;
+				break;
+			}
+			done += n;
+		}
+	}
+	sg_miter_stop(&miter);
+	revert_creds(old);
+	return ok;
+}
+
+/*
+ * Work item of a direct read.  A backing in RAM is read straight into the
+ * command's pages (FILLING, bounded).  Any other backing may take forever
+ * (a stalled FUSE or NFS server), so it is read into a buffer of our own
+ * while the command stays DIRECT: meanwhile it can be aborted, reset or
+ * failed by close(), which leaves the slot an ORPHAN for us to free.  Only
+ * if the slot still carries the command and the backing is still the
+ * device's are the data stored (FILLING) and the command completed.  A
+ * read that fails, or whose backing was replaced meanwhile, is queued for
+ * the responder instead.  Process context.
  *
  * Holds a module reference from queue_work() to its end, so a stalled
  * read makes rmmod fail with EBUSY instead of waiting for it.
@@ -537,32 +582,45 @@ static void vhba_direct_work(struct work_struct *work)
 	struct vhba_host *vhost = slot->vhost;
 	struct vhba_backing *backing = slot->backing;
 	unsigned int len = slot->len;
-	struct scsi_cmnd *cmd;
+	struct scsi_cmnd *cmd = NULL;
 	unsigned long flags;
-	char *buf;
-	bool ok;
+	char *buf = NULL;
+	bool ok = false;
 
-	buf = vhba_kvmalloc(len);
-	ok = buf && vhba_backing_read(backing, buf, len, slot->pos);
+	if (backing->in_memory) {
+		spin_lock_irqsave(&vhost->lock, flags);
+		if (slot->state == VHBA_SLOT_DIRECT &&
+		    slot->vdev->backing == backing) {
+			slot->state = VHBA_SLOT_FILLING;
+			cmd = slot->cmd;
+		}
+		spin_unlock_irqrestore(&vhost->lock, flags);
+		if (cmd)
+			ok = vhba_backing_read_sg(backing, cmd, slot->pos);
+	} else {
+		buf = vhba_kvmalloc(len);
+		ok = buf && vhba_backing_read(backing, buf, len, slot->pos);
+	}
 
 	spin_lock_irqsave(&vhost->lock, flags);
 	slot->work_busy = false;
 	vhost->direct_busy--;
-	if (slot->state == VHBA_SLOT_ORPHAN) {
+	switch (slot->state) {
+	case VHBA_SLOT_ORPHAN:
 		slot->backing = NULL;
 		list_move_tail(&slot->node, &vhost->free_slots);
 		slot->state = VHBA_SLOT_FREE;
 		goto out_unlock;
-	}
-	if (slot->state != VHBA_SLOT_DIRECT) {	/* close() is completing it */
+	case VHBA_SLOT_FILLING:		/* read straight in */
+		if (ok)
+			goto complete;
+		goto requeue;
+	case VHBA_SLOT_DIRECT:
+		if (!ok || slot->vdev->backing != backing)
+			goto requeue;
+		break;
+	default:			/* close() is completing it */
 		slot->backing = NULL;
-		goto out_unlock;
-	}
-	if (!ok || slot->vdev->backing != backing) {
-		slot->backing = NULL;
-		slot->state = VHBA_SLOT_PENDING;
-		list_move(&slot->node, &slot->vdev->pending);
-		wake_up_interruptible(&slot->vdev->read_wait);
 		goto out_unlock;
 	}
 	slot->state = VHBA_SLOT_FILLING;
@@ -572,17 +630,21 @@ static void vhba_direct_work(struct work_struct *work)
 	sg_copy_from_buffer(scsi_sglist(cmd), scsi_sg_count(cmd), buf, len);
 
 	spin_lock_irqsave(&vhost->lock, flags);
+complete:
 	slot->backing = NULL;
 	slot->state = VHBA_SLOT_COMPLETING;
 	list_del_init(&slot->node);
-	if (slot->waited) {
-		slot->waited = false;
-		wake_up_all(&vhost->slot_wait);
-	}
+	vhba_slot_moved_on(vhost, slot);
 	spin_unlock_irqrestore(&vhost->lock, flags);
 	vhba_slot_complete(vhost, slot, SAM_STAT_GOOD, 0);
 	goto out;
 
+requeue:
+	slot->backing = NULL;
+	slot->state = VHBA_SLOT_PENDING;
+	list_move(&slot->node, &slot->vdev->pending);
+	wake_up_interruptible(&slot->vdev->read_wait);
+	vhba_slot_moved_on(vhost, slot);
 out_unlock:
 	spin_unlock_irqrestore(&vhost->lock, flags);
 out:
@@ -1063,6 +1125,16 @@ static bool vhba_file_on_vhba(struct file *file)
 }
 
 /*
+ * Whether @file's data live in RAM: tmpfs (memfd files included), whose
+ * reads wait for nothing a user controls.  By superblock magic, which every
+ * kernel has (shmem_mapping() is not exported before 6.x).
+ */
+static bool vhba_file_in_memory(struct file *file)
+{
+	return file_inode(file)->i_sb->s_magic == TMPFS_MAGIC;
+}
+
+/*
  * A backing for @arg: a regular file open for reading, that the kernel can
  * read, not on a vhba drive and not on a stacked filesystem (whose lower
  * layer might be one), and an image that fits in loff_t.  Block devices
@@ -1102,6 +1174,7 @@ static struct vhba_backing *vhba_backing_new(const struct vhba_direct_read *arg)
 	kref_init(&backing->kref);
 	backing->file = file;
 	backing->cred = get_current_cred();
+	backing->in_memory = vhba_file_in_memory(file);
 	backing->offset = arg->offset;
 	backing->blocks = arg->blocks;
 	backing->block_shift = shift;
@@ -1350,8 +1423,11 @@ static void vhba_sdev_add(struct vhba_host *vhost, unsigned int num)
 
 /*
  * Work item on the system workqueue: brings the SCSI devices in line with
- * the open fds.  For each device number a pending removal (of the device
- * of a closed fd) is done before a pending addition, and an addition is
+ * the open fds.  Additions come first: open() never hands out a number
+ * whose old device is still to be removed, and a responder such as
+ * cdemu-daemon looks its device up once, a second after opening, so it
+ * must not wait behind the removal of many old devices: pending additions
+ * are looked for again after each removal.  An addition is
  * skipped if its fd has been closed meanwhile.  A removed device's number
  * becomes free for open() only here, once scsi_remove_device() returned.
  */
@@ -1361,25 +1437,32 @@ static void vhba_sync_work(struct work_struct *work)
 					       sync_work);
 	unsigned long flags;
 	unsigned int num;
-	bool add, remove;
+	bool pending;
 
-	for (num = 0; num < VHBA_MAX_DEVICES; num++) {
+	do {
+		for (num = 0; num < VHBA_MAX_DEVICES; num++) {
+			spin_lock_irqsave(&vhost->lock, flags);
+			pending = __test_and_clear_bit(num, vhost->add_map) &&
+				  vhost->devs[num];
+			spin_unlock_irqrestore(&vhost->lock, flags);
+			if (pending)
+				vhba_sdev_add(vhost, num);
+		}
+		/* one removal, then look for new additions again */
 		spin_lock_irqsave(&vhost->lock, flags);
-		remove = __test_and_clear_bit(num, vhost->remove_map);
-		add = __test_and_clear_bit(num, vhost->add_map) &&
-		      vhost->devs[num];
+		num = find_first_bit(vhost->remove_map, VHBA_MAX_DEVICES);
+		pending = num < VHBA_MAX_DEVICES;
+		if (pending)
+			__clear_bit(num, vhost->remove_map);
 		spin_unlock_irqrestore(&vhost->lock, flags);
-
-		if (remove) {
+		if (pending) {
 			vhba_sdev_remove(vhost, num);
 			spin_lock_irqsave(&vhost->lock, flags);
 			if (!vhost->devs[num])
 				__clear_bit(num, vhost->busy_map);
 			spin_unlock_irqrestore(&vhost->lock, flags);
 		}
-		if (add)
-			vhba_sdev_add(vhost, num);
-	}
+	} while (pending);
 }
 
 /* Platform probe: creates the SCSI host.  Process context. */
