@@ -50,6 +50,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
         help="fault spec for our responder (proves the suite catches bad drives)",
     )
+    group.addoption(
+        "--lab-module-fault",
+        default=None,
+        help="build our module with this deliberate bug (proves debug cells catch it)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -100,6 +105,7 @@ def cell(request: pytest.FixtureRequest, lab: LabContext, run_dir: Path) -> Iter
         run_dir / "cells" / spec.cell_id,
         media_set(run_dir),
         faults=request.config.getoption("--lab-fault"),
+        module_fault=request.config.getoption("--lab-module-fault"),
     )
     try:
         env.setup()

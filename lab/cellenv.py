@@ -134,6 +134,7 @@ class CellEnv:
     cell_dir: Path
     media: dict[str, Medium]
     faults: list[str] = field(default_factory=list)  # passed to our responder at start
+    module_fault: str | None = None  # a deliberate bug our module is built with (MODULE_FAULTS)
     kernel: KernelEntry | None = None
     image: Image | None = None
     build: BuildResult | None = None
@@ -162,6 +163,7 @@ class CellEnv:
                 self.cell_dir / "build.log",
                 werror=self.spec.module == "ours",
                 source=self._source(),
+                inject=self.module_fault if self.spec.module == "ours" else None,
             )
         if not self.build.ok:
             self.broken = f"the {self.spec.module} module did not build for {self.kernel.abi}"

@@ -34,6 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         keyword=args.keyword,
         quick=args.quick,
         faults=args.responder_fault,
+        module_fault=args.module_fault,
     )
     return run.exit_code
 

@@ -37,10 +37,23 @@ class BuildResult:
     ko: Path | None
 
 
+# Deliberate bugs our module can be built with (module/Makefile INJECT=), to check
+# that the lab's debug kernels catch them; never for anything but that check.
+MODULE_FAULTS = ("uaf",)
+
+
 def build_module(
-    image: Image, log_path: Path, *, werror: bool = True, source: Path = MODULE_SOURCE
+    image: Image,
+    log_path: Path,
+    *,
+    werror: bool = True,
+    source: Path = MODULE_SOURCE,
+    inject: str | None = None,
 ) -> BuildResult:
-    """Compile ``source`` against the image's kernel headers inside its root tree."""
+    """Compile ``source`` against the image's kernel headers inside its root tree.
+
+    ``inject`` (one of MODULE_FAULTS) builds our module with that deliberate bug.
+    """
     import time
 
     started = time.monotonic()
@@ -56,7 +69,7 @@ def build_module(
     )
     make = shlex.join([
         "make", "-C", str(image.headers_dir), f"M={inside}", "modules",
-        *(["WERROR=1"] if werror else []),
+        *(["WERROR=1"] if werror else []), *([f"INJECT={inject}"] if inject else []),
     ])  # fmt: skip
     # objtool (6.19+) reads /proc: mount it in a private mount namespace, so the mount
     # vanishes with the build even if it is killed, and parallel builds never collide.

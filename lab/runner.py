@@ -50,10 +50,17 @@ def select_cells(ctx: LabContext, kernels: list[str] | None, cell_ids: list[str]
     return default_cells([e.series for e in entries])
 
 
-def reproducer(spec: CellSpec, test: str | None = None, faults: list[str] | None = None) -> str:
+def reproducer(
+    spec: CellSpec,
+    test: str | None = None,
+    faults: list[str] | None = None,
+    module_fault: str | None = None,
+) -> str:
     words = ["vhba-lab", "run", "--cell", spec.cell_id]
     for fault in faults or []:
         words += ["--responder-fault", fault]
+    if module_fault:
+        words += ["--module-fault", module_fault]
     if test:
         words += ["-k", test.split("/", 1)[1]]
     return shlex.join(words)
@@ -83,6 +90,7 @@ def _cell_result(
     accel: str,
     faults: list[str],
     known_kernel: dict[str, str] | None = None,
+    module_fault: str | None = None,
 ) -> Cell:
     """The Cell for what ``cell_dir`` holds.  ``known_kernel`` (from the catalogue)
     describes the kernel of a cell that never got far enough to write it (an
@@ -126,7 +134,7 @@ def _cell_result(
         duration_s=float(info.get("duration_s", 0.0)),
         tests=tests,
         artifacts={k: f"cells/{spec.cell_id}/{v}" for k, v in info.get("artifacts", {}).items()},
-        reproducer=reproducer(spec, faults=faults),
+        reproducer=reproducer(spec, faults=faults, module_fault=module_fault),
         message=message,
     )
 
@@ -153,6 +161,7 @@ def run_matrix(
     keyword: str | None = None,
     quick: bool = False,
     faults: list[str] | None = None,
+    module_fault: str | None = None,
 ) -> Run:
     started = dt.datetime.now(dt.timezone.utc)
     run_id = started.strftime("%Y%m%d-%H%M%S")
@@ -179,10 +188,17 @@ def run_matrix(
         args += ["-m", "not slow"]
     for fault in faults or []:
         args += ["--lab-fault", fault]
+    if module_fault:
+        args += ["--lab-module-fault", module_fault]
     pytest.main(args)
     cell_results = [
         _cell_result(
-            s, run_dir / "cells" / s.cell_id, ctx.accel.name, faults or [], _kernel_facts(ctx, s)
+            s,
+            run_dir / "cells" / s.cell_id,
+            ctx.accel.name,
+            faults or [],
+            _kernel_facts(ctx, s),
+            module_fault=module_fault,
         )
         for s in cells
     ]
