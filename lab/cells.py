@@ -17,12 +17,16 @@ MODULES = ("ours", "upstream")
 RESPONDERS = ("ours", "cdemu")
 # trixie's kernel: the newest Debian stable, whose vhba-dkms and cdemu-daemon we pair with.
 REFERENCE_KERNEL = "6.12"
-_CELL_ID = re.compile(r"^(?P<kernel>[0-9]+\.[0-9]+)-(?P<module>[a-z]+)-(?P<responder>[a-z]+)$")
+# The kernel part is a series, optionally a lab-built variant of it ("6.12-debug":
+# Debian's source with sanitizers, see lab/debug_kernel.py).
+_CELL_ID = re.compile(
+    r"^(?P<kernel>[0-9]+\.[0-9]+(?:-debug)?)-(?P<module>[a-z]+)-(?P<responder>[a-z]+)$"
+)
 
 
 @dataclass(frozen=True, order=True)
 class CellSpec:
-    kernel: str  # a kernel series, e.g. "6.12"
+    kernel: str  # a kernel series, e.g. "6.12", or a debug kernel, e.g. "6.12-debug"
     module: str = "ours"
     responder: str = "ours"
 
@@ -43,7 +47,8 @@ class CellSpec:
         match = _CELL_ID.match(cell_id)
         if not match:
             raise UsageError(
-                f"bad cell id {cell_id!r}: expected SERIES-MODULE-RESPONDER, e.g. 6.12-ours-ours"
+                f"bad cell id {cell_id!r}: expected SERIES-MODULE-RESPONDER, e.g. 6.12-ours-ours "
+                "or 6.12-debug-ours-ours"
             )
         return cls(match["kernel"], match["module"], match["responder"])
 

@@ -15,9 +15,13 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.context import LabContext
 from lab.errors import LabError, UsageError
+
+if TYPE_CHECKING:
+    from lab.kernel_install import AnyKernel
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD: run CMD instead of a shell")
     _add_common(p)
 
+    p = sub.add_parser(
+        "debug-kernel",
+        help="build or list debug kernels (Debian source + KASAN/UBSAN/lockdep/kmemleak)",
+    )
+    p.add_argument("action", choices=["build", "list"])
+    p.add_argument(
+        "--series",
+        default="6.12",
+        metavar="X.Y",
+        help="series whose Debian source is rebuilt (default: 6.12 -> 6.12-debug)",
+    )
+    p.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
+    _add_common(p)
+
     p = sub.add_parser("build", help="compile matrix: build module/ for many kernels")
     p.add_argument("--kernels", nargs="+", default=["all"], metavar="K")
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel builds (default: cores)")
@@ -113,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="start our responder with this fault (e.g. capacity:blocks=1000) "
         "to check that the suite catches a broken drive",
     )
+    p.add_argument(
+        "--module-fault",
+        choices=("uaf",),  # lab.module.MODULE_FAULTS; not imported to keep the CLI light
+        default=None,
+        help="TEST ONLY: build our module with this deliberate bug (uaf: a use-after-free "
+        "at close) to check that a debug kernel cell catches it",
+    )
     _add_common(p)
 
     p = sub.add_parser("matrix", help="print the default cells (e.g. as a CI job matrix)")
@@ -131,20 +156,35 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_kernels(args: argparse.Namespace) -> int:
     import json
 
+    from lab.debug_kernel import debug_states, format_debug_table, known_debug_names
     from lab.kernels import format_table
 
     ctx = LabContext.from_args(args)
     entries = ctx.catalogue.entries()
+    debug = debug_states(ctx.debug_kernels, [ctx.debug_spec(n) for n in known_debug_names()])
     if args.json:
-        print(json.dumps([
+        rows: list[dict[str, object]] = [
             {"series": e.series, "version": e.version, "abi": e.abi, "suite": e.suite,
              "release": e.release} for e in entries
-        ], indent=2))  # fmt: skip
+        ]  # fmt: skip
+        # Debug kernels carry "debug": true so a consumer that builds every row can skip them.
+        rows += [
+            {"series": d.spec.name, "version": d.spec.source.version,
+             "abi": d.kernel_release or None, "suite": None, "release": d.spec.release,
+             "debug": True, "built": d.path is not None, "note": d.note} for d in debug
+        ]  # fmt: skip
+        print(json.dumps(rows, indent=2))
     else:
         from rich.console import Console
 
         # Piped output keeps full columns instead of rich's 80-column default.
-        Console(width=None if sys.stdout.isatty() else 160).print(format_table(entries))
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        console.print(format_table(entries))
+        console.print(format_debug_table(debug))
+        console.print(
+            "debug kernels are built from Debian's source on first use "
+            "(vhba-lab debug-kernel build), then cached"
+        )
     return 0
 
 
@@ -167,9 +207,10 @@ def cmd_images(args: argparse.Namespace) -> int:
     if args.action == "prune":
         from lab.images import image_key
 
-        # Without --all, keep exactly the images the current recipe and catalogue would use.
+        # Without --all, keep exactly the images the current recipe and catalogue would use,
+        # including those of debug kernels that are built (rebuilding one costs an hour).
         keep = set() if args.all else {
-            image_key(k, ctx.mirror) for k in ctx.catalogue.entries()
+            image_key(k, ctx.mirror) for k in [*ctx.catalogue.entries(), *_built_debug(ctx)]
         }  # fmt: skip
         for path in ctx.images.prune(keep=keep):
             print(f"removed {path}")
@@ -189,6 +230,38 @@ def cmd_images(args: argparse.Namespace) -> int:
     if failed:
         ctx.say(f"images failed for: {', '.join(failed)}")
     return 1 if failed else 0
+
+
+def cmd_debug_kernel(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from lab.debug_kernel import debug_name, debug_states, format_debug_table, known_debug_names
+
+    ctx = LabContext.from_args(args)
+    if args.action == "list":
+        specs = [ctx.debug_spec(name) for name in known_debug_names()]
+        states = debug_states(ctx.debug_kernels, specs)
+        Console(width=None if sys.stdout.isatty() else 160).print(format_debug_table(states))
+        return 0
+    name = debug_name(args.series.removesuffix("-debug"))
+    started = time.monotonic()
+    kernel = ctx.debug_kernel(name, rebuild=args.rebuild)
+    ctx.say(f"[{name}] ready in {time.monotonic() - started:.0f} s: uname -r {kernel.abi}")
+    print(kernel.path)
+    return 0
+
+
+def _built_debug(ctx: LabContext) -> list[AnyKernel]:
+    """Debug kernels already in the cache (never builds one)."""
+    from lab.debug_kernel import known_debug_names
+
+    built: list[AnyKernel] = []
+    for name in known_debug_names():
+        spec = ctx.debug_spec(name)
+        path = ctx.debug_kernels.cached(spec)
+        if path is not None:
+            built.append(ctx.debug_kernels.kernel(spec, path))
+    return built
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
@@ -241,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         "kernels": cmd_kernels,
         "images": cmd_images,
         "shell": cmd_shell,
+        "debug-kernel": cmd_debug_kernel,
         "build": commands.cmd_build,
         "run": commands.cmd_run,
         "matrix": commands.cmd_matrix,

@@ -16,9 +16,10 @@ from rich.console import Console
 from lab.accel import AccelChoice, choose_accel
 from lab.apt_sources import Mirror, find_mirror
 from lab.config import Config, load_config
+from lab.debug_kernel import DebugKernelStore, DebugSpec, debug_series, debug_spec
 from lab.images import Image, ImageStore
 from lab.kernel_install import AnyKernel
-from lab.kernels import Catalogue, KernelEntry, resolve_local
+from lab.kernels import Catalogue, resolve_local
 
 
 @dataclass
@@ -54,6 +55,10 @@ class LabContext:
     def images(self) -> ImageStore:
         return ImageStore()
 
+    @cached_property
+    def debug_kernels(self) -> DebugKernelStore:
+        return DebugKernelStore()
+
     @classmethod
     def from_args(cls, args: object) -> LabContext:
         """Build from the common CLI options (see ``lab.cli._add_common``)."""
@@ -67,13 +72,42 @@ class LabContext:
     def say(self, message: str) -> None:
         self.console.log(message)
 
-    def resolve(self, names: list[str]) -> list[KernelEntry]:
-        return self.catalogue.resolve_many(names)
+    def resolve(self, names: list[str]) -> list[AnyKernel]:
+        """Catalogue names (``all`` = every Debian series) and debug kernels (``6.12-debug``).
+
+        A debug kernel is built from source on first use (tens of minutes), then cached.
+        """
+        result: list[AnyKernel] = []
+        plain: list[str] = []
+
+        def flush() -> None:
+            result.extend(self.catalogue.resolve_many(plain))
+            plain.clear()
+
+        for name in names:
+            if debug_series(name):
+                flush()
+                result.append(self.debug_kernel(name))
+            else:
+                plain.append(name)
+        flush()
+        return result
+
+    def debug_spec(self, name: str) -> DebugSpec:
+        """What ``6.12-debug`` is made of: Debian's 6.12 source of the catalogue's version."""
+        series = debug_series(name) or name
+        return debug_spec(self.catalogue.resolve(series))
+
+    def debug_kernel(self, name: str, rebuild: bool = False) -> AnyKernel:
+        """The built debug kernel tree for ``name`` (built now if not cached)."""
+        return self.debug_kernels.get(self.debug_spec(name), self.mirror, self.say, rebuild=rebuild)
 
     def resolve_one(self, name: str) -> AnyKernel:
-        """A catalogue name, or a path to a contributor's kernel build directory."""
+        """A catalogue name, a debug kernel, or a path to a contributor's kernel build dir."""
         if "/" in name or Path(name).is_dir():
             return resolve_local(name)
+        if debug_series(name):
+            return self.debug_kernel(name)
         return self.catalogue.resolve(name)
 
     def image_for(self, kernel: AnyKernel) -> Image:

@@ -98,8 +98,10 @@ class LocalKernelInstall:
     """A kernel built on the host (e.g. during a bisect): bzImage + modules + build tree."""
 
     # Build products the external-module build never needs; leaving them out keeps the
-    # copied build tree small.
-    EXCLUDES = ("*.o", "*.ko", "*.a", ".*.cmd", "*.mod.c", ".git", "vmlinux", "vmlinux.o")
+    # copied build tree small.  The link intermediates (.tmp_vmlinux*, vmlinux.bin*) are
+    # ~0.5 GB in a KASAN build (lab/debug_kernel.py).
+    EXCLUDES = ("*.o", "*.ko", "*.a", ".*.cmd", "*.mod.c", ".git", "vmlinux", "vmlinux.o",
+                ".tmp_vmlinux*", "vmlinux.bin*")  # fmt: skip
 
     def __init__(self, kernel: LocalKernel) -> None:
         self.kernel = kernel

@@ -484,7 +484,8 @@ class Catalogue:
         abi = example.abi if example else "6.12.57+deb13-amd64"
         return UnknownKernelError(
             f"unknown kernel {name!r}: choose one of {choices}, an exact version "
-            f"(e.g. {version}), an ABI (e.g. {abi}), or a kernel build dir"
+            f"(e.g. {version}), an ABI (e.g. {abi}), a debug kernel built from Debian's "
+            "source (e.g. 6.12-debug, see 'vhba-lab debug-kernel list'), or a kernel build dir"
         )
 
     def resolve(self, name: str) -> KernelEntry:
@@ -529,9 +530,15 @@ class LocalKernel:
     bzimage: Path
     module_symvers: Path
     release: str = LOCAL_USERSPACE_RELEASE
+    # A catalogue name for trees the lab builds itself ("6.12-debug"); it stands in
+    # for the series in rows, work dirs and messages, so it never collides with the
+    # Debian build of the same series.
+    label: str | None = None
 
     @property
     def series(self) -> str:
+        if self.label:
+            return self.label
         match = _SERIES.match(self.kernel_release)
         return f"{match.group(1)}.{match.group(2)}" if match else self.kernel_release
 
