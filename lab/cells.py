@@ -53,9 +53,19 @@ class CellSpec:
         return cls(match["kernel"], match["module"], match["responder"])
 
 
-def default_cells(series: list[str], reference: str = REFERENCE_KERNEL) -> list[CellSpec]:
-    """Every series with our stack, plus the cross-stack cells where ``reference`` is tested."""
+def default_cells(
+    series: list[str], reference: str = REFERENCE_KERNEL, debug: bool = False
+) -> list[CellSpec]:
+    """Every series with our stack, plus the cross-stack cells where ``reference`` is tested.
+
+    ``debug`` adds the reference kernel's debug (sanitizer) cell.  The lab asks
+    for it where guests run on KVM: under TCG a KASAN+lockdep guest needs tens
+    of minutes to boot and its 30 s hung-task watchdog fires on TCG's slowness
+    alone (measured in docs/debug-kernels.md), which would be a false red.
+    """
     cells = [CellSpec(s) for s in series]
     if reference in series:
         cells += [CellSpec(reference, "upstream", "ours"), CellSpec(reference, "ours", "cdemu")]
+        if debug:
+            cells.append(CellSpec(f"{reference}-debug"))
     return cells

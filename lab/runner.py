@@ -47,7 +47,7 @@ def select_cells(ctx: LabContext, kernels: list[str] | None, cell_ids: list[str]
             ctx.catalogue.resolve(spec.kernel)
         return specs
     entries = ctx.resolve(kernels or ["all"])
-    return default_cells([e.series for e in entries])
+    return default_cells([e.series for e in entries], debug=ctx.accel.name == "kvm")
 
 
 def reproducer(

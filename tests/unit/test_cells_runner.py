@@ -31,6 +31,13 @@ def test_default_matrix_adds_cross_stack_cells_on_the_reference_kernel() -> None
     assert [c.cell_id for c in default_cells(["7.3"])] == ["7.3-ours-ours"]
 
 
+def test_default_matrix_has_the_debug_cell_when_asked() -> None:
+    ids = [c.cell_id for c in default_cells(["6.12", "7.3"], debug=True)]
+    assert ids[-1] == "6.12-debug-ours-ours"
+    assert CellSpec.parse(ids[-1]) == CellSpec("6.12-debug")
+    assert "6.12-debug-ours-ours" not in [c.cell_id for c in default_cells(["7.3"], debug=True)]
+
+
 def _cell_dir(tmp_path: Path, info: dict | None, tests: list[dict]) -> Path:
     cell_dir = tmp_path / "cells" / "6.12-ours-ours"
     cell_dir.mkdir(parents=True)
