@@ -10,9 +10,6 @@ No guest is booted.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,11 +17,10 @@ from pathlib import Path
 import pytest
 
 from lab.cells import REFERENCE_KERNEL, CellSpec
-from lab.paths import repo_root
 from lab.results import Run, Status, load_run, write_report
 from lab.runner import _cell_result
-
-CELL = f"{REFERENCE_KERNEL}-ours-ours"
+from tests.unit.throwaway_suite import CELL, run_suite
+from tests.unit.throwaway_suite import rows as suite_rows
 
 SUITE = """
 from types import SimpleNamespace
@@ -64,28 +60,11 @@ def test_measures_nothing(cell):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run the throw-away suite once; its run directory."""
-    root = tmp_path_factory.mktemp("measure")
-    suite = root / "suite"
-    suite.mkdir()
-    shutil.copy(repo_root() / "conformance" / "conftest.py", suite / "conftest.py")
-    (suite / "test_01_demo.py").write_text(SUITE)
-    run_dir = root / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(suite), "--lab-run-dir", str(run_dir), "-q",
-         "-p", "no:cacheprovider", "-p", "no:xdist", "--rootdir", str(suite)],
-        capture_output=True, text=True, cwd=repo_root(), timeout=120, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return run_dir
-
-
-def _rows(run_dir: Path) -> dict[str, dict]:
-    lines = (run_dir / "cells" / CELL / "tests.jsonl").read_text().splitlines()
-    return {row["name"]: row for row in map(json.loads, lines)}
+    return run_suite(tmp_path_factory.mktemp("measure"), SUITE)
 
 
 def test_record_keeps_numbers_and_strings_in_order(run_dir: Path) -> None:
-    rows = _rows(run_dir)
+    rows = suite_rows(run_dir)
     stalled = rows["demo/test_stalled"]
     assert stalled["status"] == "pass"
     assert list(stalled["measurements"].items()) == [
@@ -97,12 +76,12 @@ def test_record_keeps_numbers_and_strings_in_order(run_dir: Path) -> None:
 
 
 def test_record_drops_what_a_report_cannot_show(run_dir: Path) -> None:
-    odd = _rows(run_dir)["demo/test_odd_values"]["measurements"]
+    odd = suite_rows(run_dir)["demo/test_odd_values"]["measurements"]
     assert odd == {"timeout_s": "inf", "note": "two lines", "seed": 2}
 
 
 def test_every_line_has_measurements_even_empty(run_dir: Path) -> None:
-    rows = _rows(run_dir)
+    rows = suite_rows(run_dir)
     assert rows["demo/test_measures_nothing"]["measurements"] == {}
     assert all("measurements" in row for row in rows.values())
 

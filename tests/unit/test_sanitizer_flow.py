@@ -9,9 +9,6 @@ index.html are all the real code.  No guest is booted.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,12 +16,12 @@ import pytest
 from junitparser import Failure, JUnitXml
 
 from lab.cells import REFERENCE_KERNEL, CellSpec
-from lab.paths import repo_root
 from lab.results import Run, Status, load_run, write_report
 from lab.runner import _cell_result
+from tests.unit.throwaway_suite import CELL, run_suite
+from tests.unit.throwaway_suite import rows as suite_rows
 
 SAMPLES = Path(__file__).parent / "fixtures" / "sanitizers"
-CELL = f"{REFERENCE_KERNEL}-ours-ours"
 KASAN_TITLE = "BUG: KASAN: slab-use-after-free in vhba_ctl_read+0x1e4/0x560 [vhba]"
 
 SUITE = """
@@ -95,28 +92,13 @@ def test_clean(cell):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run the throw-away suite once; its run directory."""
-    root = tmp_path_factory.mktemp("flow")
-    suite = root / "suite"
-    suite.mkdir()
-    shutil.copy(repo_root() / "conformance" / "conftest.py", suite / "conftest.py")
-    (suite / "test_01_demo.py").write_text(SUITE.format(kasan=str(SAMPLES / "kasan-uaf-6.12.txt")))
-    run_dir = root / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(suite), "--lab-run-dir", str(run_dir), "-q",
-         "-p", "no:cacheprovider", "-p", "no:xdist", "--rootdir", str(suite)],
-        capture_output=True, text=True, cwd=repo_root(), timeout=120, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return run_dir
-
-
-def _rows(run_dir: Path) -> dict[str, dict]:
-    lines = (run_dir / "cells" / CELL / "tests.jsonl").read_text().splitlines()
-    return {row["name"]: row for row in map(json.loads, lines)}
+    return run_suite(
+        tmp_path_factory.mktemp("flow"), SUITE.format(kasan=str(SAMPLES / "kasan-uaf-6.12.txt"))
+    )
 
 
 def test_records_name_the_finding_and_link_its_report(run_dir: Path) -> None:
-    rows = _rows(run_dir)
+    rows = suite_rows(run_dir)
     row = rows["demo/test_passes_under_kasan"]
     assert row["status"] == "sanitizer"
     rel = "tests/demo__test_passes_under_kasan/sanitizer-1.txt"
@@ -128,7 +110,7 @@ def test_records_name_the_finding_and_link_its_report(run_dir: Path) -> None:
 
 
 def test_sanitizer_wins_over_what_the_test_itself_did(run_dir: Path) -> None:
-    rows = _rows(run_dir)
+    rows = suite_rows(run_dir)
     failed = rows["demo/test_fails_under_kasan"]
     assert failed["status"] == "sanitizer"
     assert failed["message"].startswith(KASAN_TITLE)
@@ -139,7 +121,7 @@ def test_sanitizer_wins_over_what_the_test_itself_did(run_dir: Path) -> None:
 
 
 def test_ordinary_health_failures_are_unchanged(run_dir: Path) -> None:
-    rows = _rows(run_dir)
+    rows = suite_rows(run_dir)
     warning = rows["demo/test_warning"]
     assert warning["status"] == "fail" and warning["findings"] == []
     assert warning["message"] == (
