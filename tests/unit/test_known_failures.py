@@ -208,7 +208,7 @@ CDEMU_MESSAGES = {
     "mmc/test_mode_page_2a_capabilities": "AssertionError: page length 54 overruns: 2a36 "
     "assert (54 + 2) <= 55",
     "multidevice/test_sixteen_drives": "lab.errors.GuestCommandError: cdemu-daemon never "
-    "mapped device 15: Device mapping: DEV   SCSI CD-ROM     SCSI generic    0     /dev/sr1",
+    "mapped device 5: Device mapping: DEV   SCSI CD-ROM     SCSI generic    0     /dev/sr1",
     "differential/test_same_view_as_qemu_scsi_cd": "AssertionError: differs from QEMU "
     "scsi-cd:   blockdev.ro: ours='0' qemu='1' assert not [\"blockdev.ro: ours='0' qemu='1'\"]",
 }
