@@ -158,19 +158,18 @@ def boot(
         disk = workdir / "disk.qcow2"
         if warm:
             warm_disk = _ensure_warm(image, accel, memory_mb, cpus, say)
-            shutil.copy2(warm_disk, disk)
             cold_log = warm_disk.parent / "serial.log"
             if cold_log.exists():
                 shutil.copy2(cold_log, workdir / "boot-serial.log")
             loadvm = SNAPSHOT_TAG
-        else:
-            _overlay(image.disk, disk)
     spec = _spec(image, disk, workdir, accel, memory_mb, cpus, loadvm)
     started = time.monotonic()
-    pristine = workdir / "disk.pristine.qcow2"
-    if not keep:
-        shutil.copy2(disk, pristine)
     for attempt in range(1, (1 if keep else BOOT_ATTEMPTS) + 1):
+        if not keep:  # a fresh overlay for every attempt
+            if warm:
+                shutil.copy2(warm_disk, disk)
+            else:
+                _overlay(image.disk, disk)
         machine = Machine(spec)
         machine.launch()
         try:
@@ -185,13 +184,13 @@ def boot(
             panic = machine.panic_line()
             machine.shutdown()
             if panic is None or attempt == BOOT_ATTEMPTS or keep:
+                if not keep:
+                    with contextlib.suppress(OSError):
+                        disk.unlink()
                 raise
             spec.serial_log.rename(workdir / f"serial-attempt{attempt}.log")
-            shutil.copy2(pristine, disk)
             say(f"boot attempt {attempt} of {image.abi}: guest kernel died before ssh "
                 f"({panic}); retrying once on a fresh overlay")  # fmt: skip
-    if not keep:
-        pristine.unlink()
     try:
         if warm:
             # A restored guest's clock stops at savevm time; make it now.
