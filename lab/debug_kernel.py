@@ -65,7 +65,7 @@ from lab.apt_sources import Mirror
 from lab.archive import download_deb, pool_exists
 from lab.digest import sha256_file
 from lab.errors import CacheCorruptError, LabError, UnknownKernelError
-from lab.images import apt_sources_for, locked
+from lab.images import apt_sources_for, locked, reuse_or_rebuild
 from lab.kernels import DebFile, KernelEntry, LocalKernel, resolve_local
 from lab.paths import cache_root
 
@@ -427,16 +427,10 @@ class DebugKernelStore:
         final = self.path(spec)
         self.root.mkdir(parents=True, exist_ok=True)
         with locked(self.root / f".{spec.entry_name}.lock"):
-            if final.exists() and not rebuild:
-                try:
-                    self.verify(final)
-                    return self.kernel(spec, final)
-                except CacheCorruptError as exc:
-                    say(f"[{spec.name}] cache entry corrupt, rebuilding: {exc}")
-            if final.exists():
-                shutil.rmtree(final)
-            self._build(spec, mirror, final, say)
-            self.verify(final)
+            reuse_or_rebuild(
+                final, rebuild, self.verify, lambda: self._build(spec, mirror, final, say),
+                lambda msg: say(f"[{spec.name}] {msg}"),
+            )  # fmt: skip
             return self.kernel(spec, final)
 
     def entries(self) -> list[Path]:

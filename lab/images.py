@@ -143,6 +143,29 @@ def _suite_exists(base: str, suite: str) -> bool:
         raise ImageBuildError(f"cannot reach the mirror {base}: {exc.reason}") from exc
 
 
+def reuse_or_rebuild(
+    path: Path,
+    rebuild: bool,
+    verify: Callable[[Path], None],
+    build: Callable[[], None],
+    say: Callable[[str], None],
+) -> None:
+    """Keep the cache entry at ``path`` if it verifies; otherwise (or if asked) build it anew.
+
+    A corrupt entry is said and rebuilt, never used; the new one is verified too.
+    """
+    if path.exists() and not rebuild:
+        try:
+            verify(path)
+            return
+        except CacheCorruptError as exc:
+            say(f"cache entry corrupt, rebuilding: {exc}")
+    if path.exists():
+        shutil.rmtree(path)
+    build()
+    verify(path)
+
+
 def apt_sources_for(release: str, mirror: Mirror, extra: tuple[str, ...] = ()) -> list[str]:
     """One-line apt sources for a release's userspace: release, -updates, -security (+extra)."""
     lines = [f"deb {mirror.archive} {release} main"]
@@ -207,16 +230,9 @@ class ImageStore:
         path = self.root / key
         say = progress or (lambda msg: log.info("%s", msg))
         with locked(self.root / f".{key}.lock"):
-            if path.exists() and not rebuild:
-                try:
-                    self.verify(path)
-                    return Image(path, kernel.release, kernel.abi)
-                except CacheCorruptError as exc:
-                    say(f"cache entry corrupt, rebuilding: {exc}")
-            if path.exists():
-                shutil.rmtree(path)
-            self._build(kernel, mirror, path, say)
-            self.verify(path)
+            reuse_or_rebuild(
+                path, rebuild, self.verify, lambda: self._build(kernel, mirror, path, say), say
+            )
             return Image(path, kernel.release, kernel.abi)
 
     def prune(self, keep: set[str]) -> list[Path]:
