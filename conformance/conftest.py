@@ -1,6 +1,7 @@
 """The conformance suite's harness: one guest per cell, shared by that cell's tests.
 
-Cells come from ``--lab-cells`` (ids like ``6.12-ours-ours``); each becomes
+Cells come from the run configuration ``vhba-lab run`` writes (``--lab-config``,
+:mod:`lab.runconfig`; ids like ``6.12-ours-ours``); each becomes
 a session-scoped ``cell`` fixture parameter grouped with ``xdist_group`` so
 that, under ``--dist loadgroup``, one worker owns one cell and its guest.
 
@@ -9,7 +10,13 @@ fails the test if its slice of the kernel log holds BUG/WARNING/Oops-class
 lines or the kernel picked up a new taint bit.  A debug kernel's sanitizer
 report (KASAN, lockdep, kmemleak, ...) in that window makes the test
 SANITIZER instead, whatever the test itself did: the record names each
-finding and links its report text.  Results are written by the
+finding and links its report text.
+
+A cell whose guest is lost (set-up failed even after the boot retry, QEMU
+died, ssh went silent) is broken once: the test that saw it is recorded
+with the cause :mod:`lab.cellstate` names (ERROR for infrastructure, FAIL
+for a kernel panic with the module in), and every later test of the cell is
+skipped with "cell broken: <cause>".  Results are written by the
 worker that ran the test into ``<run-dir>/cells/<cell>/tests.jsonl``; the
 ``vhba-lab run`` command turns those into the report.
 """
@@ -26,15 +33,20 @@ import pytest
 
 from lab.cellenv import CellEnv, HealthVerdict, media_set
 from lab.cells import REFERENCE_KERNEL, CellSpec
+from lab.cellstate import CellLoss
 from lab.context import LabContext
+from lab.errors import GuestLostError
+from lab.runconfig import RunConfig
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vhba-lab")
     group.addoption(
-        "--lab-cells",
-        default=f"{REFERENCE_KERNEL}-ours-ours",
-        help="comma-separated cell ids, e.g. 6.12-ours-ours,7.3-ours-ours",
+        "--lab-config",
+        type=Path,
+        default=None,
+        help="the run configuration written by 'vhba-lab run' (lab/runconfig.py; default: "
+        f"the reference cell {REFERENCE_KERNEL}-ours-ours with automatic accelerator)",
     )
     group.addoption(
         "--lab-run-dir",
@@ -42,19 +54,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="where cells write logs and results (default: a temp dir)",
     )
-    group.addoption("--lab-accel", default=None, help="auto, kvm or tcg")
-    group.addoption("--lab-mirror", default=None, help="Debian archive URI override")
-    group.addoption(
-        "--lab-fault",
-        action="append",
-        default=[],
-        help="fault spec for our responder (proves the suite catches bad drives)",
-    )
-    group.addoption(
-        "--lab-module-fault",
-        default=None,
-        help="build our module with this deliberate bug (proves debug cells catch it)",
-    )
+
+
+def _config(config: pytest.Config) -> RunConfig:
+    path = config.getoption("--lab-config")
+    if path is None:
+        return RunConfig(cells=(f"{REFERENCE_KERNEL}-ours-ours",))
+    return RunConfig.read(path)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,15 +73,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
 
 
-def _cells(config: pytest.Config) -> list[CellSpec]:
-    return [CellSpec.parse(c.strip()) for c in config.getoption("--lab-cells").split(",") if c]
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "cell" in metafunc.fixturenames:
         params = [
             pytest.param(spec, id=spec.cell_id, marks=pytest.mark.xdist_group(spec.cell_id))
-            for spec in _cells(metafunc.config)
+            for spec in _config(metafunc.config).specs()
         ]
         metafunc.parametrize("cell", params, indirect=True, scope="session")
 
@@ -89,23 +91,33 @@ def run_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="session")
-def lab(request: pytest.FixtureRequest) -> LabContext:
+def run_config(request: pytest.FixtureRequest) -> RunConfig:
+    return _config(request.config)
+
+
+@pytest.fixture(scope="session")
+def lab(run_config: RunConfig) -> LabContext:
     return LabContext(
-        mirror_override=request.config.getoption("--lab-mirror"),
-        accel_request=request.config.getoption("--lab-accel"),
+        mirror_override=run_config.mirror,
+        security_override=run_config.security_mirror,
+        accel_request=run_config.accel,
+        refresh=run_config.refresh,
     )
 
 
 @pytest.fixture(scope="session")
-def cell(request: pytest.FixtureRequest, lab: LabContext, run_dir: Path) -> Iterator[CellEnv]:
+def cell(
+    request: pytest.FixtureRequest, lab: LabContext, run_config: RunConfig, run_dir: Path
+) -> Iterator[CellEnv]:
     spec: CellSpec = request.param
     env = CellEnv(
         lab,
         spec,
         run_dir / "cells" / spec.cell_id,
         media_set(run_dir),
-        faults=request.config.getoption("--lab-fault"),
-        module_fault=request.config.getoption("--lab-module-fault"),
+        faults=list(run_config.responder_faults),
+        module_fault=run_config.module_fault,
+        boot_fault=run_config.boot_fault,
     )
     try:
         env.setup()
@@ -113,7 +125,25 @@ def cell(request: pytest.FixtureRequest, lab: LabContext, run_dir: Path) -> Iter
         env.teardown("error")
         raise
     yield env
-    env.teardown()
+    env.teardown("error" if env.loss is not None else "done")
+
+
+LOSS = pytest.StashKey[CellLoss]()
+
+
+@pytest.fixture(autouse=True)
+def _cell_gate(request: pytest.FixtureRequest) -> None:
+    """A broken cell runs no more tests: the first one reports the loss, the rest skip."""
+    if "cell" not in request.fixturenames:
+        return
+    env = request.getfixturevalue("cell")
+    if not isinstance(env, CellEnv) or env.loss is None:
+        return
+    if not env.loss_reported:
+        env.loss_reported = True
+        request.node.stash[LOSS] = env.loss
+        raise GuestLostError(env.loss.message)
+    pytest.skip(f"cell broken: {env.loss.message}")
 
 
 @pytest.fixture
@@ -150,14 +180,23 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     if env is not None and env.booted is not None and not item.get_closest_marker("no_health"):
         health = env.health_start(_test_name(item)[1])
     outcome = yield
-    if health is not None and env is not None:
+    if health is not None and env is not None and env.loss is None and not _lost(outcome):
         name = _test_name(item)[1]
         slice_path = env.cell_dir / "tests" / name.replace("/", "__") / "dmesg.txt"
-        verdict = env.health_end(health, slice_path)
+        try:
+            verdict = env.health_end(health, slice_path)
+        except GuestLostError as exc:
+            outcome.force_exception(exc)
+            return
         if verdict.findings:
             item.stash[SANITIZER_HIT] = SanitizerHit(verdict, outcome.excinfo is not None)
         if verdict.problem and outcome.excinfo is None:
             outcome.force_exception(AssertionError(f"kernel health: {verdict.problem}"))
+
+
+def _lost(outcome) -> bool:
+    excinfo = getattr(outcome, "excinfo", None)
+    return excinfo is not None and isinstance(excinfo[1], GuestLostError)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -167,10 +206,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     callspec = getattr(item, "callspec", None)
     if callspec is None or "cell" not in callspec.params:
         return
+    env = item.funcargs.get("cell")  # type: ignore[attr-defined]
+    if isinstance(env, CellEnv) and report.failed and LOSS not in item.stash:
+        seen = call.excinfo.value if call.excinfo is not None else None
+        # The first sign of a lost guest: the channel said so, or QEMU is gone
+        # (whatever the test itself then tripped over).
+        if isinstance(seen, GuestLostError) or (env.loss is None and env.qemu_gone()):
+            loss = env.guest_lost(seen or GuestLostError("QEMU is not running"))
+            if not env.loss_reported:
+                env.loss_reported = True
+                item.stash[LOSS] = loss
     cell_id = callspec.params["cell"].cell_id
     # A failing set-up or tear-down (e.g. restoring the drive) is a harness ERROR,
-    # never silently dropped.
-    if report.when == "call" or (report.when in ("setup", "teardown") and report.failed):
+    # never silently dropped; a test skipped in set-up (broken cell) is listed too.
+    if (
+        report.when == "call"
+        or (report.when in ("setup", "teardown") and report.failed)
+        or (report.when == "setup" and report.skipped)
+    ):
         _record(item, report, cell_id)
 
 
@@ -180,7 +233,10 @@ def _record(item: pytest.Item, report: pytest.TestReport, cell_id: str) -> None:
         return
     group, name = _test_name(item)
     hit = item.stash.get(SANITIZER_HIT, None) if report.when == "call" else None
-    if hit is not None:
+    loss = item.stash.get(LOSS, None)
+    if loss is not None:
+        status = loss.status.value  # ERROR unless the kernel blamed the module (lab.cellstate)
+    elif hit is not None:
         status = "sanitizer"  # the kernel proved a bug: worse than anything the test said
     elif report.skipped:
         status = "skip"
@@ -191,7 +247,9 @@ def _record(item: pytest.Item, report: pytest.TestReport, cell_id: str) -> None:
     else:
         status = "fail"
     message = _message(report)
-    if hit is not None:
+    if loss is not None:
+        message = f"cell broken: {loss.message}"[:500]
+    elif hit is not None:
         own = f"; the test itself: {message}" if hit.own_outcome and message else ""
         message = f"{hit.verdict.problem}{own}"[:500]
     cell_dir = Path(run_dir) / "cells" / cell_id

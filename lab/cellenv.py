@@ -5,8 +5,11 @@ A cell goes wrong in two different ways and the report must tell them apart:
 * the *product* failed (our module does not build or load, the drive never
   attaches): recorded in ``broken`` and reported by the build/attach tests
   as FAIL, with every later test of the cell skipped for that reason;
-* the *harness* failed (no image, guest does not boot): the exception
-  propagates and every test of the cell is an ERROR.
+* the *guest* was lost (no image, the guest did not boot even on its
+  retry, QEMU died or ssh went silent mid-cell): recorded once in ``loss``
+  (:mod:`lab.cellstate` names the cause from the serial log and says
+  whether the module can be blamed); the test that saw it carries that
+  cause and every later test is skipped.
 
 Everything a person needs to judge the cell lands in its directory: the
 build log, the serial log, the full dmesg, the responder log and CDB trace.
@@ -25,16 +28,18 @@ import re
 import shlex
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.cells import CellSpec
+from lab.cellstate import CellLoss, CellState, LossKind, classify_loss
 from lab.context import LabContext
+from lab.debug_kernel import BOOT_PATIENCE, debug_series
 from lab.drives import CdemuDaemon, DriveNode, OurResponder
-from lab.errors import LabError
+from lab.errors import GuestLostError, LabError
 from lab.images import Image, locked
-from lab.kernels import KernelEntry
+from lab.kernel_install import AnyKernel
 from lab.media import Medium, build_iso
 from lab.module import BuildResult, build_module, load_module
 from lab.sanitizers import Finding, parse_kmemleak, scan_kmsg
@@ -70,6 +75,15 @@ echo scan=off 2>/dev/null > $f || {{ echo disabled; exit 0; }}
 echo present
 echo scan > $f && sleep {KMEMLEAK_MIN_AGE_S} && echo scan > $f && cat $f && echo clear > $f
 """
+#: Kernel arguments that make a guest's init exit at once: "Attempted to kill
+#: init", a kernel panic before userspace (panic=-1, -no-reboot: QEMU exits).
+PANIC_BEFORE_USERSPACE = "init=/bin/false"
+#: ``--lab-boot-fault`` values: early-boot failures that prove the retry and
+#: the single ERROR (attempt number -> extra kernel arguments).
+BOOT_FAULTS: dict[str, Callable[[int], str]] = {
+    "panic": lambda attempt: PANIC_BEFORE_USERSPACE,
+    "panic-once": lambda attempt: PANIC_BEFORE_USERSPACE if attempt == 1 else "",
+}
 KMEMLEAK_SCAN = (
     f"f={KMEMLEAK}; echo scan > $f && sleep {KMEMLEAK_MIN_AGE_S} && echo scan > $f "
     "&& cat $f && echo clear > $f"
@@ -135,13 +149,19 @@ class CellEnv:
     media: dict[str, Medium]
     faults: list[str] = field(default_factory=list)  # passed to our responder at start
     module_fault: str | None = None  # a deliberate bug our module is built with (MODULE_FAULTS)
-    kernel: KernelEntry | None = None
+    boot_fault: str | None = None  # an early-boot failure to inject (BOOT_FAULTS)
+    kernel: AnyKernel | None = None
     image: Image | None = None
     build: BuildResult | None = None
     booted: BootedGuest | None = None
     drive: OurResponder | CdemuDaemon | None = None
     nodes: list[DriveNode] = field(default_factory=list)
     broken: str | None = None  # why the product failed; later tests skip
+    state: CellState = CellState.BOOTING
+    loss: CellLoss | None = None  # why the guest is gone (see lab.cellstate); later tests skip
+    loss_reported: bool = False  # a test already carries the loss
+    module_loaded: bool = False
+    _serial_mark: int = 0  # serial log size when the cell became ready
     # Whether the kernel has a working kmemleak; None until the first health check asks.
     kmemleak: bool | None = None
     started: float = field(default_factory=time.monotonic)
@@ -152,9 +172,67 @@ class CellEnv:
 
     # -- bring-up -------------------------------------------------------------
     def setup(self) -> None:
+        """Bring the cell up; a harness failure on the way leaves it BROKEN with a BOOT loss."""
         self.cell_dir.mkdir(parents=True, exist_ok=True)
         self._write_cell_json("running")
-        self.kernel = self.ctx.catalogue.resolve(self.spec.kernel)
+        try:
+            self._bring_up()
+        except LabError as exc:
+            self.lose(CellLoss(LossKind.BOOT, _one_line(exc), self.module_loaded))
+            return
+        if self.broken is None:
+            self.state = CellState.READY
+            serial = self.cell_dir / "guest" / "serial.log"
+            self._serial_mark = serial.stat().st_size if serial.exists() else 0
+        else:
+            self.state = CellState.BROKEN
+        self._write_cell_json("running")
+
+    def lose(self, loss: CellLoss) -> CellLoss:
+        """Mark the cell BROKEN by ``loss`` (the first one wins) and record it in cell.json."""
+        if self.loss is None:
+            self.loss = loss
+            self.state = CellState.BROKEN
+            self._write_cell_json("running")
+        return self.loss
+
+    def guest_lost(self, seen: BaseException) -> CellLoss:
+        """Name the loss of a READY cell's guest from QEMU's state and the serial log."""
+        if self.loss is not None:
+            return self.loss
+        serial = ""
+        exit_code = None
+        if self.booted is not None:
+            machine = self.booted.machine
+            if machine.is_running():
+                # ssh is gone but QEMU runs: give a dying kernel a moment to finish its report.
+                time.sleep(2)
+            exit_code = machine.exit_code()
+            with contextlib.suppress(OSError), machine.spec.serial_log.open("rb") as fh:
+                fh.seek(self._serial_mark)
+                serial = fh.read().decode(errors="replace")
+        return self.lose(classify_loss(serial, exit_code, self.module_loaded, _one_line(seen)))
+
+    def qemu_gone(self) -> bool:
+        return self.booted is not None and not self.booted.machine.is_running()
+
+    def _boot_cmdline(self) -> Callable[[int], str] | None:
+        if self.boot_fault is None:
+            return None
+        if self.boot_fault not in BOOT_FAULTS:
+            raise LabError(f"unknown boot fault {self.boot_fault!r}; use one of "
+                           f"{', '.join(BOOT_FAULTS)}")  # fmt: skip
+        return BOOT_FAULTS[self.boot_fault]
+
+    def _patience(self) -> float:
+        """Boot-timeout factor: sanitizer kernels boot many times slower (BOOT_PATIENCE)."""
+        if debug_series(self.spec.kernel) is None:
+            return 1.0
+        return BOOT_PATIENCE.get(self.ctx.accel.name, max(BOOT_PATIENCE.values()))
+
+    def _bring_up(self) -> None:
+        # A debug kernel goes the --kernel DIR way: built (or taken from its cache) here.
+        self.kernel = self.ctx.resolve_one(self.spec.kernel)
         with self.phase("image"):
             self.image = self.ctx.image_for(self.kernel)
         with self.phase("module_build"):
@@ -169,14 +247,19 @@ class CellEnv:
             self.broken = f"the {self.spec.module} module did not build for {self.kernel.abi}"
             return
         with self.phase("guest_ready"):
-            self.booted = self._stack.enter_context(
-                boot(self.image, self.cell_dir / "guest", self.ctx.accel, progress=self.ctx.say)
-            )
+            booting = boot(
+                self.image, self.cell_dir / "guest", self.ctx.accel,
+                progress=self.ctx.say, cmdline=self._boot_cmdline(), patience=self._patience(),
+            )  # fmt: skip
+            self.booted = self._stack.enter_context(booting)
         guest = self.booted.guest
         assert self.build.ko is not None
         try:
             with self.phase("module_load"):
+                self.module_loaded = True  # from here on the kernel may run module code
                 load_module(guest, self.build.ko)
+        except GuestLostError:
+            raise
         except LabError as exc:
             self.broken = f"the {self.spec.module} module did not load: {exc}"
             return
@@ -189,6 +272,8 @@ class CellEnv:
             with self.phase("drive_start"):
                 self.drive.ship()
                 self.nodes = self.drive.start([f"{GUEST_MEDIA}/cd1.iso"], faults=self.faults)
+        except GuestLostError:
+            raise
         except LabError as exc:
             self.broken = f"the drive did not attach: {exc}"
 
@@ -334,20 +419,22 @@ class CellEnv:
     def teardown(self, status: str = "done") -> None:
         start = time.monotonic()
         try:
-            if self.drive is not None and self.booted is not None:
+            if self.drive is not None and self.booted is not None and not self.qemu_gone():
                 with contextlib.suppress(LabError, OSError):
                     self.drive.stop()
                 with contextlib.suppress(LabError, OSError):
                     self.drive.fetch_logs(self.cell_dir)
-            if self.booted is not None:
+            if self.booted is not None and not self.qemu_gone():
                 with contextlib.suppress(LabError, OSError):
                     dmesg = self.booted.guest.run("dmesg", timeout=60).stdout
                     (self.cell_dir / "dmesg.txt").write_text(dmesg)
         finally:
             self._stack.close()
-            serial = self.cell_dir / "guest" / "serial.log"
-            if serial.exists():
-                shutil.copy2(serial, self.cell_dir / "serial.log")
+            guest_dir = self.cell_dir / "guest"
+            serials = [guest_dir / "serial.log", *sorted(guest_dir.glob("serial-attempt*.log"))]
+            for serial in serials:
+                if serial.exists():
+                    shutil.copy2(serial, self.cell_dir / serial.name)
             self.phases["teardown"] = round(time.monotonic() - start, 2)
             self._write_cell_json(status)
 
@@ -360,6 +447,8 @@ class CellEnv:
         }  # fmt: skip
         if self.spec.responder == "cdemu":
             names["responder_log"] = "cdemu-daemon.log"
+        for retry in sorted(self.cell_dir.glob("serial-attempt*.log")):  # failed boots (retried)
+            names[retry.stem.replace("-", "_")] = retry.name
         return {label: name for label, name in names.items() if (self.cell_dir / name).exists()}
 
     def _write_cell_json(self, status: str) -> None:
@@ -376,7 +465,10 @@ class CellEnv:
             "responder": self.spec.responder,
             "accel": self.ctx.accel.name,
             "state": status,
+            "cell_state": self.state.value,
             "broken": self.broken,
+            "loss": self.loss.to_json() if self.loss else None,
+            "boot_retries": list(self.booted.retried) if self.booted else [],
             "duration_s": round(time.monotonic() - self.started, 1),
             "ready_seconds": self.booted.ready_seconds if self.booted else None,
             "build": {
@@ -387,3 +479,8 @@ class CellEnv:
             "artifacts": self.artifacts(),
         }  # fmt: skip
         (self.cell_dir / "cell.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:400]

@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="TEST ONLY: build our module with this deliberate bug (uaf: a use-after-free "
         "at close) to check that a debug kernel cell catches it",
     )
+    p.add_argument(
+        "--boot-fault",
+        choices=("panic", "panic-once"),  # lab.cellenv.BOOT_FAULTS
+        default=None,
+        help="TEST ONLY: make the guest kernel panic before userspace on every boot attempt "
+        "(panic) or on the first only (panic-once) to check the boot retry and the single ERROR",
+    )
     _add_common(p)
 
     p = sub.add_parser("matrix", help="print the default cells (e.g. as a CI job matrix)")

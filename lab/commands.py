@@ -22,21 +22,15 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lab.runner import run_matrix, select_cells
+    from lab.runner import run_config, run_matrix, select_cells
 
     ctx = LabContext.from_args(args)
     cells = select_cells(ctx, args.kernels, args.cell)
-    run = run_matrix(
-        ctx,
-        cells,
-        args.reports,
-        workers=args.workers,
-        keyword=args.keyword,
-        quick=args.quick,
-        faults=args.responder_fault,
-        module_fault=args.module_fault,
-    )
-    return run.exit_code
+    config = run_config(
+        ctx, cells, keyword=args.keyword, quick=args.quick, faults=args.responder_fault,
+        module_fault=args.module_fault, boot_fault=args.boot_fault,
+    )  # fmt: skip
+    return run_matrix(ctx, config, args.reports, workers=args.workers).exit_code
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:

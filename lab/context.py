@@ -102,6 +102,13 @@ class LabContext:
         """The built debug kernel tree for ``name`` (built now if not cached)."""
         return self.debug_kernels.get(self.debug_spec(name), self.mirror, self.say, rebuild=rebuild)
 
+    def check_kernel_name(self, name: str) -> None:
+        """Raise UnknownKernelError for a name no cell can use; builds nothing."""
+        if debug_series(name):
+            self.debug_spec(name)  # the base series must exist and have a debug recipe
+        else:
+            self.catalogue.resolve(name)
+
     def resolve_one(self, name: str) -> AnyKernel:
         """A catalogue name, a debug kernel, or a path to a contributor's kernel build dir."""
         if "/" in name or Path(name).is_dir():

@@ -13,6 +13,7 @@ Every error carries the fix in its message, because the CLI prints
     ├── MachineError              QEMU failed to start or misbehaved
     │   └── BootTimeoutError      the guest did not become reachable in time
     ├── GuestCommandError         a command in the guest failed or timed out
+    │   └── GuestLostError        the guest stopped answering at all (ssh or QEMU gone)
     └── ModuleBuildError          the VHBA module did not compile
 """
 
@@ -59,6 +60,10 @@ class BootTimeoutError(MachineError):
 
 class GuestCommandError(LabError):
     pass
+
+
+class GuestLostError(GuestCommandError):
+    """Not one command's failure: the channel into the guest is gone (see lab.cellstate)."""
 
 
 class ModuleBuildError(LabError):

@@ -13,12 +13,13 @@ import logging
 import shlex
 import socket
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 
-from lab.errors import GuestCommandError
+from lab.errors import GuestCommandError, GuestLostError
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,23 @@ class SshIdentity:
         return path
 
 
-class Guest:
-    """Run commands in and move files to/from a guest over SSH."""
+#: What paramiko and the socket layer raise when the connection itself fails.
+#: (Not plain OSError: sftp raises that for a missing file, which is no lost guest.)
+_CHANNEL_ERRORS = (paramiko.SSHException, EOFError, ConnectionError, socket.timeout)
 
-    def __init__(self, identity: SshIdentity) -> None:
+
+class Guest:
+    """Run commands in and move files to/from a guest over SSH.
+
+    ``alive`` (the QEMU process's liveness) lets a dead guest be told at once:
+    any connection-level failure raises :class:`GuestLostError` without the
+    15 s reconnect attempt when QEMU is gone.  A command's own failure or
+    timeout stays a :class:`GuestCommandError`.
+    """
+
+    def __init__(self, identity: SshIdentity, alive: Callable[[], bool] | None = None) -> None:
         self.identity = identity
+        self.alive = alive
         self._client: paramiko.SSHClient | None = None
 
     def _new_client(self, timeout: float) -> paramiko.SSHClient:
@@ -101,12 +114,32 @@ class Guest:
             log.debug("ssh not ready: %s", exc)
             return False
 
+    def _qemu_gone(self) -> bool:
+        return self.alive is not None and not self.alive()
+
     @property
     def client(self) -> paramiko.SSHClient:
-        if self._client is None and not self.try_connect(timeout=15):
-            raise GuestCommandError(f"cannot reach the guest over ssh on port {self.identity.port}")
+        if self._client is None:
+            if self._qemu_gone():
+                raise GuestLostError("the guest's QEMU process is not running")
+            if not self.try_connect(timeout=15):
+                raise GuestLostError(
+                    f"cannot reach the guest over ssh on port {self.identity.port}"
+                )
         assert self._client is not None
         return self._client
+
+    @contextlib.contextmanager
+    def _channel(self, what: str) -> Iterator[None]:
+        """Turn a connection-level failure during ``what`` into GuestLostError."""
+        try:
+            yield
+        except GuestCommandError:
+            raise
+        except _CHANNEL_ERRORS as exc:
+            self.close()
+            gone = " (QEMU is not running)" if self._qemu_gone() else ""
+            raise GuestLostError(f"lost the ssh connection{gone} during {what}: {exc!r}") from exc
 
     def close(self) -> None:
         if self._client is not None:
@@ -118,42 +151,46 @@ class Guest:
         self, cmd: str, timeout: float = 120.0, check: bool = False, stdin: bytes | None = None
     ) -> CommandResult:
         """Run ``cmd`` with sh in the guest; kill the session after ``timeout`` seconds."""
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            self.close()
+        with self._channel(f"command {cmd[:200]!r}"):
             transport = self.client.get_transport()
-        assert transport is not None
-        chan = transport.open_session(timeout=30)
-        chan.settimeout(timeout)
-        chan.exec_command(cmd)
-        if stdin is not None:
-            chan.sendall(stdin)
-        chan.shutdown_write()
-        out, err = io.BytesIO(), io.BytesIO()
-        deadline = time.monotonic() + timeout
-        while True:
-            if chan.recv_ready():
-                out.write(chan.recv(65536))
-            if chan.recv_stderr_ready():
-                err.write(chan.recv_stderr(65536))
-            # Done only at EOF on both streams: the exit status can arrive before the
-            # last output bytes.
-            if (
-                chan.exit_status_ready()
-                and chan.eof_received
-                and not chan.recv_ready()
-                and not chan.recv_stderr_ready()
-            ):
-                break
-            if time.monotonic() > deadline:
-                chan.close()
-                raise GuestCommandError(
-                    f"guest command timed out after {timeout:.0f} s: {cmd}\n"
-                    f"partial stdout: {out.getvalue().decode(errors='replace')[-1000:]}"
-                )
-            time.sleep(0.01)
-        rc = chan.recv_exit_status()
-        chan.close()
+            if transport is None or not transport.is_active():
+                self.close()
+                transport = self.client.get_transport()
+            assert transport is not None
+            chan = transport.open_session(timeout=30)
+            chan.settimeout(timeout)
+            chan.exec_command(cmd)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = io.BytesIO(), io.BytesIO()
+            deadline = time.monotonic() + timeout
+            while True:
+                if chan.recv_ready():
+                    out.write(chan.recv(65536))
+                if chan.recv_stderr_ready():
+                    err.write(chan.recv_stderr(65536))
+                # Done only at EOF on both streams: the exit status can arrive before the
+                # last output bytes.
+                if (
+                    chan.exit_status_ready()
+                    and chan.eof_received
+                    and not chan.recv_ready()
+                    and not chan.recv_stderr_ready()
+                ):
+                    break
+                if not chan.exit_status_ready() and (chan.closed or not transport.is_active()):
+                    # The connection died under the command (QEMU killed, guest reset).
+                    raise EOFError("the ssh transport closed before the command ended")
+                if time.monotonic() > deadline:
+                    chan.close()
+                    raise GuestCommandError(
+                        f"guest command timed out after {timeout:.0f} s: {cmd}\n"
+                        f"partial stdout: {out.getvalue().decode(errors='replace')[-1000:]}"
+                    )
+                time.sleep(0.01)
+            rc = chan.recv_exit_status()
+            chan.close()
         result = CommandResult(
             cmd,
             rc,
@@ -165,14 +202,14 @@ class Guest:
         return result
 
     def upload(self, local: Path, remote: str, mode: int | None = None) -> None:
-        with self.client.open_sftp() as sftp:
+        with self._channel(f"upload of {local.name}"), self.client.open_sftp() as sftp:
             sftp.put(str(local), remote)
             if mode is not None:
                 sftp.chmod(remote, mode)
 
     def download(self, remote: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
-        with self.client.open_sftp() as sftp:
+        with self._channel(f"download of {remote}"), self.client.open_sftp() as sftp:
             sftp.get(remote, str(local))
 
     def write_text(self, remote: str, text: str) -> None:

@@ -21,7 +21,9 @@ import pytest
 
 from lab import known_failures
 from lab.cells import CellSpec, default_cells
+from lab.cellstate import CellLoss
 from lab.context import LabContext
+from lab.debug_kernel import debug_series
 from lab.errors import LabError
 from lab.paths import repo_root
 from lab.results import (
@@ -34,6 +36,7 @@ from lab.results import (
     load_run,
     write_report,
 )
+from lab.runconfig import RunConfig
 from lab.sanitizers import Kind
 
 CONFORMANCE_DIR = repo_root() / "conformance"
@@ -44,23 +47,22 @@ def select_cells(ctx: LabContext, kernels: list[str] | None, cell_ids: list[str]
     if cell_ids:
         specs = [CellSpec.parse(c) for c in cell_ids]
         for spec in specs:  # validate the kernel name early, with the list of valid ones
-            ctx.catalogue.resolve(spec.kernel)
+            ctx.check_kernel_name(spec.kernel)
         return specs
     entries = ctx.resolve(kernels or ["all"])
     return default_cells([e.series for e in entries], debug=ctx.accel.name == "kvm")
 
 
-def reproducer(
-    spec: CellSpec,
-    test: str | None = None,
-    faults: list[str] | None = None,
-    module_fault: str | None = None,
-) -> str:
+def reproducer(spec: CellSpec, test: str | None = None, config: RunConfig | None = None) -> str:
+    """The command that reruns ``spec`` (and ``test``) with the faults of ``config``."""
     words = ["vhba-lab", "run", "--cell", spec.cell_id]
-    for fault in faults or []:
-        words += ["--responder-fault", fault]
-    if module_fault:
-        words += ["--module-fault", module_fault]
+    if config is not None:
+        for fault in config.responder_faults:
+            words += ["--responder-fault", fault]
+        if config.module_fault:
+            words += ["--module-fault", config.module_fault]
+        if config.boot_fault:
+            words += ["--boot-fault", config.boot_fault]
     if test:
         words += ["-k", test.split("/", 1)[1]]
     return shlex.join(words)
@@ -87,10 +89,8 @@ def _host_info() -> dict[str, str]:
 def _cell_result(
     spec: CellSpec,
     cell_dir: Path,
-    accel: str,
-    faults: list[str],
+    config: RunConfig,
     known_kernel: dict[str, str] | None = None,
-    module_fault: str | None = None,
 ) -> Cell:
     """The Cell for what ``cell_dir`` holds.  ``known_kernel`` (from the catalogue)
     describes the kernel of a cell that never got far enough to write it (an
@@ -120,6 +120,9 @@ def _cell_result(
     message = None
     if not info:
         status, message = Status.ERROR, "the cell left no results (harness crashed?)"
+    elif info.get("loss"):
+        loss = CellLoss.from_json(info["loss"])
+        status, message = loss.status, f"cell broken: {loss.message}"
     elif info.get("state") == "error":
         status, message = Status.ERROR, "cell set-up failed in the harness; see its tests' logs"
     elif info.get("broken"):
@@ -129,19 +132,19 @@ def _cell_result(
         kernel={k: str(v) for k, v in kernel.items() if v is not None},
         module=spec.module,
         responder=spec.responder,
-        accel=info.get("accel", accel),
+        accel=info.get("accel", config.accel),
         status=status,
         duration_s=float(info.get("duration_s", 0.0)),
         tests=tests,
         artifacts={k: f"cells/{spec.cell_id}/{v}" for k, v in info.get("artifacts", {}).items()},
-        reproducer=reproducer(spec, faults=faults, module_fault=module_fault),
+        reproducer=reproducer(spec, config=config),
         message=message,
     )
 
 
 def _kernel_facts(ctx: LabContext, spec: CellSpec) -> dict[str, str] | None:
-    try:
-        entry = ctx.catalogue.resolve(spec.kernel)
+    try:  # a debug kernel's base entry: its source is exactly that version
+        entry = ctx.catalogue.resolve(debug_series(spec.kernel) or spec.kernel)
     except LabError:
         return None
     return {
@@ -152,55 +155,53 @@ def _kernel_facts(ctx: LabContext, spec: CellSpec) -> dict[str, str] | None:
     }
 
 
-def run_matrix(
+def run_config(
     ctx: LabContext,
     cells: list[CellSpec],
-    reports: Path,
     *,
-    workers: int = 1,
     keyword: str | None = None,
     quick: bool = False,
     faults: list[str] | None = None,
     module_fault: str | None = None,
-) -> Run:
+    boot_fault: str | None = None,
+) -> RunConfig:
+    """The run's configuration, with the accelerator chosen here once for every worker."""
+    return RunConfig(
+        cells=tuple(c.cell_id for c in cells), accel=ctx.accel.name,
+        mirror=ctx.mirror_override, security_mirror=ctx.security_override,
+        refresh=False,  # the parent already refreshed the indices (ctx.catalogue)
+        quick=quick, keyword=keyword, responder_faults=tuple(faults or ()),
+        module_fault=module_fault, boot_fault=boot_fault,
+    )  # fmt: skip
+
+
+def run_matrix(ctx: LabContext, config: RunConfig, reports: Path, *, workers: int = 1) -> Run:
     started = dt.datetime.now(dt.timezone.utc)
     run_id = started.strftime("%Y%m%d-%H%M%S")
     run_dir = reports / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
+    cells = config.specs()
     ctx.say(f"run {run_id}: {len(cells)} cells on {ctx.accel.name} ({ctx.accel.reason})")
     for spec in cells:
         ctx.say(f"  cell {spec.cell_id}")
+    config_file = config.write(run_dir.resolve())
     args = [
-        str(CONFORMANCE_DIR), "--lab-cells", ",".join(c.cell_id for c in cells),
-        "--lab-run-dir", str(run_dir.resolve()), "--lab-accel", ctx.accel.name,
+        str(CONFORMANCE_DIR), "--lab-config", str(config_file),
+        "--lab-run-dir", str(run_dir.resolve()),
         "-p", "no:cacheprovider", "-o", "console_output_style=count", "-q", "-rfE",
         "--rootdir", str(repo_root()),
     ]  # fmt: skip
-    if ctx.mirror_override:
-        args += ["--lab-mirror", ctx.mirror_override]
     if workers > 1:
         args += ["-n", str(workers), "--dist", "loadgroup"]
     else:
         args += ["-p", "no:xdist"]
-    if keyword:
-        args += ["-k", keyword]
-    if quick:
+    if config.keyword:
+        args += ["-k", config.keyword]
+    if config.quick:
         args += ["-m", "not slow"]
-    for fault in faults or []:
-        args += ["--lab-fault", fault]
-    if module_fault:
-        args += ["--lab-module-fault", module_fault]
     pytest.main(args)
     cell_results = [
-        _cell_result(
-            s,
-            run_dir / "cells" / s.cell_id,
-            ctx.accel.name,
-            faults or [],
-            _kernel_facts(ctx, s),
-            module_fault=module_fault,
-        )
-        for s in cells
+        _cell_result(s, run_dir / "cells" / s.cell_id, config, _kernel_facts(ctx, s)) for s in cells
     ]
     run = Run(
         run_id=run_id,

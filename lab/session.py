@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_TAG = "ready"
 COLD_BOOT_TIMEOUT = 300.0
 WARM_BOOT_TIMEOUT = 60.0
-# A guest kernel that dies before ssh answers gets one more try (see boot()).
+# A guest that dies or stays silent before ssh answers gets one more try (see boot()).
 BOOT_ATTEMPTS = 2
 
 
@@ -44,6 +44,8 @@ class BootedGuest:
     workdir: Path
     warm: bool
     ready_seconds: float
+    # One line per failed attempt before the one that worked (see boot()).
+    retried: tuple[str, ...] = ()
 
 
 def _qemu_version() -> str:
@@ -74,30 +76,44 @@ def _spec(
     memory_mb: int,
     cpus: int,
     loadvm: str | None,
+    cmdline: str = "",
 ) -> MachineSpec:
     return MachineSpec(
         kernel=image.kernel, initrd=image.initrd, disk=disk, workdir=workdir, accel=accel,
-        memory_mb=memory_mb, cpus=cpus, loadvm=loadvm,
+        memory_mb=memory_mb, cpus=cpus, loadvm=loadvm, cmdline=cmdline,
     )  # fmt: skip
 
 
 def _wait_ssh(machine: Machine, image: Image, timeout: float, what: str) -> Guest:
-    guest = Guest(SshIdentity(machine.spec.ssh_port, image.client_key, image.host_pubkey))
+    guest = Guest(
+        SshIdentity(machine.spec.ssh_port, image.client_key, image.host_pubkey),
+        alive=machine.is_running,
+    )
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     machine.wait_until(lambda: guest.try_connect(5), timeout, what)
     return guest
 
 
 def _ensure_warm(
-    image: Image, accel: AccelChoice, memory_mb: int, cpus: int, say: Callable[[str], None]
+    image: Image,
+    accel: AccelChoice,
+    memory_mb: int,
+    cpus: int,
+    say: Callable[[str], None],
+    patience: float,
 ) -> Path:
     """The image's warm overlay; one process makes it while others wait for it."""
     with locked(image.path / ".warm.lock"):
-        return _make_warm(image, accel, memory_mb, cpus, say)
+        return _make_warm(image, accel, memory_mb, cpus, say, patience)
 
 
 def _make_warm(
-    image: Image, accel: AccelChoice, memory_mb: int, cpus: int, say: Callable[[str], None]
+    image: Image,
+    accel: AccelChoice,
+    memory_mb: int,
+    cpus: int,
+    say: Callable[[str], None],
+    patience: float,
 ) -> Path:
     """The image's warm overlay, made by one cold boot + savevm if missing or stale."""
     warm_dir = image.path / "warm"
@@ -112,17 +128,28 @@ def _make_warm(
     tmp = image.path / "warm.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    _overlay(image.disk, tmp / "warm.qcow2")
-    say(f"cold boot of {image.abi} ({accel.name}) to make its warm snapshot")
-    started = time.monotonic()
-    spec = _spec(image, tmp / "warm.qcow2", tmp, accel, memory_mb, cpus, None)
-    with Machine(spec) as machine:
-        guest = _wait_ssh(machine, image, COLD_BOOT_TIMEOUT, "reachable over ssh")
-        boot_s = time.monotonic() - started
-        # Settle: let udev finish so a restored guest starts from a quiet state.
-        guest.run("udevadm settle -t 30; sync", timeout=60)
-        guest.close()
-        machine.savevm(SNAPSHOT_TAG)
+    for attempt in range(1, BOOT_ATTEMPTS + 1):
+        # The same early-boot retry as boot(): nothing of ours runs in this guest.
+        _overlay(image.disk, tmp / "warm.qcow2")
+        say(f"cold boot of {image.abi} ({accel.name}) to make its warm snapshot")
+        started = time.monotonic()
+        spec = _spec(image, tmp / "warm.qcow2", tmp, accel, memory_mb, cpus, None)
+        try:
+            with Machine(spec) as machine:
+                timeout = COLD_BOOT_TIMEOUT * patience
+                guest = _wait_ssh(machine, image, timeout, "reachable over ssh")
+                boot_s = time.monotonic() - started
+                # Settle: let udev finish so a restored guest starts from a quiet state.
+                guest.run("udevadm settle -t 30; sync", timeout=60)
+                guest.close()
+                machine.savevm(SNAPSHOT_TAG)
+            break
+        except MachineError as exc:
+            if attempt == BOOT_ATTEMPTS:
+                raise
+            spec.serial_log.rename(tmp / f"serial-attempt{attempt}.log")
+            say(f"cold boot of {image.abi} failed before ssh ({str(exc).splitlines()[0]}); "
+                "retrying once")  # fmt: skip
     (tmp / "warm.json").write_text(
         json.dumps({"shape": shape, "cold_boot_seconds": round(boot_s, 1)}) + "\n"
     )
@@ -141,30 +168,47 @@ def boot(
     cpus: int = 2,
     disk: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    cmdline: Callable[[int], str] | None = None,
+    patience: float = 1.0,
 ) -> Iterator[BootedGuest]:
     """Boot ``image`` in ``workdir`` and yield it reachable over ssh; always shut down.
 
     ``disk``: boot this existing overlay cold and keep it afterwards (for tests
     that reboot a guest, e.g. DKMS autoload at boot).  By default every run
     gets a fresh overlay (a copy of the warm snapshot), deleted at the end.
+
+    A guest that dies or never answers before ssh is up is infrastructure:
+    nothing of ours ran in it yet (under TCG the 6.12 kernel rarely oopses in
+    early boot or right after a restore), so one more attempt on a fresh
+    overlay is honest.  Each failed attempt's serial log is kept as
+    ``serial-attempt<N>.log`` and named in ``BootedGuest.retried``; when the
+    last attempt fails too, its MachineError says so and names both logs.
+
+    ``cmdline(attempt)``: extra kernel arguments per attempt (1-based), which
+    forces a cold boot; the lab's own tests inject early-boot failures with it.
+    ``patience`` multiplies the boot timeouts (a sanitizer kernel boots far
+    slower; see :data:`lab.debug_kernel.BOOT_PATIENCE`).
     """
     say = progress or (lambda msg: log.info("%s", msg))
     workdir.mkdir(parents=True, exist_ok=True)
     keep = disk is not None
     loadvm: str | None = None
-    if disk is not None:
+    if disk is not None or cmdline is not None:
         warm = False
-    else:
+    if disk is None:
         disk = workdir / "disk.qcow2"
         if warm:
-            warm_disk = _ensure_warm(image, accel, memory_mb, cpus, say)
+            warm_disk = _ensure_warm(image, accel, memory_mb, cpus, say, patience)
             cold_log = warm_disk.parent / "serial.log"
             if cold_log.exists():
                 shutil.copy2(cold_log, workdir / "boot-serial.log")
             loadvm = SNAPSHOT_TAG
-    spec = _spec(image, disk, workdir, accel, memory_mb, cpus, loadvm)
     started = time.monotonic()
-    for attempt in range(1, (1 if keep else BOOT_ATTEMPTS) + 1):
+    retried: list[str] = []
+    attempts = 1 if keep else BOOT_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        extra = cmdline(attempt) if cmdline is not None else ""
+        spec = _spec(image, disk, workdir, accel, memory_mb, cpus, loadvm, extra)
         if not keep:  # a fresh overlay for every attempt
             if warm:
                 shutil.copy2(warm_disk, disk)
@@ -173,24 +217,28 @@ def boot(
         machine = Machine(spec)
         machine.launch()
         try:
-            timeout = WARM_BOOT_TIMEOUT if warm else COLD_BOOT_TIMEOUT
+            timeout = (WARM_BOOT_TIMEOUT if warm else COLD_BOOT_TIMEOUT) * patience
             guest = _wait_ssh(machine, image, timeout, "reachable over ssh")
             break
-        except MachineError:
-            # The guest kernel died before anything of ours ran in it (under TCG
-            # the 6.12 kernel rarely oopses in early boot or right after a
-            # restore): infrastructure, so one retry on a fresh overlay is
-            # honest.  Both serial logs are kept.
-            panic = machine.panic_line()
+        except MachineError as exc:
             machine.shutdown()
-            if panic is None or attempt == BOOT_ATTEMPTS or keep:
+            cause = machine.panic_line() or str(exc).splitlines()[0]
+            if attempt == attempts:
                 if not keep:
                     with contextlib.suppress(OSError):
                         disk.unlink()
+                if retried:
+                    raise MachineError(
+                        f"the guest failed to come up twice: {'; '.join(retried)}; then "
+                        f"attempt {attempt}: {cause}; serial logs {workdir}/serial-attempt1.log "
+                        f"and {spec.serial_log}"
+                    ) from exc
                 raise
-            spec.serial_log.rename(workdir / f"serial-attempt{attempt}.log")
-            say(f"boot attempt {attempt} of {image.abi}: guest kernel died before ssh "
-                f"({panic}); retrying once on a fresh overlay")  # fmt: skip
+            kept = workdir / f"serial-attempt{attempt}.log"
+            spec.serial_log.rename(kept)
+            retried.append(f"attempt {attempt}: {cause} (serial log {kept.name})")
+            say(f"boot attempt {attempt} of {image.abi} failed before ssh ({cause}); "
+                "retrying once on a fresh overlay")  # fmt: skip
     try:
         if warm:
             # A restored guest's clock stops at savevm time; make it now.
@@ -199,7 +247,7 @@ def boot(
         say(
             f"guest {image.abi} ready in {ready:.1f} s ({'warm' if warm else 'cold'}, {accel.name})"
         )
-        booted = BootedGuest(machine, guest, image, workdir, warm, ready)
+        booted = BootedGuest(machine, guest, image, workdir, warm, ready, tuple(retried))
         try:
             yield booted
         finally:

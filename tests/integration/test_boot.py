@@ -112,3 +112,37 @@ def test_unknown_kernel_is_a_one_line_error_listing_valid_names() -> None:
     assert len(lines) == 1, out.stderr
     assert "unknown kernel 'nonsense'" in lines[0] and "6.12" in lines[0]
     assert "Traceback" not in out.stderr
+
+
+def test_an_early_boot_panic_is_retried_once_on_a_fresh_overlay(
+    lab: LabContext, reference_image: Image, reference_kernel: KernelEntry, tmp_path: Path
+) -> None:
+    # The first attempt's init exits at once (a kernel panic before userspace);
+    # the retry boots normally: one boot, one named retry, the failed log kept.
+    def first_panics(attempt: int) -> str:
+        return "init=/bin/false" if attempt == 1 else ""
+
+    with boot(reference_image, tmp_path, lab.accel, cmdline=first_panics) as booted:
+        assert booted.guest.run("uname -r", check=True).stdout.strip() == reference_kernel.abi
+        (retry,) = booted.retried
+    assert retry.startswith("attempt 1: ") and "Kernel panic" in retry, retry
+    assert "Attempted to kill init" in (tmp_path / "serial-attempt1.log").read_text()
+    assert "Kernel panic" not in (tmp_path / "serial.log").read_text(errors="replace")
+
+
+def test_a_repeated_early_boot_panic_fails_once_naming_both_serial_logs(
+    lab: LabContext, reference_image: Image, tmp_path: Path
+) -> None:
+    def always_panics(attempt: int) -> str:
+        return "init=/bin/false"
+
+    with (
+        pytest.raises(MachineError, match="failed to come up twice") as caught,
+        boot(reference_image, tmp_path, lab.accel, cmdline=always_panics),
+    ):
+        raise AssertionError("a guest whose init exits must never be handed out")
+    message = str(caught.value)
+    assert "attempt 1: " in message and "attempt 2: " in message and "Kernel panic" in message
+    for log in ("serial-attempt1.log", "serial.log"):
+        assert "Attempted to kill init" in (tmp_path / log).read_text(errors="replace"), log
+    assert not (tmp_path / "disk.qcow2").exists(), "a failed boot leaves no disk behind"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -82,3 +85,68 @@ def test_wrong_capacity_turns_the_cell_red_with_a_reproducer(tmp_path: Path) -> 
                for t in failed), [t.message for t in failed]  # fmt: skip
     assert result.reproducer.startswith(f"vhba-lab run --cell {cell}")
     assert "--responder-fault capacity:blocks=1000" in result.reproducer
+
+
+def _qemu_pids(path_part: str) -> list[int]:
+    """QEMU processes whose command line names ``path_part`` (a cell's directory)."""
+    out = subprocess.run(["pgrep", "-f", f"qemu-system.*{path_part}"], capture_output=True,
+                         text=True, check=False)  # fmt: skip
+    return [int(pid) for pid in out.stdout.split()]
+
+
+def test_a_boot_that_keeps_panicking_is_one_error_with_both_serial_logs(tmp_path: Path) -> None:
+    cell = f"{REFERENCE_KERNEL}-ours-ours"
+    out = _run(tmp_path, "--cell", cell, "--boot-fault", "panic", "-k", "spc")
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-2000:]
+    run = load_run(tmp_path / "latest")
+    (result,) = run.cells
+    assert result.overall.value == "error"
+    assert "BOOT: the guest failed to come up twice" in (result.message or "")
+    errors = [t for t in result.tests if t.status.value == "error"]
+    assert len(errors) == 1, [(t.name, t.status.value, t.message) for t in result.tests]
+    assert all(t.status.value in ("error", "skip") for t in result.tests)
+    skipped = [t for t in result.tests if t.status.value == "skip"]
+    assert skipped and all("cell broken: BOOT:" in (t.message or "") for t in skipped)
+    assert {"serial", "serial_attempt1"} <= set(result.artifacts), result.artifacts
+    for label in ("serial", "serial_attempt1"):
+        text = (tmp_path / "latest" / result.artifacts[label]).read_text(errors="replace")
+        assert "Kernel panic" in text, label
+    assert "--boot-fault panic" in result.reproducer
+
+
+def test_a_guest_killed_mid_cell_is_one_error_the_rest_skip_and_no_qemu_is_left(
+    tmp_path: Path,
+) -> None:
+    cell = f"{REFERENCE_KERNEL}-ours-ours"
+    cmd = [*VHBA_LAB, "run", "--quick", "--reports", str(tmp_path), "--cell", cell,
+           "-k", "spc or mmc"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed: list[int] = []
+    try:
+        deadline = time.monotonic() + 1500
+        while time.monotonic() < deadline and proc.poll() is None:
+            records = list(tmp_path.glob(f"*/cells/{cell}/tests.jsonl"))
+            if records and len(records[0].read_text().splitlines()) >= 3:
+                killed = _qemu_pids(str(records[0].parent))
+                for pid in killed:
+                    os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.5)
+        output, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed, "the cell never got to its third test"
+    assert proc.returncode == 2, output[-3000:]
+    run = load_run(tmp_path / "latest")
+    (result,) = run.cells
+    errors = [t for t in result.tests if t.status.value == "error"]
+    assert len(errors) == 1, [(t.name, t.status.value, t.message) for t in result.tests]
+    (error,) = errors
+    assert error.message is not None and "QEMU-EXIT: QEMU exited (signal 9)" in error.message
+    assert not [t for t in result.tests if t.status.value == "fail"]
+    later = result.tests[result.tests.index(error) + 1 :]
+    assert later and all(t.status.value == "skip" for t in later)
+    assert result.overall.value == "error" and "QEMU-EXIT" in (result.message or "")
+    assert "serial" in result.artifacts
+    assert not _qemu_pids(str(tmp_path)), "a QEMU of the broken cell is still running"

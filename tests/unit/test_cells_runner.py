@@ -10,8 +10,11 @@ import pytest
 from lab.cells import CellSpec, default_cells
 from lab.errors import UsageError
 from lab.results import Status
+from lab.runconfig import RunConfig
 from lab.runner import _cell_result, reproducer
 from lab.sanitizers import Kind
+
+TCG = RunConfig(cells=(), accel="tcg")
 
 
 def test_cell_ids_round_trip_and_bad_ones_are_usage_errors() -> None:
@@ -56,7 +59,7 @@ TEST = {"name": "spc/test_inquiry", "group": "spc", "status": "pass", "duration_
 
 def test_a_healthy_cell_passes_with_run_relative_artifacts(tmp_path: Path) -> None:
     spec = CellSpec("6.12")
-    cell = _cell_result(spec, _cell_dir(tmp_path, INFO, [TEST]), "tcg", [])
+    cell = _cell_result(spec, _cell_dir(tmp_path, INFO, [TEST]), TCG)
     assert cell.status is Status.PASS and cell.overall is Status.PASS
     assert cell.artifacts == {"serial": "cells/6.12-ours-ours/serial.log"}
     assert cell.tests[0].artifacts["dmesg"].startswith("cells/6.12-ours-ours/tests/")
@@ -69,7 +72,7 @@ def test_sanitizer_findings_get_run_relative_report_paths(tmp_path: Path) -> Non
     row = {**TEST, "status": "sanitizer", "message": title,
            "artifacts": {**TEST["artifacts"], "sanitizer-1": rel},
            "findings": [{"kind": "kasan", "title": title, "artifact": rel}]}  # fmt: skip
-    cell = _cell_result(CellSpec("6.12"), _cell_dir(tmp_path, INFO, [row, TEST]), "tcg", [])
+    cell = _cell_result(CellSpec("6.12"), _cell_dir(tmp_path, INFO, [row, TEST]), TCG)
     sanitizer, plain = cell.tests
     assert sanitizer.status is Status.SANITIZER and cell.overall is Status.SANITIZER
     (finding,) = sanitizer.findings
@@ -81,25 +84,26 @@ def test_sanitizer_findings_get_run_relative_report_paths(tmp_path: Path) -> Non
 def test_broken_product_is_a_failure_and_harness_trouble_an_error(tmp_path: Path) -> None:
     spec = CellSpec("6.12")
     broken = _cell_result(spec, _cell_dir(tmp_path / "a", {**INFO, "broken": "did not build"},
-                                          []), "tcg", [])  # fmt: skip
+                                          []), TCG)  # fmt: skip
     assert broken.status is Status.FAIL and broken.message == "did not build"
     harness = _cell_result(spec, _cell_dir(tmp_path / "b", {**INFO, "state": "error"}, []),
-                           "tcg", [])  # fmt: skip
+                           TCG)  # fmt: skip
     assert harness.status is Status.ERROR
-    nothing = _cell_result(spec, _cell_dir(tmp_path / "c", None, []), "tcg", [])
+    nothing = _cell_result(spec, _cell_dir(tmp_path / "c", None, []), TCG)
     assert nothing.status is Status.ERROR and "no results" in (nothing.message or "")
 
 
 def test_a_cell_that_never_started_still_names_its_kernel(tmp_path: Path) -> None:
     """An interrupted run reports the cells it never reached, with catalogue facts."""
     facts = {"series": "7.3", "version": "7.3.1-1", "abi": "7.3.1+deb14-amd64", "release": "sid"}
-    cell = _cell_result(CellSpec("7.3"), _cell_dir(tmp_path, None, []), "tcg", [], facts)
+    cell = _cell_result(CellSpec("7.3"), _cell_dir(tmp_path, None, []), TCG, facts)
     assert cell.kernel == facts and cell.status is Status.ERROR
 
 
 def test_reproducer_names_the_cell_test_and_faults() -> None:
     spec = CellSpec("7.3")
-    line = reproducer(spec, "block/test_size", ["capacity:blocks=1000"])
+    faulty = RunConfig(cells=(), responder_faults=("capacity:blocks=1000",))
+    line = reproducer(spec, "block/test_size", faulty)
     assert line == ("vhba-lab run --cell 7.3-ours-ours --responder-fault capacity:blocks=1000"
                     " -k test_size")  # fmt: skip
 
@@ -107,7 +111,7 @@ def test_reproducer_names_the_cell_test_and_faults() -> None:
 def test_measurements_reach_the_result_and_old_rows_have_none(tmp_path: Path) -> None:
     measured = {**TEST, "name": "attacker/test_stalled", "group": "attacker",
                 "measurements": {"other_drive_read_s": 0.8, "seed": 123456789}}  # fmt: skip
-    cell = _cell_result(CellSpec("6.12"), _cell_dir(tmp_path, INFO, [measured, TEST]), "tcg", [])
+    cell = _cell_result(CellSpec("6.12"), _cell_dir(tmp_path, INFO, [measured, TEST]), TCG)
     stalled, old = cell.tests
     assert stalled.measurements == {"other_drive_read_s": 0.8, "seed": 123456789}
     assert old.measurements == {}  # a row written before measurements existed
@@ -115,5 +119,5 @@ def test_measurements_reach_the_result_and_old_rows_have_none(tmp_path: Path) ->
 
 def test_an_odd_measurement_is_dropped_not_fatal_to_the_report(tmp_path: Path) -> None:
     row = {**TEST, "measurements": {"ok": 1, "flag": True, "blob": [1, 2], "text": "a\nb"}}
-    cell = _cell_result(CellSpec("6.12"), _cell_dir(tmp_path, INFO, [row]), "tcg", [])
+    cell = _cell_result(CellSpec("6.12"), _cell_dir(tmp_path, INFO, [row]), TCG)
     assert cell.tests[0].measurements == {"ok": 1, "text": "a b"}

@@ -254,3 +254,18 @@ def test_context_resolves_debug_names_from_the_catalogue(tmp_path: Path) -> None
     both = ctx.resolve(["6.12", "6.12-debug"])
     assert [k.series for k in both] == ["6.12", "6.12-debug"]
     assert isinstance(both[0], KernelEntry)
+
+
+def test_debug_cells_are_validated_without_building(tmp_path: Path) -> None:
+    from lab.runner import select_cells
+
+    fake = FakeMirror()
+    fake.add_fixture_suites(("trixie", "trixie-security"))
+    mirror = Mirror(ARCHIVE, SECURITY)
+    catalogue = Catalogue.load(mirror, cache_dir=tmp_path / "archive", transport=fake)
+    ctx = LabContext()
+    ctx.__dict__.update(catalogue=catalogue, mirror=mirror, debug_kernels=None)  # never built
+    (spec,) = select_cells(ctx, None, ["6.12-debug-ours-ours"])
+    assert spec.kernel == "6.12-debug"
+    with pytest.raises(UnknownKernelError, match="unknown kernel '6.1'"):
+        select_cells(ctx, None, ["6.1-debug-ours-ours"])

@@ -18,9 +18,12 @@ import pytest
 
 from lab.cells import REFERENCE_KERNEL, CellSpec
 from lab.results import Run, Status, load_run, write_report
+from lab.runconfig import RunConfig
 from lab.runner import _cell_result
 from tests.unit.throwaway_suite import CELL, run_suite
 from tests.unit.throwaway_suite import rows as suite_rows
+
+TCG = RunConfig(cells=(), accel="tcg")
 
 SUITE = """
 from types import SimpleNamespace
@@ -93,7 +96,7 @@ def test_reports_show_the_measurements(run_dir: Path) -> None:
         "accel": "tcg", "state": "done", "broken": None, "duration_s": 3.0, "artifacts": {},
     }  # fmt: skip
     (run_dir / "cells" / CELL / "cell.json").write_text(json.dumps(info))
-    cell = _cell_result(CellSpec.parse(CELL), run_dir / "cells" / CELL, "tcg", [])
+    cell = _cell_result(CellSpec.parse(CELL), run_dir / "cells" / CELL, TCG)
     now = datetime(2026, 11, 24, tzinfo=timezone.utc)
     host = {"hostname": "h", "qemu_version": "q", "python": "p", "lab_commit": "c"}
     run = Run("measure-1", now, now, host, [cell])

@@ -12,6 +12,7 @@ import pytest
 from lab.cells import CellSpec
 from lab.cli import build_parser
 from lab.module import MODULE_FAULTS
+from lab.runconfig import RunConfig
 from lab.runner import reproducer
 
 MAKEFILE = Path(__file__).resolve().parents[2] / "module" / "Makefile"
@@ -36,7 +37,7 @@ def test_cli_choices_are_the_module_faults() -> None:
 
 def test_reproducer_names_the_module_fault() -> None:
     spec = CellSpec("6.12")
-    assert reproducer(spec, module_fault="uaf") == (
+    assert reproducer(spec, config=RunConfig(cells=(), module_fault="uaf")) == (
         "vhba-lab run --cell 6.12-ours-ours --module-fault uaf"
     )
     assert "--module-fault" not in reproducer(spec)

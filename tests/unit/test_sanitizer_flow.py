@@ -17,9 +17,12 @@ from junitparser import Failure, JUnitXml
 
 from lab.cells import REFERENCE_KERNEL, CellSpec
 from lab.results import Run, Status, load_run, write_report
+from lab.runconfig import RunConfig
 from lab.runner import _cell_result
 from tests.unit.throwaway_suite import CELL, run_suite
 from tests.unit.throwaway_suite import rows as suite_rows
+
+TCG = RunConfig(cells=(), accel="tcg")
 
 SAMPLES = Path(__file__).parent / "fixtures" / "sanitizers"
 KASAN_TITLE = "BUG: KASAN: slab-use-after-free in vhba_ctl_read+0x1e4/0x560 [vhba]"
@@ -64,7 +67,8 @@ class FakeGuest:
 @pytest.fixture(scope="session")
 def cell(request, run_dir):
     env = CellEnv(SimpleNamespace(), request.param, run_dir / "cells" / request.param.cell_id, {{}})
-    env.booted = SimpleNamespace(guest=FakeGuest())
+    machine = SimpleNamespace(is_running=lambda: True)
+    env.booted = SimpleNamespace(guest=FakeGuest(), machine=machine)
     return env
 
 
@@ -138,7 +142,7 @@ def test_reports_show_the_kind(run_dir: Path) -> None:
         "accel": "tcg", "state": "done", "broken": None, "duration_s": 9.0, "artifacts": {},
     }  # fmt: skip
     (run_dir / "cells" / CELL / "cell.json").write_text(json.dumps(info))
-    cell = _cell_result(CellSpec.parse(CELL), run_dir / "cells" / CELL, "tcg", [])
+    cell = _cell_result(CellSpec.parse(CELL), run_dir / "cells" / CELL, TCG)
     assert cell.overall is Status.SANITIZER
     now = datetime(2026, 11, 24, tzinfo=timezone.utc)
     host = {"hostname": "h", "qemu_version": "q", "python": "p", "lab_commit": "c"}
