@@ -26,6 +26,7 @@ from lab.context import LabContext
 from lab.debug_kernel import debug_series
 from lab.errors import LabError
 from lab.paths import repo_root
+from lab.progress import MatrixProgress
 from lab.results import (
     Cell,
     Run,
@@ -175,6 +176,17 @@ def run_config(
     )  # fmt: skip
 
 
+def _previous_run(reports: Path) -> Run | None:
+    """The last run (``reports/latest``), for its durations and the report's comparison."""
+    latest = reports / "latest"
+    if not latest.exists():
+        return None
+    try:
+        return load_run(latest)
+    except Exception:  # a broken previous report must not sink this one
+        return None
+
+
 def run_matrix(ctx: LabContext, config: RunConfig, reports: Path, *, workers: int = 1) -> Run:
     started = dt.datetime.now(dt.timezone.utc)
     run_id = started.strftime("%Y%m%d-%H%M%S")
@@ -199,7 +211,12 @@ def run_matrix(ctx: LabContext, config: RunConfig, reports: Path, *, workers: in
         args += ["-k", config.keyword]
     if config.quick:
         args += ["-m", "not slow"]
-    pytest.main(args)
+    previous = _previous_run(reports)
+    expected = {c.cell_id: c.duration_s for c in previous.cells} if previous else {}
+    progress = MatrixProgress(
+        {s.cell_id: run_dir / "cells" / s.cell_id for s in cells}, ctx.console, expected
+    )
+    pytest.main(args, plugins=[progress])
     cell_results = [
         _cell_result(s, run_dir / "cells" / s.cell_id, config, _kernel_facts(ctx, s)) for s in cells
     ]
@@ -217,13 +234,6 @@ def run_matrix(ctx: LabContext, config: RunConfig, reports: Path, *, workers: in
             f"  note: known failure {entry.test} ({entry.source}) passed wherever it applies "
             "in this run: the bug may be fixed; remove the entry"
         )
-    previous = None
-    latest = reports / "latest"
-    if latest.exists():
-        try:
-            previous = load_run(latest)
-        except Exception:  # a broken previous report must not sink this one
-            previous = None
     write_report(run, run_dir, previous)
     for cell in run.cells:
         ctx.say(f"  {cell.cell_id}: {cell.overall.value.upper()}"

@@ -1,0 +1,100 @@
+"""Matrix progress: per-cell phase, counts and ETA, as lines for CI logs."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from lab.progress import CellProgress, MatrixProgress, cell_of, status_line
+
+CELLS = ["6.12-ours-ours", "6.12-debug-ours-ours"]
+
+
+def test_tests_are_counted_per_cell_whatever_their_other_parameters() -> None:
+    assert cell_of("conformance/test_03_spc.py::test_inquiry[6.12-ours-ours]", CELLS) == CELLS[0]
+    assert cell_of("c/test_x.py::test_y[6.12-debug-ours-ours]", CELLS) == CELLS[1]
+    assert cell_of("c/test_x.py::test_y[6.12-ours-ours-4096]", CELLS) == CELLS[0]
+    assert cell_of("c/test_x.py::test_y[2048-6.12-ours-ours]", CELLS) == CELLS[0]
+    assert cell_of("tests/unit/test_a.py::test_b", CELLS) is None
+
+
+def test_eta_comes_from_the_last_run_or_from_the_cells_own_pace(tmp_path: Path) -> None:
+    cell = CellProgress("6.12-ours-ours", tmp_path, expected_s=300.0, total=100)
+    assert cell.eta(0.0) == 300.0 and cell.phase == "queued"
+    cell.started, cell.done = 0.0, 10
+    assert cell.eta(120.0) == 180.0
+    assert cell.eta(400.0) == 0.0, "an overdue cell is not given a negative ETA"
+    fresh = CellProgress("7.3-ours-ours", tmp_path, total=100, started=0.0, done=25)
+    assert fresh.eta(50.0) == 150.0
+    assert CellProgress("x", tmp_path, started=0.0).eta(5.0) is None
+
+
+def _report(nodeid: str, when: str, outcome: str) -> SimpleNamespace:
+    return SimpleNamespace(
+        nodeid=nodeid, when=when, outcome=outcome, passed=outcome == "passed",
+        failed=outcome == "failed", skipped=outcome == "skipped",
+    )  # fmt: skip
+
+
+def test_ci_lines_say_phase_counts_first_failure_and_end(tmp_path: Path) -> None:
+    out = io.StringIO()
+    now = [0.0]
+    dirs = {c: tmp_path / c for c in CELLS}
+    progress = MatrixProgress(
+        dirs, Console(file=out, width=200), {CELLS[0]: 100.0}, live=False, clock=lambda: now[0]
+    )
+    ids = [f"c/t.py::test_{n}[{CELLS[0]}]" for n in range(4)]
+    progress._count(ids)
+    progress.tick()
+    assert out.getvalue() == "", "queued cells (no cell.json yet) are not printed"
+    dirs[CELLS[0]].mkdir()
+    (dirs[CELLS[0]] / "cell.json").write_text(json.dumps({"state": "running",
+                                                        "cell_state": "booting"}))  # fmt: skip
+    progress.tick()
+    assert (
+        "6.12-ours-ours: booting, 0/4 tests, 0 failed, 0m00s elapsed, ETA 1m40s" in out.getvalue()
+    )
+    (dirs[CELLS[0]] / "cell.json").write_text(json.dumps({"state": "running",
+                                                        "cell_state": "ready"}))  # fmt: skip
+    now[0] = 30.0
+    progress.pytest_runtest_logreport(_report(ids[0], "call", "passed"))
+    progress.pytest_runtest_logreport(_report(ids[1], "call", "failed"))
+    progress.pytest_runtest_logreport(_report(ids[1], "teardown", "passed"))
+    lines = out.getvalue().splitlines()
+    assert lines[-2].endswith("testing, 1/4 tests, 0 failed, 0m30s elapsed, ETA 1m10s")
+    assert lines[-1].endswith("testing, 2/4 tests, 1 failed, 0m30s elapsed, ETA 1m10s")
+    progress.pytest_runtest_logreport(_report(ids[2], "setup", "skipped"))
+    assert len(out.getvalue().splitlines()) == len(lines), "no line per test between beats"
+    now[0] = 95.0
+    progress.tick()
+    assert out.getvalue().splitlines()[-1].endswith("3/4 tests, 1 failed, 1m35s elapsed, ETA 0m05s")
+    loss = {"kind": "qemu-exit", "cause": "QEMU exited (signal 9)", "module_loaded": True}
+    (dirs[CELLS[0]] / "cell.json").write_text(
+        json.dumps({"state": "error", "cell_state": "broken", "loss": loss})
+    )
+    progress.stop()
+    assert (
+        out.getvalue()
+        .splitlines()[-1]
+        .endswith(
+            "6.12-ours-ours: broken, 3/4 tests, 1 failed, 1m35s elapsed (QEMU exited (signal 9))"
+        )
+    )
+
+
+def test_no_dots_but_pytest_keeps_its_categories() -> None:
+    progress = MatrixProgress({}, Console(file=io.StringIO()), live=False)
+    assert progress.pytest_report_teststatus(_report("x", "call", "failed")) == ("failed", "", "")
+    assert progress.pytest_report_teststatus(_report("x", "setup", "skipped")) == (
+        "skipped", "", "",
+    )  # fmt: skip
+    assert progress.pytest_report_teststatus(_report("x", "setup", "failed")) is None
+
+
+def test_status_line_of_a_finished_cell_has_no_eta(tmp_path: Path) -> None:
+    cell = CellProgress("6.1-ours-ours", tmp_path, total=2, done=2, started=0.0, ended=61.0)
+    assert status_line(cell, 100.0) == "6.1-ours-ours: done, 2/2 tests, 0 failed, 1m01s elapsed"
