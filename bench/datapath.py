@@ -50,7 +50,7 @@ from bench.stats import (
     summarize,
 )
 from lab.context import LabContext
-from lab.drives import GUEST_PYZ, CdemuDaemon, DriveNode, OurResponder, find_nodes
+from lab.drives import GUEST_PYZ, CdemuDaemon, Drive, DriveNode, OurResponder, find_nodes
 from lab.errors import LabError
 from lab.guest import Guest
 from lab.module import build_module, load_module, require_built
@@ -163,7 +163,7 @@ class DataPathBench:
         self.say = say
         self.loaded: tuple[str, str] | None = None  # (module, params) in the guest
         self.scsi_debug: str | None = None  # which scsi_debug flavour is loaded
-        self.drive: OurResponder | CdemuDaemon | None = None
+        self.drive: Drive | None = None
         self.broken: dict[str, str] = {}
         self.guest_iso = f"{GUEST_RAM}/bench.iso" if args.backing == "tmpfs" else GUEST_ISO_DISK
 

@@ -36,7 +36,7 @@ from lab.cells import CellSpec
 from lab.cellstate import CellLoss, CellState, LossKind, classify_loss
 from lab.context import LabContext
 from lab.debug_kernel import BOOT_PATIENCE, debug_series
-from lab.drives import CdemuDaemon, DriveNode, OurResponder
+from lab.drives import Drive, DriveNode, make_drive
 from lab.errors import GuestLostError, LabError
 from lab.images import Image, locked
 from lab.kernel_install import AnyKernel
@@ -154,7 +154,7 @@ class CellEnv:
     image: Image | None = None
     build: BuildResult | None = None
     booted: BootedGuest | None = None
-    drive: OurResponder | CdemuDaemon | None = None
+    drive: Drive | None = None
     nodes: list[DriveNode] = field(default_factory=list)
     broken: str | None = None  # why the product failed; later tests skip
     state: CellState = CellState.BOOTING
@@ -267,7 +267,7 @@ class CellEnv:
             guest.run(f"mkdir -p -m 755 {GUEST_MEDIA}", check=True)
             for name, medium in self.media.items():
                 guest.upload(medium.path, f"{GUEST_MEDIA}/{name}.iso")
-        self.drive = OurResponder(guest) if self.spec.responder == "ours" else CdemuDaemon(guest)
+        self.drive = make_drive(self.spec.responder, guest)
         try:
             with self.phase("drive_start"):
                 self.drive.ship()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from lab.errors import GuestCommandError
 from lab.guest import Guest
@@ -31,6 +32,49 @@ class DriveNode:
     hctl: str  # H:C:T:L as in /sys/bus/scsi/devices
     sr: str  # /dev/srN
     sg: str  # /dev/sgN
+
+
+class Drive(Protocol):
+    """What the lab, the suite and the benchmarks use of a userspace drive in a guest.
+
+    Implemented by :class:`OurResponder` and :class:`CdemuDaemon`; get one
+    with :func:`make_drive`.  Our responder takes more (fault injection,
+    traces, control commands); code that needs those checks for it.
+    """
+
+    name: str
+    guest: Guest
+    nodes: list[DriveNode]
+
+    def ship(self) -> None:
+        """Put the drive's program into the guest (a no-op where the image has it)."""
+
+    def start(
+        self, media: list[str | None], faults: list[str] | None = None, timeout: float = 30.0
+    ) -> list[DriveNode]:
+        """One virtual drive per entry of ``media`` (None: empty); their sr/sg nodes."""
+        ...
+
+    def load(self, index: int, path: str) -> None: ...
+
+    def eject(self, index: int) -> None: ...
+
+    def running(self) -> bool: ...
+
+    def stop(self, timeout: float = 20.0) -> None: ...
+
+    def fetch_logs(self, dest: Path) -> dict[str, Path]:
+        """Copy the drive's logs to ``dest``; label -> local file."""
+        ...
+
+
+def make_drive(kind: str, guest: Guest) -> Drive:
+    """The drive a cell's responder id names: ``ours`` or ``cdemu``."""
+    if kind == "ours":
+        return OurResponder(guest)
+    if kind == "cdemu":
+        return CdemuDaemon(guest)
+    raise GuestCommandError(f"unknown responder {kind!r}: use ours or cdemu")
 
 
 def find_nodes(guest: Guest, hctl: str, timeout: float = 20.0) -> DriveNode:
