@@ -75,11 +75,21 @@ class Guest:
     any connection-level failure raises :class:`GuestLostError` without the
     15 s reconnect attempt when QEMU is gone.  A command's own failure or
     timeout stays a :class:`GuestCommandError`.
+
+    ``patience`` multiplies every command's timeout: a sanitizer kernel under
+    TCG runs the same command many times slower, and a timeout tuned for
+    Debian's kernel would turn that into a false failure.
     """
 
-    def __init__(self, identity: SshIdentity, alive: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        identity: SshIdentity,
+        alive: Callable[[], bool] | None = None,
+        patience: float = 1.0,
+    ) -> None:
         self.identity = identity
         self.alive = alive
+        self.patience = patience
         self._client: paramiko.SSHClient | None = None
 
     def _new_client(self, timeout: float) -> paramiko.SSHClient:
@@ -151,6 +161,7 @@ class Guest:
         self, cmd: str, timeout: float = 120.0, check: bool = False, stdin: bytes | None = None
     ) -> CommandResult:
         """Run ``cmd`` with sh in the guest; kill the session after ``timeout`` seconds."""
+        timeout *= self.patience
         with self._channel(f"command {cmd[:200]!r}"):
             transport = self.client.get_transport()
             if transport is None or not transport.is_active():

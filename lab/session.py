@@ -84,10 +84,13 @@ def _spec(
     )  # fmt: skip
 
 
-def _wait_ssh(machine: Machine, image: Image, timeout: float, what: str) -> Guest:
+def _wait_ssh(
+    machine: Machine, image: Image, timeout: float, what: str, patience: float = 1.0
+) -> Guest:
     guest = Guest(
         SshIdentity(machine.spec.ssh_port, image.client_key, image.host_pubkey),
         alive=machine.is_running,
+        patience=patience,
     )
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     machine.wait_until(lambda: guest.try_connect(5), timeout, what)
@@ -137,7 +140,7 @@ def _make_warm(
         try:
             with Machine(spec) as machine:
                 timeout = COLD_BOOT_TIMEOUT * patience
-                guest = _wait_ssh(machine, image, timeout, "reachable over ssh")
+                guest = _wait_ssh(machine, image, timeout, "reachable over ssh", patience)
                 boot_s = time.monotonic() - started
                 # Settle: let udev finish so a restored guest starts from a quiet state.
                 guest.run("udevadm settle -t 30; sync", timeout=60)
@@ -186,8 +189,9 @@ def boot(
 
     ``cmdline(attempt)``: extra kernel arguments per attempt (1-based), which
     forces a cold boot; the lab's own tests inject early-boot failures with it.
-    ``patience`` multiplies the boot timeouts (a sanitizer kernel boots far
-    slower; see :data:`lab.debug_kernel.BOOT_PATIENCE`).
+    ``patience`` multiplies the boot timeouts and the guest's command
+    timeouts (a sanitizer kernel runs far slower; see
+    :data:`lab.debug_kernel.BOOT_PATIENCE`).
     """
     say = progress or (lambda msg: log.info("%s", msg))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -218,7 +222,7 @@ def boot(
         machine.launch()
         try:
             timeout = (WARM_BOOT_TIMEOUT if warm else COLD_BOOT_TIMEOUT) * patience
-            guest = _wait_ssh(machine, image, timeout, "reachable over ssh")
+            guest = _wait_ssh(machine, image, timeout, "reachable over ssh", patience)
             break
         except MachineError as exc:
             machine.shutdown()
