@@ -155,7 +155,7 @@ class Machine:
             self._qmp.settimeout(30)
             self._qmp.connect()
         except Exception as exc:
-            self._kill()
+            self.kill()
             self.state = RunState.BROKEN
             raise MachineError(
                 f"QEMU did not start: {self.qemu_output().strip() or exc}; "
@@ -238,7 +238,7 @@ class Machine:
                 except subprocess.TimeoutExpired:
                     log.warning("QEMU ignored quit; killing it")
         finally:
-            self._kill()
+            self.kill()
             if self._qmp is not None:
                 with contextlib.suppress(Exception):
                     self._qmp.close()
@@ -249,7 +249,8 @@ class Machine:
             if self.state is not RunState.BROKEN:
                 self.state = RunState.STOPPED
 
-    def _kill(self) -> None:
+    def kill(self) -> None:
+        """SIGKILL QEMU (if it still runs) and reap it."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
         if self._proc is not None:

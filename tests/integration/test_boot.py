@@ -15,6 +15,7 @@ from lab.images import Image
 from lab.kernels import KernelEntry
 from lab.machine import Machine, MachineSpec
 from lab.session import boot
+from tests.contract.guest_channel import check_channel
 
 pytestmark = pytest.mark.integration
 VHBA_LAB = [sys.executable, "-m", "lab.cli"]
@@ -43,6 +44,13 @@ def test_warm_restore_is_a_working_guest_with_a_current_clock(
         booted.guest.run("touch /root/leak-check", check=True)
     with boot(reference_image, tmp_path / "again", lab.accel, warm=True) as booted:
         assert booted.guest.run("test -e /root/leak-check").rc != 0
+
+
+def test_the_real_channel_keeps_the_guest_contract(
+    lab: LabContext, reference_image: Image, tmp_path: Path
+) -> None:
+    with boot(reference_image, tmp_path, lab.accel, warm=True) as booted:
+        check_channel(booted.guest, "/tmp", kill=booted.machine.kill)
 
 
 def _broken_guest(reference_image: Image, tmp_path: Path, lab: LabContext, init: str) -> Machine:

@@ -1,0 +1,88 @@
+"""What every guest channel promises, checked against the real one and the fake one.
+
+`lab.guest.Guest` (ssh into a booted guest) and :class:`LocalChannel` (the
+unit tests' stand-in: ``sh -c`` on the host) must behave the same where the
+lab relies on it, or a unit test that passes with the fake proves nothing.
+tests/unit/test_guest_contract.py runs :func:`check_channel` on the fake,
+tests/integration/test_boot.py on a real guest.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lab.errors import GuestCommandError, GuestLostError
+from lab.guest import CommandResult
+
+
+class LocalChannel:
+    """A guest channel that runs commands with the host's sh: the fake side of the contract."""
+
+    def __init__(self, alive: Callable[[], bool] | None = None) -> None:
+        self.alive = alive
+
+    def run(
+        self, cmd: str, timeout: float = 120.0, check: bool = False, stdin: bytes | None = None
+    ) -> CommandResult:
+        if self.alive is not None and not self.alive():
+            raise GuestLostError("the guest's QEMU process is not running")
+        try:
+            proc = subprocess.run(
+                ["sh", "-c", cmd], input=stdin or b"", capture_output=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = (exc.stdout or b"").decode(errors="replace")
+            raise GuestCommandError(
+                f"guest command timed out after {timeout:.0f} s: {cmd}\npartial stdout: {out}"
+            ) from exc
+        result = CommandResult(
+            cmd, proc.returncode, proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
+        )  # fmt: skip
+        return result.check() if check else result
+
+    def write_text(self, remote: str, text: str) -> None:
+        Path(remote).write_text(text)
+
+
+def check_channel(channel: object, scratch: str, kill: Callable[[], None] | None = None) -> None:
+    """The contract.  ``scratch``: a writable directory on the channel's side.
+
+    ``kill``: end the other side for good (QEMU killed); the channel must then
+    say GuestLostError at once, not after a reconnect timeout.
+    """
+    run = channel.run  # type: ignore[attr-defined]
+    # Output, both streams and the exit code come back separately and whole.
+    res = run("printf 'out\\n'; printf 'err\\n' >&2; exit 3")
+    assert (res.rc, res.stdout, res.stderr) == (3, "out\n", "err\n")
+    big = run("head -c 300000 /dev/zero | tr '\\0' x")
+    assert big.rc == 0 and big.stdout == "x" * 300000, "output must not be cut short"
+    # stdin reaches the command.
+    assert run("cat", stdin=b"fed through stdin").stdout == "fed through stdin"
+    # check=True: the error carries the command, the exit code and the output.
+    with pytest.raises(GuestCommandError) as failed:
+        run("echo some-output; echo some-error >&2; exit 7", check=True)
+    text = str(failed.value)
+    assert "rc 7" in text and "exit 7" in text and "some-output" in text and "some-error" in text
+    assert not isinstance(failed.value, GuestLostError), "a failing command is no lost guest"
+    # A command that outlives its timeout is stopped, and the channel still works after.
+    started = time.monotonic()
+    with pytest.raises(GuestCommandError, match="timed out after 2 s") as slow:
+        run("echo begun; sleep 30", timeout=2)
+    assert time.monotonic() - started < 20
+    assert not isinstance(slow.value, GuestLostError)
+    assert run("echo again").stdout == "again\n"
+    # Files written through the channel are there, byte for byte.
+    channel.write_text(f"{scratch}/contract.txt", "línea\n")  # type: ignore[attr-defined]
+    assert run(f"cat {scratch}/contract.txt").stdout == "línea\n"
+    if kill is not None:
+        kill()
+        started = time.monotonic()
+        with pytest.raises(GuestLostError):
+            run("true")
+        assert time.monotonic() - started < 10, "a dead guest must be told at once"
