@@ -35,7 +35,7 @@ from pathlib import Path
 from lab.cells import CellSpec
 from lab.cellstate import CellLoss, CellState, LossKind, classify_loss
 from lab.context import LabContext
-from lab.debug_kernel import BOOT_PATIENCE, debug_series
+from lab.debug_kernel import boot_tuning
 from lab.drives import Drive, DriveNode, make_drive
 from lab.errors import GuestLostError, LabError
 from lab.images import Image, locked
@@ -216,19 +216,13 @@ class CellEnv:
     def qemu_gone(self) -> bool:
         return self.booted is not None and not self.booted.machine.is_running()
 
-    def _boot_cmdline(self) -> Callable[[int], str] | None:
+    def _boot_fault_args(self) -> Callable[[int], str] | None:
         if self.boot_fault is None:
             return None
         if self.boot_fault not in BOOT_FAULTS:
             raise LabError(f"unknown boot fault {self.boot_fault!r}; use one of "
                            f"{', '.join(BOOT_FAULTS)}")  # fmt: skip
         return BOOT_FAULTS[self.boot_fault]
-
-    def _patience(self) -> float:
-        """Boot-timeout factor: sanitizer kernels boot many times slower (BOOT_PATIENCE)."""
-        if debug_series(self.spec.kernel) is None:
-            return 1.0
-        return BOOT_PATIENCE.get(self.ctx.accel.name, max(BOOT_PATIENCE.values()))
 
     def _bring_up(self) -> None:
         # A debug kernel goes the --kernel DIR way: built (or taken from its cache) here.
@@ -247,9 +241,11 @@ class CellEnv:
             self.broken = f"the {self.spec.module} module did not build for {self.kernel.abi}"
             return
         with self.phase("guest_ready"):
+            tuning = boot_tuning(self.spec.kernel, self.ctx.accel.name)
             booting = boot(
                 self.image, self.cell_dir / "guest", self.ctx.accel,
-                progress=self.ctx.say, cmdline=self._boot_cmdline(), patience=self._patience(),
+                progress=self.ctx.say, kernel_args=tuning.kernel_args,
+                fault_args=self._boot_fault_args(), patience=tuning.patience,
             )  # fmt: skip
             self.booted = self._stack.enter_context(booting)
         guest = self.booted.guest

@@ -274,6 +274,7 @@ def _built_debug(ctx: LabContext) -> list[AnyKernel]:
 def cmd_shell(args: argparse.Namespace) -> int:
     import signal
 
+    from lab.debug_kernel import boot_tuning
     from lab.session import boot
 
     ctx = LabContext.from_args(args)
@@ -283,7 +284,11 @@ def cmd_shell(args: argparse.Namespace) -> int:
     from lab.paths import cache_root
 
     workdir = cache_root() / "runs" / f"shell-{kernel.series}-{os.getpid()}"
-    with boot(image, workdir, ctx.accel, warm=not args.cold, progress=ctx.say) as booted:
+    tuning = boot_tuning(args.kernel, ctx.accel.name)
+    with boot(
+        image, workdir, ctx.accel, warm=not args.cold, progress=ctx.say,
+        kernel_args=tuning.kernel_args, patience=tuning.patience,
+    ) as booted:  # fmt: skip
         if args.with_module:
             from lab.module import build_module, load_module, require_built
 

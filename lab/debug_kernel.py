@@ -79,6 +79,34 @@ DEBUG_SERIES: tuple[str, ...] = ("6.12",)
 # under TCG here its first boot to ssh took 1634 s (KASAN, lockdep and kmemleak
 # on every allocation and lock), against ~40 s for Debian's kernel.
 BOOT_PATIENCE = {"tcg": 10.0, "kvm": 3.0}
+# hung_task_timeout_secs a debug guest boots with.  The kernel keeps the
+# fragment's 30 s default (DEFAULT_HUNG_TASK_TIMEOUT), but the suite leaves SCSI
+# commands to time out on purpose (30 s per attempt; the given-up-READ test
+# blocks its reader for about 65 s): a reader that long in the block layer is
+# the midlayer's error handling at work, not a hang, and a report for it would
+# be a false SANITIZER verdict.  Under TCG everything is 10-40 times slower still.
+HUNG_TASK_TIMEOUT_S = {"kvm": 120, "tcg": 600}
+
+
+@dataclass(frozen=True)
+class BootTuning:
+    """How a kernel is booted besides its image: lab.session.boot()'s kernel_args, patience."""
+
+    kernel_args: str = ""
+    patience: float = 1.0
+
+
+def boot_tuning(kernel_name: str, accel: str) -> BootTuning:
+    """Debian's kernels boot as they are; a debug kernel gets time and a looser watchdog."""
+    if debug_series(kernel_name) is None:
+        return BootTuning()
+    timeout = HUNG_TASK_TIMEOUT_S.get(accel, max(HUNG_TASK_TIMEOUT_S.values()))
+    return BootTuning(
+        f"sysctl.kernel.hung_task_timeout_secs={timeout}",
+        BOOT_PATIENCE.get(accel, max(BOOT_PATIENCE.values())),
+    )
+
+
 # What ``make`` and the kernel's scripts need, in the release's userspace.
 BUILD_PACKAGES: tuple[str, ...] = (
     "build-essential", "bc", "bison", "flex", "libssl-dev", "libelf-dev", "dwarves",

@@ -48,17 +48,36 @@ class BootedGuest:
     retried: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What a guest is started with, besides its disk: everything a restore depends on too."""
+
+    accel: AccelChoice
+    memory_mb: int = 2048
+    cpus: int = 2
+    kernel_args: str = ""  # on every boot's command line, baked into the warm snapshot
+    patience: float = 1.0  # multiplies boot and command timeouts (not part of the key)
+
+    def spec(
+        self, image: Image, disk: Path, workdir: Path, loadvm: str | None, extra_args: str = ""
+    ) -> MachineSpec:
+        return MachineSpec(
+            kernel=image.kernel, initrd=image.initrd, disk=disk, workdir=workdir,
+            accel=self.accel, memory_mb=self.memory_mb, cpus=self.cpus, loadvm=loadvm,
+            cmdline=f"{self.kernel_args} {extra_args}".strip(),
+        )  # fmt: skip
+
+    def key(self, image: Image) -> str:
+        """A restore is valid for the same QEMU, image and device/kernel command line."""
+        template = Machine(self.spec(image, Path("disk"), Path("run"), None))
+        template.spec.ssh_port = 1
+        material = json.dumps([_qemu_version(), image.path.name, template.command()])
+        return hashlib.sha256(material.encode()).hexdigest()
+
+
 def _qemu_version() -> str:
     out = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True, check=True)
     return out.stdout.splitlines()[0]
-
-
-def _shape(image: Image, accel: AccelChoice, memory_mb: int, cpus: int) -> str:
-    """Everything a restore depends on: QEMU, the image, and the device command line."""
-    template = Machine(_spec(image, Path("disk"), Path("run"), accel, memory_mb, cpus, None))
-    template.spec.ssh_port = 1
-    material = json.dumps([_qemu_version(), image.path.name, template.command()], sort_keys=True)
-    return hashlib.sha256(material.encode()).hexdigest()
 
 
 def _overlay(base: Path, out: Path) -> None:
@@ -68,63 +87,31 @@ def _overlay(base: Path, out: Path) -> None:
     )
 
 
-def _spec(
-    image: Image,
-    disk: Path,
-    workdir: Path,
-    accel: AccelChoice,
-    memory_mb: int,
-    cpus: int,
-    loadvm: str | None,
-    cmdline: str = "",
-) -> MachineSpec:
-    return MachineSpec(
-        kernel=image.kernel, initrd=image.initrd, disk=disk, workdir=workdir, accel=accel,
-        memory_mb=memory_mb, cpus=cpus, loadvm=loadvm, cmdline=cmdline,
-    )  # fmt: skip
-
-
-def _wait_ssh(
-    machine: Machine, image: Image, timeout: float, what: str, patience: float = 1.0
-) -> Guest:
+def _wait_ssh(machine: Machine, image: Image, timeout: float, shape: Shape) -> Guest:
     guest = Guest(
         SshIdentity(machine.spec.ssh_port, image.client_key, image.host_pubkey),
         alive=machine.is_running,
-        patience=patience,
+        patience=shape.patience,
     )
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    machine.wait_until(lambda: guest.try_connect(5), timeout, what)
+    machine.wait_until(lambda: guest.try_connect(5), timeout, "reachable over ssh")
     return guest
 
 
-def _ensure_warm(
-    image: Image,
-    accel: AccelChoice,
-    memory_mb: int,
-    cpus: int,
-    say: Callable[[str], None],
-    patience: float,
-) -> Path:
+def _ensure_warm(image: Image, shape: Shape, say: Callable[[str], None]) -> Path:
     """The image's warm overlay; one process makes it while others wait for it."""
     with locked(image.path / ".warm.lock"):
-        return _make_warm(image, accel, memory_mb, cpus, say, patience)
+        return _make_warm(image, shape, say)
 
 
-def _make_warm(
-    image: Image,
-    accel: AccelChoice,
-    memory_mb: int,
-    cpus: int,
-    say: Callable[[str], None],
-    patience: float,
-) -> Path:
+def _make_warm(image: Image, shape: Shape, say: Callable[[str], None]) -> Path:
     """The image's warm overlay, made by one cold boot + savevm if missing or stale."""
     warm_dir = image.path / "warm"
     warm_disk = warm_dir / "warm.qcow2"
     meta = warm_dir / "warm.json"
-    shape = _shape(image, accel, memory_mb, cpus)
+    key = shape.key(image)
     with contextlib.suppress(OSError, ValueError):
-        if warm_disk.exists() and json.loads(meta.read_text()).get("shape") == shape:
+        if warm_disk.exists() and json.loads(meta.read_text()).get("shape") == key:
             return warm_disk
     if warm_dir.exists():
         shutil.rmtree(warm_dir)
@@ -134,13 +121,12 @@ def _make_warm(
     for attempt in range(1, BOOT_ATTEMPTS + 1):
         # The same early-boot retry as boot(): nothing of ours runs in this guest.
         _overlay(image.disk, tmp / "warm.qcow2")
-        say(f"cold boot of {image.abi} ({accel.name}) to make its warm snapshot")
+        say(f"cold boot of {image.abi} ({shape.accel.name}) to make its warm snapshot")
         started = time.monotonic()
-        spec = _spec(image, tmp / "warm.qcow2", tmp, accel, memory_mb, cpus, None)
+        spec = shape.spec(image, tmp / "warm.qcow2", tmp, None)
         try:
             with Machine(spec) as machine:
-                timeout = COLD_BOOT_TIMEOUT * patience
-                guest = _wait_ssh(machine, image, timeout, "reachable over ssh", patience)
+                guest = _wait_ssh(machine, image, COLD_BOOT_TIMEOUT * shape.patience, shape)
                 boot_s = time.monotonic() - started
                 # Settle: let udev finish so a restored guest starts from a quiet state.
                 guest.run("udevadm settle -t 30; sync", timeout=60)
@@ -154,7 +140,7 @@ def _make_warm(
             say(f"cold boot of {image.abi} failed before ssh ({str(exc).splitlines()[0]}); "
                 "retrying once")  # fmt: skip
     (tmp / "warm.json").write_text(
-        json.dumps({"shape": shape, "cold_boot_seconds": round(boot_s, 1)}) + "\n"
+        json.dumps({"shape": key, "cold_boot_seconds": round(boot_s, 1)}) + "\n"
     )
     tmp.rename(warm_dir)
     return warm_disk
@@ -171,7 +157,8 @@ def boot(
     cpus: int = 2,
     disk: Path | None = None,
     progress: Callable[[str], None] | None = None,
-    cmdline: Callable[[int], str] | None = None,
+    kernel_args: str = "",
+    fault_args: Callable[[int], str] | None = None,
     patience: float = 1.0,
 ) -> Iterator[BootedGuest]:
     """Boot ``image`` in ``workdir`` and yield it reachable over ssh; always shut down.
@@ -187,22 +174,24 @@ def boot(
     ``serial-attempt<N>.log`` and named in ``BootedGuest.retried``; when the
     last attempt fails too, its MachineError says so and names both logs.
 
-    ``cmdline(attempt)``: extra kernel arguments per attempt (1-based), which
-    forces a cold boot; the lab's own tests inject early-boot failures with it.
-    ``patience`` multiplies the boot timeouts and the guest's command
-    timeouts (a sanitizer kernel runs far slower; see
-    :data:`lab.debug_kernel.BOOT_PATIENCE`).
+    ``kernel_args``: on every boot's kernel command line (and in the warm
+    snapshot's key).  ``fault_args(attempt)``: extra arguments per attempt
+    (1-based), which forces a cold boot; the lab's own tests inject
+    early-boot failures with it.  ``patience`` multiplies the boot timeouts
+    and the guest's command timeouts (a sanitizer kernel runs far slower;
+    see :data:`lab.debug_kernel.BOOT_PATIENCE`).
     """
     say = progress or (lambda msg: log.info("%s", msg))
     workdir.mkdir(parents=True, exist_ok=True)
     keep = disk is not None
     loadvm: str | None = None
-    if disk is not None or cmdline is not None:
+    shape = Shape(accel, memory_mb, cpus, kernel_args, patience)
+    if disk is not None or fault_args is not None:
         warm = False
     if disk is None:
         disk = workdir / "disk.qcow2"
         if warm:
-            warm_disk = _ensure_warm(image, accel, memory_mb, cpus, say, patience)
+            warm_disk = _ensure_warm(image, shape, say)
             cold_log = warm_disk.parent / "serial.log"
             if cold_log.exists():
                 shutil.copy2(cold_log, workdir / "boot-serial.log")
@@ -211,8 +200,8 @@ def boot(
     retried: list[str] = []
     attempts = 1 if keep else BOOT_ATTEMPTS
     for attempt in range(1, attempts + 1):
-        extra = cmdline(attempt) if cmdline is not None else ""
-        spec = _spec(image, disk, workdir, accel, memory_mb, cpus, loadvm, extra)
+        extra = fault_args(attempt) if fault_args is not None else ""
+        spec = shape.spec(image, disk, workdir, loadvm, extra)
         if not keep:  # a fresh overlay for every attempt
             if warm:
                 shutil.copy2(warm_disk, disk)
@@ -222,7 +211,7 @@ def boot(
         machine.launch()
         try:
             timeout = (WARM_BOOT_TIMEOUT if warm else COLD_BOOT_TIMEOUT) * patience
-            guest = _wait_ssh(machine, image, timeout, "reachable over ssh", patience)
+            guest = _wait_ssh(machine, image, timeout, shape)
             break
         except MachineError as exc:
             machine.shutdown()

@@ -130,7 +130,7 @@ def test_an_early_boot_panic_is_retried_once_on_a_fresh_overlay(
     def first_panics(attempt: int) -> str:
         return "init=/bin/false" if attempt == 1 else ""
 
-    with boot(reference_image, tmp_path, lab.accel, cmdline=first_panics) as booted:
+    with boot(reference_image, tmp_path, lab.accel, fault_args=first_panics) as booted:
         assert booted.guest.run("uname -r", check=True).stdout.strip() == reference_kernel.abi
         (retry,) = booted.retried
     assert retry.startswith("attempt 1: ") and "Kernel panic" in retry, retry
@@ -146,7 +146,7 @@ def test_a_repeated_early_boot_panic_fails_once_naming_both_serial_logs(
 
     with (
         pytest.raises(MachineError, match="failed to come up twice") as caught,
-        boot(reference_image, tmp_path, lab.accel, cmdline=always_panics),
+        boot(reference_image, tmp_path, lab.accel, fault_args=always_panics),
     ):
         raise AssertionError("a guest whose init exits must never be handed out")
     message = str(caught.value)

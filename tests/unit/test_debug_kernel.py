@@ -270,3 +270,26 @@ def test_debug_cells_are_validated_without_building(tmp_path: Path) -> None:
     assert spec.kernel == "6.12-debug"
     with pytest.raises(UnknownKernelError, match=re.escape("unknown kernel '6.1'")):
         select_cells(ctx, None, ["6.1-debug-ours-ours"])
+
+
+def test_debug_kernels_boot_with_time_and_a_watchdog_above_the_suites_own_stalls() -> None:
+    from lab.debug_kernel import BootTuning, boot_tuning
+
+    assert boot_tuning("6.12", "tcg") == BootTuning()
+    assert boot_tuning("/home/me/linux", "kvm") == BootTuning()
+    kvm, tcg = boot_tuning("6.12-debug", "kvm"), boot_tuning("6.12-debug", "tcg")
+    assert kvm.kernel_args == "sysctl.kernel.hung_task_timeout_secs=120" and kvm.patience == 3.0
+    assert tcg.kernel_args == "sysctl.kernel.hung_task_timeout_secs=600" and tcg.patience == 10.0
+
+
+def test_kernel_args_reach_every_boot_and_fault_args_only_their_attempt(tmp_path: Path) -> None:
+    from lab.accel import AccelChoice
+    from lab.images import Image
+    from lab.session import Shape
+
+    image = Image(tmp_path, "trixie", "6.12.118-debug")
+    shape = Shape(AccelChoice("tcg", "test"), kernel_args="a=1")
+    assert shape.spec(image, tmp_path / "d", tmp_path, None).cmdline == "a=1"
+    assert shape.spec(image, tmp_path / "d", tmp_path, None, "init=/bin/false").cmdline == (
+        "a=1 init=/bin/false"
+    )
