@@ -10,8 +10,10 @@ import base64
 import contextlib
 import io
 import logging
+import secrets
 import shlex
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -91,6 +93,8 @@ class Guest:
         self.alive = alive
         self.patience = patience
         self._client: paramiko.SSHClient | None = None
+        self._shell: paramiko.Channel | None = None  # the long-lived bash (see run())
+        self._shell_lock = threading.Lock()
 
     def _new_client(self, timeout: float) -> paramiko.SSHClient:
         ident = self.identity
@@ -152,65 +156,143 @@ class Guest:
             raise GuestLostError(f"lost the ssh connection{gone} during {what}: {exc!r}") from exc
 
     def close(self) -> None:
+        self._drop_shell()
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
             self._client = None
 
+    def _transport(self) -> paramiko.Transport:
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            self.close()
+            transport = self.client.get_transport()
+        assert transport is not None
+        return transport
+
     def run(
         self, cmd: str, timeout: float = 120.0, check: bool = False, stdin: bytes | None = None
     ) -> CommandResult:
-        """Run ``cmd`` with sh in the guest; kill the session after ``timeout`` seconds."""
+        """Run ``cmd`` with bash in the guest; give up on it after ``timeout`` seconds.
+
+        Commands without ``stdin`` go to one long-lived bash (:meth:`_run_in_shell`):
+        under TCG an ssh session per command costs 150-250 ms, a command in a
+        running shell only the fork of its subshell.  Commands with ``stdin``
+        (and any issued while the shell is busy in another thread) get their own
+        ssh session as before.  Either way the command runs in a fresh subshell
+        with stdin from /dev/null, so ``cd``, ``export`` or ``exit`` stay inside it.
+        """
         timeout *= self.patience
         with self._channel(f"command {cmd[:200]!r}"):
-            transport = self.client.get_transport()
-            if transport is None or not transport.is_active():
-                self.close()
-                transport = self.client.get_transport()
-            assert transport is not None
-            chan = transport.open_session(timeout=30)
-            chan.settimeout(timeout)
-            chan.exec_command(cmd)
-            if stdin is not None:
-                chan.sendall(stdin)
-            chan.shutdown_write()
-            out, err = io.BytesIO(), io.BytesIO()
-            deadline = time.monotonic() + timeout
-            while True:
-                if chan.recv_ready():
-                    out.write(chan.recv(65536))
-                if chan.recv_stderr_ready():
-                    err.write(chan.recv_stderr(65536))
-                # Done only at EOF on both streams: the exit status can arrive before the
-                # last output bytes.
-                if (
-                    chan.exit_status_ready()
-                    and chan.eof_received
-                    and not chan.recv_ready()
-                    and not chan.recv_stderr_ready()
-                ):
-                    break
-                if not chan.exit_status_ready() and (chan.closed or not transport.is_active()):
-                    # The connection died under the command (QEMU killed, guest reset).
-                    raise EOFError("the ssh transport closed before the command ended")
-                if time.monotonic() > deadline:
-                    chan.close()
-                    raise GuestCommandError(
-                        f"guest command timed out after {timeout:.0f} s: {cmd}\n"
-                        f"partial stdout: {out.getvalue().decode(errors='replace')[-1000:]}"
-                    )
-                time.sleep(0.01)
-            rc = chan.recv_exit_status()
-            chan.close()
-        result = CommandResult(
-            cmd,
-            rc,
-            out.getvalue().decode(errors="replace"),
-            err.getvalue().decode(errors="replace"),
-        )
+            if stdin is None and self._shell_lock.acquire(blocking=False):
+                try:
+                    rc, out, err = self._run_in_shell(cmd, timeout)
+                finally:
+                    self._shell_lock.release()
+            else:
+                rc, out, err = self._run_session(cmd, timeout, stdin)
+        result = CommandResult(cmd, rc, out.decode(errors="replace"), err.decode(errors="replace"))
         if check:
             result.check()
         return result
+
+    def _timed_out(self, cmd: str, timeout: float, out: bytes) -> GuestCommandError:
+        return GuestCommandError(
+            f"guest command timed out after {timeout:.0f} s: {cmd}\n"
+            f"partial stdout: {out.decode(errors='replace')[-1000:]}"
+        )
+
+    def _run_session(
+        self, cmd: str, timeout: float, stdin: bytes | None
+    ) -> tuple[int, bytes, bytes]:
+        """One ssh session for ``cmd``: done at its exit status and EOF on both streams."""
+        transport = self._transport()
+        chan = transport.open_session(timeout=30)
+        chan.settimeout(timeout)
+        chan.exec_command(cmd)
+        if stdin is not None:
+            chan.sendall(stdin)
+        chan.shutdown_write()
+        out, err = io.BytesIO(), io.BytesIO()
+        deadline = time.monotonic() + timeout
+        while True:
+            if chan.recv_ready():
+                out.write(chan.recv(65536))
+            if chan.recv_stderr_ready():
+                err.write(chan.recv_stderr(65536))
+            # Done only at EOF on both streams: the exit status can arrive before the
+            # last output bytes.
+            if (
+                chan.exit_status_ready()
+                and chan.eof_received
+                and not chan.recv_ready()
+                and not chan.recv_stderr_ready()
+            ):
+                break
+            if not chan.exit_status_ready() and (chan.closed or not transport.is_active()):
+                # The connection died under the command (QEMU killed, guest reset).
+                raise EOFError("the ssh transport closed before the command ended")
+            if time.monotonic() > deadline:
+                chan.close()
+                raise self._timed_out(cmd, timeout, out.getvalue())
+            time.sleep(0.01)
+        rc = chan.recv_exit_status()
+        chan.close()
+        return rc, out.getvalue(), err.getvalue()
+
+    def _drop_shell(self) -> None:
+        if self._shell is not None:
+            with contextlib.suppress(Exception):
+                self._shell.close()
+            self._shell = None
+
+    def _run_in_shell(self, cmd: str, timeout: float) -> tuple[int, bytes, bytes]:
+        """Run ``cmd`` in the long-lived bash; its end is a random tag on both streams.
+
+        The command text reaches bash through a quoted here-document (no
+        quoting of its own is needed) and runs in ``( eval ... )``.  The tag
+        line starts with a newline, so it is found even after output without
+        one; that one newline is not part of the command's output.
+        """
+        transport = self._transport()
+        if self._shell is None or self._shell.closed:
+            self._shell = transport.open_session(timeout=30)
+            self._shell.exec_command("exec bash --noprofile --norc")
+        shell = self._shell
+        tag = f"VHBA_LAB_END_{secrets.token_hex(8)}"
+        shell.sendall(
+            (
+                f"IFS= read -r -d '' VHBA_LAB_CMD <<'{tag}'\n{cmd}\n{tag}\n"
+                f'( eval "$VHBA_LAB_CMD" ) </dev/null; VHBA_LAB_RC=$?\n'
+                f"printf '\\n{tag} %d\\n' \"$VHBA_LAB_RC\"; printf '\\n{tag}\\n' >&2\n"
+            ).encode()
+        )
+        out_mark, err_mark = f"\n{tag} ".encode(), f"\n{tag}\n".encode()
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = False
+            if shell.recv_ready():
+                out += shell.recv(65536)
+                busy = True
+            if shell.recv_stderr_ready():
+                err += shell.recv_stderr(65536)
+                busy = True
+            at = out.find(out_mark)
+            end = out.find(b"\n", at + len(out_mark)) if at >= 0 else -1
+            err_at = err.find(err_mark)
+            if end >= 0 and err_at >= 0:
+                return int(out[at + len(out_mark) : end]), bytes(out[:at]), bytes(err[:err_at])
+            if shell.closed or shell.exit_status_ready() or not transport.is_active():
+                self._drop_shell()
+                if not transport.is_active() or self._qemu_gone():
+                    raise EOFError("the ssh transport closed before the command ended")
+                raise GuestCommandError(f"the lab's shell in the guest ended during: {cmd}")
+            if time.monotonic() > deadline:
+                self._drop_shell()  # the command may still run; the next one gets a new shell
+                raise self._timed_out(cmd, timeout, bytes(out))
+            if not busy:
+                time.sleep(0.002)
 
     def upload(self, local: Path, remote: str, mode: int | None = None) -> None:
         with self._channel(f"upload of {local.name}"), self.client.open_sftp() as sftp:
