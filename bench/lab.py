@@ -14,6 +14,8 @@ Figures (seconds, medians where repeated):
   own ``systemd-analyze`` split (kernel / userspace).
 * warm_ready: ``boot(warm=True).ready_seconds`` (copy of the warm overlay,
   QEMU ``-loadvm``, ssh, clock set), plus the overlay copy on its own.
+* channel: per-command cost in one warm guest, the lab's long-lived shell
+  against the baseline of one ssh session per command, timed in the same run.
 * warm_cell: ``vhba-lab run --cell 6.12-ours-ours --quick`` end to end as a
   subprocess, with its cell.json phases and the slowest tests from tests.jsonl.
 
@@ -81,7 +83,9 @@ def boot_phase(ctx: LabContext, image: Any, work: Path, warm_reps: int) -> dict[
             readies.append(booted.ready_seconds)
             t_cmd = time.monotonic()
             booted.guest.run("true", check=True)
-            out.setdefault("ssh_command_roundtrip_s", round(time.monotonic() - t_cmd, 3))
+            out.setdefault("first_command_s", round(time.monotonic() - t_cmd, 3))
+            if i == 0:
+                out["channel"] = channel_phase(booted.guest)
             t = time.monotonic()
         shutdowns.append(time.monotonic() - t)
     # The warm overlay every warm boot copies (made once per image by a cold boot + savevm).
@@ -99,6 +103,31 @@ def boot_phase(ctx: LabContext, image: Any, work: Path, warm_reps: int) -> dict[
     out["warm_ready_s"] = _median(readies)
     out["warm_ready_values"] = [round(v, 2) for v in readies]
     out["shutdown_s"] = _median(shutdowns)
+    return out
+
+
+#: Commands timed both ways in one guest: the lab's long-lived shell (Guest.run) and
+#: an ssh session each (the baseline, what every command cost before the shell).
+CHANNEL_COMMANDS = ("true", "cat /proc/sys/kernel/tainted", "dmesg | tail -n 5")
+
+
+def channel_phase(guest: Any, reps: int = 15) -> dict[str, Any]:
+    """Per-command cost of the shell channel against one ssh session per command."""
+    out: dict[str, Any] = {}
+    for cmd in CHANNEL_COMMANDS:
+        shell, session = [], []
+        for _ in range(reps):
+            t = time.monotonic()
+            guest.run(cmd, check=True)
+            shell.append(time.monotonic() - t)
+            t = time.monotonic()
+            guest._run_session(cmd, 60.0, None)  # the baseline path, no shell
+            session.append(time.monotonic() - t)
+        out[cmd] = {
+            "shell_ms": round(statistics.median(shell) * 1000, 1),
+            "ssh_session_ms": round(statistics.median(session) * 1000, 1),
+            "speedup": round(statistics.median(session) / statistics.median(shell), 2),
+        }
     return out
 
 
@@ -143,6 +172,10 @@ def cell_phase(ctx: LabContext, cell: str, reports: Path) -> dict[str, Any]:
         "slowest_tests": [{"name": t["name"], "s": t["duration_s"], "status": t["status"]}
                           for t in sorted(tests, key=lambda t: -t["duration_s"])[:8]],
         "outside_cell_s": round(wall - (info.get("duration_s") or 0), 1),
+        # What every test pays besides its own work: the kmsg/taint checks around it.
+        "health_checks_per_test_s": round(
+            (info.get("phases_s") or {}).get("health_checks", 0.0) / max(len(tests), 1), 3
+        ),
     })  # fmt: skip
     return out
 
