@@ -136,7 +136,7 @@ class Guest:
         if self._client is None:
             if self._qemu_gone():
                 raise GuestLostError("the guest's QEMU process is not running")
-            if not self.try_connect(timeout=15):
+            if not self.try_connect(timeout=15 * self.patience):
                 raise GuestLostError(
                     f"cannot reach the guest over ssh on port {self.identity.port}"
                 )
@@ -207,7 +207,7 @@ class Guest:
     ) -> tuple[int, bytes, bytes]:
         """One ssh session for ``cmd``: done at its exit status and EOF on both streams."""
         transport = self._transport()
-        chan = transport.open_session(timeout=30)
+        chan = transport.open_session(timeout=30 * self.patience)
         chan.settimeout(timeout)
         chan.exec_command(cmd)
         if stdin is not None:
@@ -256,7 +256,7 @@ class Guest:
         """
         transport = self._transport()
         if self._shell is None or self._shell.closed:
-            self._shell = transport.open_session(timeout=30)
+            self._shell = transport.open_session(timeout=30 * self.patience)
             self._shell.exec_command("exec bash --noprofile --norc")
         shell = self._shell
         tag = f"VHBA_LAB_END_{secrets.token_hex(8)}"

@@ -94,7 +94,8 @@ def _wait_ssh(machine: Machine, image: Image, timeout: float, shape: Shape) -> G
         patience=shape.patience,
     )
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    machine.wait_until(lambda: guest.try_connect(5), timeout, "reachable over ssh")
+    probe = 5 * shape.patience  # a slow kernel's sshd is slow to send its banner too
+    machine.wait_until(lambda: guest.try_connect(probe), timeout, "reachable over ssh")
     return guest
 
 
