@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import shlex
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from lab import known_failures
 from lab.cells import CellSpec, default_cells
@@ -213,10 +216,15 @@ def run_matrix(ctx: LabContext, config: RunConfig, reports: Path, *, workers: in
         args += ["-m", "not slow"]
     previous = _previous_run(reports)
     expected = {c.cell_id: c.duration_s for c in previous.cells} if previous else {}
-    progress = MatrixProgress(
-        {s.cell_id: run_dir / "cells" / s.cell_id for s in cells}, ctx.console, expected
-    )
-    pytest.main(args, plugins=[progress])
+    # pytest captures fd 2 while tests run; the progress display writes to a copy
+    # of it taken now, as pytest's own terminal reporter does.
+    with os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1) as stderr:
+        progress = MatrixProgress(
+            {s.cell_id: run_dir / "cells" / s.cell_id for s in cells},
+            Console(file=stderr, highlight=False, log_path=False),
+            expected,
+        )
+        pytest.main(args, plugins=[progress])
     cell_results = [
         _cell_result(s, run_dir / "cells" / s.cell_id, config, _kernel_facts(ctx, s)) for s in cells
     ]

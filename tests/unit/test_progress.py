@@ -98,3 +98,11 @@ def test_no_dots_but_pytest_keeps_its_categories() -> None:
 def test_status_line_of_a_finished_cell_has_no_eta(tmp_path: Path) -> None:
     cell = CellProgress("6.1-ours-ours", tmp_path, total=2, done=2, started=0.0, ended=61.0)
     assert status_line(cell, 100.0) == "6.1-ours-ours: done, 2/2 tests, 0 failed, 1m01s elapsed"
+
+
+def test_pytest_accepts_it_as_a_plugin(tmp_path: Path) -> None:
+    import pytest
+
+    (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
+    progress = MatrixProgress({}, Console(file=io.StringIO()), live=False)
+    assert pytest.main([str(tmp_path), "-q", "-p", "no:cacheprovider"], plugins=[progress]) == 0
