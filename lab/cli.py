@@ -152,10 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", nargs="+", default=None, metavar="K")
     _add_common(p)
 
-    p = sub.add_parser("report", help="merge result directories from several machines")
-    p.add_argument("action", choices=["merge"])
+    p = sub.add_parser(
+        "report", help="merge result directories from several machines, or export one as KCIDB"
+    )
+    p.add_argument("action", choices=["merge", "kcidb"])
     p.add_argument("dirs", nargs="+", type=Path, help="run directories (reports/<run-id>)")
-    p.add_argument("--out", type=Path, default=None, help="output run directory")
+    p.add_argument(
+        "--out", type=Path, default=None,
+        help="merge: output run directory; kcidb: output file (default RUN_DIR/kcidb.json)",
+    )  # fmt: skip
+    p.add_argument("--origin", default="vhbalab", help="kcidb: the submitting CI system's name")
+    p.add_argument(
+        "--base-url", default=None,
+        help="kcidb: URL where the run directory is published (default: its file:// URL)",
+    )  # fmt: skip
     _add_common(p)
     return parser
 

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from lab.buildmatrix import matrix_table, run_compile_matrix, timestamp
 from lab.context import LabContext
+from lab.errors import UsageError
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -51,8 +52,24 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lab.results import merge_runs, write_report
+    from lab.results import load_run, merge_runs, write_report
 
+    if args.action == "kcidb":
+        import json
+
+        from lab.kcidb import kcidb_data
+
+        if len(args.dirs) != 1:
+            raise UsageError("'report kcidb' takes one run directory; merge several first")
+        (run_dir,) = args.dirs
+        data = kcidb_data(load_run(run_dir), run_dir, args.origin, args.base_url)
+        target = args.out or run_dir / "kcidb.json"
+        target.write_text(json.dumps(data, indent=1) + "\n")
+        Console(stderr=True).print(
+            f"wrote {target}: {len(data['builds'])} builds, {len(data['tests'])} tests; "
+            "submit with 'kcidb-submit -p PROJECT -t TOPIC < FILE' (docs/kcidb.md)"
+        )
+        return 0
     out = args.out or Path("reports") / f"merged-{timestamp()}"
     run = merge_runs(args.dirs, out)
     write_report(run, out)
