@@ -2,6 +2,7 @@
 # One entry point that sets up a fresh Debian/Ubuntu machine and then works:
 #   ./run.sh matrix [vhba-lab run options]   the default kernel matrix -> reports/latest/index.html
 #   ./run.sh test   [pytest options]         unit tests + real-guest integration tests
+#   ./run.sh setup                           only the set-up (CI jobs)
 # Set-up is idempotent: apt packages only when missing, the venv only when pyproject changes.
 set -eu
 cd "$(dirname "$0")"
@@ -39,5 +40,6 @@ what="${1:-}"
 case "$what" in
     matrix) exec .venv/bin/vhba-lab run "$@" ;;
     test)   exec .venv/bin/python -m pytest tests "$@" ;;
-    *)      echo "usage: $0 matrix|test [options]" >&2; exit 3 ;;
+    setup)  exit 0 ;;  # the set-up above only (CI jobs that then call .venv/bin/vhba-lab)
+    *)      echo "usage: $0 matrix|test|setup [options]" >&2; exit 3 ;;
 esac

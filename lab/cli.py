@@ -148,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("matrix", help="print the default cells (e.g. as a CI job matrix)")
-    p.add_argument("--format", choices=["github", "lines"], default="lines")
+    p.add_argument(
+        "--format", choices=["github", "gitlab", "lines"], default="lines",
+        help="github: the workflow's strategy.matrix; gitlab: the child pipeline (lab/ci.py)",
+    )  # fmt: skip
     p.add_argument("--kernels", nargs="+", default=None, metavar="K")
     _add_common(p)
 

@@ -37,14 +37,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_matrix(args: argparse.Namespace) -> int:
     import json
 
+    from lab.ci import github_matrix, gitlab_pipeline
     from lab.runner import select_cells
 
     ctx = LabContext.from_args(args)
     cells = select_cells(ctx, args.kernels, [])
     if args.format == "github":
-        include = [{"cell": c.cell_id, "kernel": c.kernel, "module": c.module,
-                    "responder": c.responder} for c in cells]  # fmt: skip
-        print(json.dumps({"include": include}))
+        print(json.dumps(github_matrix(ctx, cells)))
+    elif args.format == "gitlab":
+        print(json.dumps(gitlab_pipeline(ctx, cells), indent=1))
     else:
         for cell in cells:
             print(cell.cell_id)
