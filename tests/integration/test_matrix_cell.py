@@ -150,3 +150,26 @@ def test_a_guest_killed_mid_cell_is_one_error_the_rest_skip_and_no_qemu_is_left(
     assert result.overall.value == "error" and "QEMU-EXIT" in (result.message or "")
     assert "serial" in result.artifacts
     assert not _qemu_pids(str(tmp_path)), "a QEMU of the broken cell is still running"
+
+
+def test_cells_run_apart_and_merged_equal_one_joint_run(tmp_path: Path) -> None:
+    """What the CI engines do (one job per cell, then merge) gives the joint run's verdicts."""
+    cells = [f"{REFERENCE_KERNEL}-ours-ours", f"{REFERENCE_KERNEL}-ours-cdemu"]
+    keyword = ["-k", "test_inquiry_standard or test_read_capacity or test_vpd_unit_serial"]
+    joint = _run(tmp_path / "joint", *[a for c in cells for a in ("--cell", c)], *keyword)
+    apart = [_run(tmp_path / c, "--cell", c, *keyword) for c in cells]
+    merged_dir = tmp_path / "merged"
+    run_dirs = [next(p for p in (tmp_path / c).iterdir() if p.name != "latest") for c in cells]
+    merge_cmd = [*VHBA_LAB, "report", "merge", *map(str, run_dirs), "--out", str(merged_dir)]
+    merge = subprocess.run(merge_cmd, capture_output=True, text=True, timeout=300)
+
+    def verdicts(run_dir: Path) -> dict[str, tuple[str, dict[str, str]]]:
+        run = load_run(run_dir)
+        return {c.cell_id: (c.overall.value, {t.name: t.status.value for t in c.tests})
+                for c in run.cells}  # fmt: skip
+
+    assert verdicts(merged_dir) == verdicts(tmp_path / "joint" / "latest")
+    assert sorted(verdicts(merged_dir)) == sorted(cells)
+    assert merge.returncode == joint.returncode == max(p.returncode for p in apart), (
+        merge.stderr[-2000:] + joint.stdout[-2000:]
+    )
