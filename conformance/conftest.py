@@ -36,6 +36,7 @@ from lab.cells import REFERENCE_KERNEL, CellSpec
 from lab.cellstate import CellLoss
 from lab.context import LabContext
 from lab.errors import GuestLostError
+from lab.module_source import module_source
 from lab.runconfig import RunConfig
 
 
@@ -118,6 +119,11 @@ def cell(
         faults=list(run_config.responder_faults),
         module_fault=run_config.module_fault,
         boot_fault=run_config.boot_fault,
+        module_source=(
+            module_source(run_config.module_path, run_config.module_name)
+            if run_config.module_path
+            else None
+        ),
     )
     try:
         env.setup()

@@ -18,7 +18,7 @@ from rich.table import Table
 from lab.context import LabContext
 from lab.errors import LabError
 from lab.kernels import KernelEntry
-from lab.module import BuildResult, build_module
+from lab.module import MODULE_SOURCE, BuildResult, build_module
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,14 @@ class Row:
 
 
 def run_compile_matrix(
-    ctx: LabContext, kernels: list[KernelEntry], out_dir: Path, jobs: int = 0, werror: bool = True
+    ctx: LabContext,
+    kernels: list[KernelEntry],
+    out_dir: Path,
+    jobs: int = 0,
+    werror: bool = True,
+    source: Path = MODULE_SOURCE,
 ) -> list[Row]:
+    """Build ``source`` (our module/ unless a --module tree) for every kernel."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, Row] = {}
     images = {}
@@ -47,7 +53,7 @@ def run_compile_matrix(
 
     def one(kernel: KernelEntry) -> Row:
         log = out_dir / kernel.series / "build.log"
-        result = build_module(images[kernel.series], log, werror=werror)
+        result = build_module(images[kernel.series], log, werror=werror, source=source)
         return Row(kernel, result, None)
 
     workers = jobs or os.cpu_count() or 2

@@ -36,12 +36,14 @@ from lab.cells import CellSpec
 from lab.cellstate import CellLoss, CellState, LossKind, classify_loss
 from lab.context import LabContext
 from lab.debug_kernel import boot_tuning
+from lab.digest import sha256_file
 from lab.drives import Drive, DriveNode, make_drive
 from lab.errors import GuestLostError, LabError
 from lab.images import Image, locked
 from lab.kernel_install import AnyKernel
 from lab.media import Medium, build_iso
 from lab.module import BuildResult, build_module, load_module
+from lab.module_source import ModuleSource
 from lab.sanitizers import Finding, parse_kmemleak, scan_kmsg
 from lab.session import BootedGuest, boot
 
@@ -152,6 +154,7 @@ class CellEnv:
     faults: list[str] = field(default_factory=list)  # passed to our responder at start
     module_fault: str | None = None  # a deliberate bug our module is built with (MODULE_FAULTS)
     boot_fault: str | None = None  # an early-boot failure to inject (BOOT_FAULTS)
+    module_source: ModuleSource | None = None  # the --module tree, for cells of its name
     kernel: AnyKernel | None = None
     image: Image | None = None
     build: BuildResult | None = None
@@ -290,6 +293,13 @@ class CellEnv:
 
         if self.spec.module == "ours":
             return MODULE_SOURCE
+        if self.spec.module != "upstream":
+            if self.module_source is None or self.module_source.name != self.spec.module:
+                raise LabError(
+                    f"cell {self.spec.cell_id} names module {self.spec.module!r}, but the run "
+                    "has no such --module tree"
+                )
+            return self.module_source.path
         assert self.image is not None
         found = sorted((self.image.tree / UPSTREAM_SOURCE.lstrip("/")).glob("usr/src/vhba-*"))
         if not found:
@@ -436,6 +446,19 @@ class CellEnv:
             self.phases["teardown"] = round(time.monotonic() - start, 2)
             self._write_cell_json(status)
 
+    def _provenance(self) -> dict[str, str]:
+        """Which module source this cell built, and the sha256 of what it built."""
+        info: dict[str, str] = {"kind": self.spec.module}
+        if self.module_source is not None and self.spec.module == self.module_source.name:
+            info.update(self.module_source.provenance())
+        elif self.spec.module == "ours":
+            from lab.module import MODULE_SOURCE
+
+            info["path"] = str(MODULE_SOURCE)
+        if self.build is not None and self.build.ko is not None and self.build.ko.exists():
+            info["ko_sha256"] = sha256_file(self.build.ko)
+        return info
+
     def artifacts(self) -> dict[str, str]:
         names = {
             "build_log": "build.log", "serial": "serial.log", "dmesg": "dmesg.txt",
@@ -474,6 +497,7 @@ class CellEnv:
                 "seconds": self.build.seconds,
             } if self.build else None,
             "phases_s": self.phases,
+            "module_provenance": self._provenance(),
             "artifacts": self.artifacts(),
         }  # fmt: skip
         (self.cell_dir / "cell.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -19,20 +19,29 @@ RESPONDERS = ("ours", "cdemu")
 REFERENCE_KERNEL = "6.12"
 # The kernel part is a series, optionally a lab-built variant of it ("6.12-debug":
 # Debian's source with sanitizers, see lab/debug_kernel.py).
+# The module part is ours, upstream, or the name of a tree given with --module PATH
+# (lab/module_source.py): lower-case letters and digits.
 _CELL_ID = re.compile(
-    r"^(?P<kernel>[0-9]+\.[0-9]+(?:-debug)?)-(?P<module>[a-z]+)-(?P<responder>[a-z]+)$"
+    r"^(?P<kernel>[0-9]+\.[0-9]+(?:-debug)?)-(?P<module>[a-z][a-z0-9]*)-(?P<responder>[a-z]+)$"
 )
+_MODULE_NAME = re.compile(r"^[a-z][a-z0-9]{0,23}$")
 
 
 @dataclass(frozen=True, order=True)
 class CellSpec:
     kernel: str  # a kernel series, e.g. "6.12", or a debug kernel, e.g. "6.12-debug"
-    module: str = "ours"
+    module: str = "ours"  # ours, upstream, or a --module tree's name
     responder: str = "ours"
 
     def __post_init__(self) -> None:
-        if self.module not in MODULES:
-            raise UsageError(f"unknown module {self.module!r}: choose one of {', '.join(MODULES)}")
+        # "debug" would make 6.12-debug-ours mean two things (a debug kernel, or a module)
+        if self.module not in MODULES and (
+            not _MODULE_NAME.match(self.module) or self.module == "debug"
+        ):
+            raise UsageError(
+                f"unknown module {self.module!r}: choose one of {', '.join(MODULES)}, or the "
+                "name of a tree given with --module PATH"
+            )
         if self.responder not in RESPONDERS:
             raise UsageError(
                 f"unknown responder {self.responder!r}: choose one of {', '.join(RESPONDERS)}"

@@ -37,6 +37,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
 
 
+def _add_module_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--module", metavar="PATH", default=None,
+        help="test this vhba module tree or release tarball instead of ours "
+        "(e.g. an upstream vhba-module checkout; lab/module_source.py)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--module-name", metavar="NAME", default=None,
+        help="its name in cell ids and reports (default: from the directory name)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vhba-lab",
@@ -103,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", nargs="+", default=["all"], metavar="K")
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel builds (default: cores)")
     p.add_argument("--no-werror", action="store_true", help="do not turn warnings into errors")
+    _add_module_option(p)
     _add_common(p)
 
     p = sub.add_parser("run", help="run the conformance matrix and write a report")
@@ -145,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="TEST ONLY: make the guest kernel panic before userspace on every boot attempt "
         "(panic) or on the first only (panic-once) to check the boot retry and the single ERROR",
     )
+    _add_module_option(p)
     _add_common(p)
 
     p = sub.add_parser("matrix", help="print the default cells (e.g. as a CI job matrix)")

@@ -14,22 +14,31 @@ from lab.errors import UsageError
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from lab.module import MODULE_SOURCE
+    from lab.module_source import module_source
+
     ctx = LabContext.from_args(args)
+    source = module_source(args.module, args.module_name).path if args.module else MODULE_SOURCE
     kernels = ctx.resolve(args.kernels)
     out = Path("reports") / "build" / timestamp()
-    rows = run_compile_matrix(ctx, kernels, out, jobs=args.jobs, werror=not args.no_werror)
+    rows = run_compile_matrix(
+        ctx, kernels, out, jobs=args.jobs, werror=not args.no_werror and not args.module,
+        source=source,
+    )  # fmt: skip
     Console(width=None if sys.stdout.isatty() else 160).print(matrix_table(rows))
     return 0 if all(row.ok for row in rows) else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from lab.module_source import module_source
     from lab.runner import run_config, run_matrix, select_cells
 
     ctx = LabContext.from_args(args)
-    cells = select_cells(ctx, args.kernels, args.cell)
+    source = module_source(args.module, args.module_name) if args.module else None
+    cells = select_cells(ctx, args.kernels, args.cell, source.name if source else None)
     config = run_config(
         ctx, cells, keyword=args.keyword, quick=args.quick, faults=args.responder_fault,
-        module_fault=args.module_fault, boot_fault=args.boot_fault,
+        module_fault=args.module_fault, boot_fault=args.boot_fault, module=source,
     )  # fmt: skip
     return run_matrix(ctx, config, args.reports, workers=args.workers).exit_code
 

@@ -159,6 +159,24 @@ def _href(rel: str) -> str:
     return _e(quote(rel, safe="/"))
 
 
+def _provenance_title(cell: Cell) -> str:
+    """The module's provenance as a tooltip (every field), or nothing."""
+    info = cell.module_provenance
+    if not info:
+        return ""
+    return f' title="{_e(chr(10).join(f"{k}: {v}" for k, v in info.items()))}"'
+
+
+def _provenance_line(cell: Cell) -> str:
+    """For a --module tree, where it came from in one short visible line."""
+    info = cell.module_provenance
+    if cell.module in ("ours", "upstream") or not info:
+        return ""
+    origin = info.get("git_describe") or Path(info.get("given", "")).name or "?"
+    ko = info.get("ko_sha256", "")
+    return f'<div class="abi provenance">{_e(origin)}{" · ko " + _e(ko[:12]) if ko else ""}</div>'
+
+
 def _anchor(cell_id: str) -> str:
     return f"cell-{cell_id}"
 
@@ -362,9 +380,9 @@ class _Page:
             f'<div class="series">{_e(k.get("series", "?"))}</div>'
             f'<div class="abi">{_e(k.get("abi", "?"))}</div>'
             f'<div class="abi">{_e(k.get("release", "?"))} · {_e(k.get("version", "?"))}</div>'
-            f'<div class="combo"><b>{_e(cell.module)}</b> module / '
+            f'<div class="combo"><b{_provenance_title(cell)}>{_e(cell.module)}</b> module / '
             f"<b>{_e(cell.responder)}</b> responder · {_e(cell.accel)}</div>"
-            f"{badge}{detail}"
+            f"{_provenance_line(cell)}{badge}{detail}"
             f'<ul class="arts">{arts_html}</ul>'
             "</th>"
         )

@@ -225,6 +225,9 @@ class Cell:
     reproducer: str = ""
     message: str | None = None
     origin: str | None = None  # run id this cell came from, set by merge_runs
+    # Which module source the cell built and what came out (kind, path, git commit
+    # and describe for a --module tree, ko_sha256): lab.cellenv writes it.
+    module_provenance: dict[str, str] = field(default_factory=dict)
 
     @property
     def overall(self) -> Status:
@@ -372,6 +375,7 @@ def _cell_to_json(cell: Cell) -> dict[str, Any]:
         "reproducer": cell.reproducer,
         "message": cell.message,
         "origin": cell.origin,
+        "module_provenance": dict(cell.module_provenance),
         "artifacts": dict(cell.artifacts),
         "tests": [
             {
@@ -405,6 +409,7 @@ def _cell_from_json(data: dict[str, Any]) -> Cell:
         reproducer=data["reproducer"],
         message=data.get("message"),
         origin=data.get("origin"),
+        module_provenance=dict(data.get("module_provenance") or {}),  # absent in older runs
         artifacts=dict(data["artifacts"]),
         tests=[
             TestResult(

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from lab.cells import CellSpec
+from lab.cells import MODULES, CellSpec
 from lab.errors import UsageError
 
 SCHEMA_VERSION = 1
@@ -40,9 +40,18 @@ class RunConfig:
     responder_faults: tuple[str, ...] = ()
     module_fault: str | None = None  # lab.module.MODULE_FAULTS
     boot_fault: str | None = None  # lab.cellenv.BOOT_FAULTS
+    module_path: str | None = None  # a module tree or tarball (--module, lab.module_source)
+    module_name: str | None = None  # its name in cell ids
 
     def specs(self) -> list[CellSpec]:
-        return [CellSpec.parse(cell) for cell in self.cells]
+        specs = [CellSpec.parse(cell) for cell in self.cells]
+        for spec in specs:
+            if spec.module not in MODULES and spec.module != self.module_name:
+                raise UsageError(
+                    f"unknown module {spec.module!r} in cell {spec.cell_id}: choose one of "
+                    f"{', '.join(MODULES)}, or pass the module's tree with --module PATH"
+                )
+        return specs
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {"schema_version": SCHEMA_VERSION}

@@ -28,6 +28,7 @@ from lab.cellstate import CellLoss
 from lab.context import LabContext
 from lab.debug_kernel import debug_series
 from lab.errors import LabError
+from lab.module_source import ModuleSource
 from lab.paths import repo_root
 from lab.progress import MatrixProgress
 from lab.results import (
@@ -46,15 +47,31 @@ from lab.sanitizers import Kind
 CONFORMANCE_DIR = repo_root() / "conformance"
 
 
-def select_cells(ctx: LabContext, kernels: list[str] | None, cell_ids: list[str]) -> list[CellSpec]:
-    """Explicit ``--cell`` ids win; otherwise the default matrix over ``kernels`` (or all)."""
+def select_cells(
+    ctx: LabContext, kernels: list[str] | None, cell_ids: list[str], module: str | None = None
+) -> list[CellSpec]:
+    """Explicit ``--cell`` ids win; otherwise the default matrix over ``kernels`` (or all).
+
+    ``module``: the name of a ``--module`` tree; without ``--cell`` it is tested
+    with our responder on every kernel instead of the default matrix.
+    """
     if cell_ids:
         specs = [CellSpec.parse(c) for c in cell_ids]
         for spec in specs:  # validate the kernel name early, with the list of valid ones
             ctx.check_kernel_name(spec.kernel)
         return specs
+    if module is not None:
+        return [CellSpec(series, module, "ours") for series in kernels or ["all"]
+                for series in _series(ctx, series)]  # fmt: skip
     entries = ctx.resolve(kernels or ["all"])
     return default_cells([e.series for e in entries], debug=ctx.accel.name == "kvm")
+
+
+def _series(ctx: LabContext, name: str) -> list[str]:
+    if debug_series(name):
+        ctx.check_kernel_name(name)
+        return [name]
+    return [e.series for e in ctx.catalogue.resolve_many([name])]
 
 
 def reproducer(spec: CellSpec, test: str | None = None, config: RunConfig | None = None) -> str:
@@ -67,6 +84,8 @@ def reproducer(spec: CellSpec, test: str | None = None, config: RunConfig | None
             words += ["--module-fault", config.module_fault]
         if config.boot_fault:
             words += ["--boot-fault", config.boot_fault]
+        if config.module_path and spec.module == config.module_name:
+            words += ["--module", config.module_path, "--module-name", spec.module]
     if test:
         words += ["-k", test.split("/", 1)[1]]
     return shlex.join(words)
@@ -142,6 +161,7 @@ def _cell_result(
         tests=tests,
         artifacts={k: f"cells/{spec.cell_id}/{v}" for k, v in info.get("artifacts", {}).items()},
         reproducer=reproducer(spec, config=config),
+        module_provenance={k: str(v) for k, v in (info.get("module_provenance") or {}).items()},
         message=message,
     )
 
@@ -168,15 +188,19 @@ def run_config(
     faults: list[str] | None = None,
     module_fault: str | None = None,
     boot_fault: str | None = None,
+    module: ModuleSource | None = None,
 ) -> RunConfig:
     """The run's configuration, with the accelerator chosen here once for every worker."""
-    return RunConfig(
+    config = RunConfig(
         cells=tuple(c.cell_id for c in cells), accel=ctx.accel.name,
         mirror=ctx.mirror_override, security_mirror=ctx.security_override,
         refresh=False,  # the parent already refreshed the indices (ctx.catalogue)
         quick=quick, keyword=keyword, responder_faults=tuple(faults or ()),
         module_fault=module_fault, boot_fault=boot_fault,
+        module_path=module.given if module else None, module_name=module.name if module else None,
     )  # fmt: skip
+    config.specs()  # every cell's module is one the run can build
+    return config
 
 
 def _previous_run(reports: Path) -> Run | None:

@@ -24,7 +24,9 @@ def test_cell_ids_round_trip_and_bad_ones_are_usage_errors() -> None:
     with pytest.raises(UsageError, match="expected SERIES-MODULE-RESPONDER"):
         CellSpec.parse("7.3")
     with pytest.raises(UsageError, match="unknown module"):
-        CellSpec("6.12", "theirs", "ours")
+        CellSpec("6.12", "Theirs!", "ours")
+    # A --module tree's name is a module kind of its own (checked against the run's config).
+    assert CellSpec.parse("6.12-vhbamodule-ours").module == "vhbamodule"
 
 
 def test_default_matrix_adds_cross_stack_cells_on_the_reference_kernel() -> None:

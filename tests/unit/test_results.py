@@ -472,7 +472,7 @@ def _mutations() -> list[tuple[str, Callable[[dict], None]]]:
         d["cells"][0]["tests"][0]["artifacts"]["log"] = "../other-run/log.txt"
 
     def bad_module(d: dict) -> None:
-        d["cells"][0]["module"] = "vendor"
+        d["cells"][0]["module"] = "Vendor tree"  # module kinds are [a-z][a-z0-9]*
 
     def latest_id(d: dict) -> None:
         d["run_id"] = "latest"
