@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab.cells import REFERENCE_KERNEL
+from lab.images import Image
 from lab.results import load_run
 
 pytestmark = pytest.mark.integration
@@ -173,3 +175,46 @@ def test_cells_run_apart_and_merged_equal_one_joint_run(tmp_path: Path) -> None:
     assert merge.returncode == joint.returncode == max(p.returncode for p in apart), (
         merge.stderr[-2000:] + joint.stdout[-2000:]
     )
+
+
+def _debian_vhba_copy(reference_image: Image, dest: Path) -> Path:
+    """Debian's vhba-dkms source (in every image) copied out as a plain directory."""
+    (src,) = sorted((reference_image.tree / "opt/vhba-upstream/usr/src").glob("vhba-*"))
+    return Path(shutil.copytree(src, dest / src.name))
+
+
+def test_a_module_tree_given_by_path_is_a_cell_of_its_own_with_provenance(
+    tmp_path: Path, reference_image: Image
+) -> None:
+    tree = _debian_vhba_copy(reference_image, tmp_path / "src")
+    out = _run(tmp_path / "r", "--module", str(tree), "--kernels", REFERENCE_KERNEL,
+               "-k", "build or attach or spc")  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    (cell,) = load_run(tmp_path / "r" / "latest").cells
+    assert cell.cell_id == f"{REFERENCE_KERNEL}-vhba-ours" and cell.module == "vhba"
+    assert any(t.name == "build/test_module_builds" and t.status.value == "pass"
+               for t in cell.tests)  # fmt: skip
+    info = cell.module_provenance
+    assert info["path"] == str(tree) and len(info["ko_sha256"]) == 64, info
+    assert f"--module {tree}" in cell.reproducer
+    assert "ko " + info["ko_sha256"][:12] in (tmp_path / "r" / "latest" / "index.html").read_text()
+
+
+def test_a_module_tree_missing_an_api_guard_is_red_with_the_compiler_error(
+    tmp_path: Path, reference_image: Image
+) -> None:
+    tree = _debian_vhba_copy(reference_image, tmp_path / "src")
+    source = tree / "vhba.c"
+    # Remove the 5.16 guard: the tree now calls cmd->scsi_done(), gone since 5.16.
+    text = source.read_text()
+    assert "KERNEL_VERSION(5, 16, 0)" in text
+    source.write_text(text.replace("KERNEL_VERSION(5, 16, 0)", "KERNEL_VERSION(99, 0, 0)"))
+    out = _run(tmp_path / "r", "--module", str(tree), "--module-name", "brokenvhba",
+               "--kernels", REFERENCE_KERNEL, "-k", "build")  # fmt: skip
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
+    (cell,) = load_run(tmp_path / "r" / "latest").cells
+    assert cell.cell_id == f"{REFERENCE_KERNEL}-brokenvhba-ours"
+    assert cell.overall.value == "fail" and "did not build" in (cell.message or "")
+    log = (tmp_path / "r" / "latest" / cell.artifacts["build_log"]).read_text(errors="replace")
+    assert "error:" in log and "scsi_done" in log, log[-2000:]
+    assert f'data-cell="{cell.cell_id}"' in (tmp_path / "r" / "latest" / "index.html").read_text()
