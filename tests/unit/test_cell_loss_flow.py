@@ -25,17 +25,14 @@ from tests.unit.throwaway_suite import rows as suite_rows
 TCG = RunConfig(cells=(), accel="tcg")
 
 SUITE = """
-import re
-import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from lab.cellenv import KMEMLEAK_PROBE, CellEnv
+from lab.cellenv import CellEnv
 from lab.cellstate import CellState
-from lab.errors import GuestLostError
-from lab.guest import CommandResult
+from tests.unit.kmsg_guest import KmsgGuest
 
 SERIAL_AFTER_READY = {serial!r}
 
@@ -57,25 +54,6 @@ class FakeMachine:
             fh.write(SERIAL_AFTER_READY)
 
 
-class FakeGuest:
-    def __init__(self, machine: FakeMachine) -> None:
-        self.machine = machine
-        self.marker = ""
-        self.commands = 0
-
-    def run(self, cmd: str, timeout: float = 0, check: bool = False) -> CommandResult:
-        self.commands += 1
-        if not self.machine.running:
-            raise GuestLostError("lost the ssh connection (QEMU is not running) during " + cmd)
-        if cmd == KMEMLEAK_PROBE:
-            return CommandResult(cmd, 0, "absent\\n", "")
-        found = re.match(r"echo (.+?) > /dev/kmsg", cmd)
-        if found:
-            self.marker = shlex.split(found.group(1))[0]
-            return CommandResult(cmd, 0, "4096\\n", "")
-        return CommandResult(cmd, 0, f"4096\\n[   40.000000] {{self.marker}}\\n", "")
-
-
 @pytest.fixture(scope="session")
 def cell(request, run_dir):
     cell_dir = run_dir / "cells" / request.param.cell_id
@@ -86,8 +64,8 @@ def cell(request, run_dir):
     serial.write_text("[    1.000000] Linux version 6.12 (boot, before the cell was ready)\\n"
                       "[    1.100000] Oops: int3 (an early-boot oops that did not matter)\\n")
     machine = FakeMachine(serial)
-    env.booted = SimpleNamespace(guest=FakeGuest(machine), machine=machine, retried=(),
-                                 ready_seconds=1.0)
+    env.booted = SimpleNamespace(guest=KmsgGuest(alive=machine.is_running), machine=machine,
+                                 retried=(), ready_seconds=1.0)
     env._serial_mark = serial.stat().st_size
     env.state = CellState.READY
     env.module_loaded = True

@@ -9,14 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fixtures.fake_mirror import ARCHIVE, SECURITY, FakeMirror
+from fixtures.fake_mirror import trixie_context
 
-from lab.apt_sources import Mirror
 from lab.cells import CellSpec, default_cells
 from lab.ci import CELL_REPORTS, MERGED, github_matrix, gitlab_pipeline
 from lab.context import LabContext
 from lab.images import image_key
-from lab.kernels import Catalogue
 from lab.paths import cache_root, repo_root
 
 WORKFLOW = repo_root() / ".github" / "workflows" / "matrix.yml"
@@ -80,15 +78,7 @@ def test_the_workflow_runs_one_cell_per_matrix_row_and_merges_them_all() -> None
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> LabContext:
-    fake = FakeMirror()
-    fake.add_fixture_suites(("trixie", "trixie-security"))
-    mirror = Mirror(ARCHIVE, SECURITY)
-    context = LabContext()
-    context.__dict__.update(
-        catalogue=Catalogue.load(mirror, cache_dir=tmp_path / "archive", transport=fake),
-        mirror=mirror,
-    )
-    return context
+    return trixie_context(tmp_path)
 
 
 def test_matrix_rows_carry_each_cells_image_key(ctx: LabContext) -> None:

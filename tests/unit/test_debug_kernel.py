@@ -8,11 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
-from fixtures.fake_mirror import ARCHIVE, SECURITY, FakeMirror
+from fixtures.fake_mirror import SECURITY, trixie_context
 
-from lab.apt_sources import Mirror
 from lab.cells import CellSpec
-from lab.context import LabContext
 from lab.debug_kernel import (
     DEBUG_OPTIONS,
     GUEST_OPTIONS,
@@ -32,7 +30,7 @@ from lab.debug_kernel import (
     parse_config,
 )
 from lab.errors import CacheCorruptError, UnknownKernelError, UsageError
-from lab.kernels import Catalogue, DebFile, KernelEntry, LocalKernel
+from lab.kernels import DebFile, KernelEntry, LocalKernel
 
 WANTED_Y = (
     "KASAN", "KASAN_INLINE", "UBSAN", "UBSAN_BOUNDS", "UBSAN_SHIFT", "PROVE_LOCKING",
@@ -238,14 +236,8 @@ def test_store_verifies_entries_and_hands_out_a_labelled_local_kernel(tmp_path: 
 
 
 def test_context_resolves_debug_names_from_the_catalogue(tmp_path: Path) -> None:
-    fake = FakeMirror()
-    fake.add_fixture_suites(("trixie", "trixie-security"))
-    mirror = Mirror(ARCHIVE, SECURITY)
-    catalogue = Catalogue.load(mirror, cache_dir=tmp_path / "archive", transport=fake)
-    ctx = LabContext()
-    ctx.__dict__.update(
-        catalogue=catalogue, mirror=mirror, debug_kernels=DebugKernelStore(tmp_path)
-    )
+    ctx = trixie_context(tmp_path, debug_kernels=DebugKernelStore(tmp_path))
+    catalogue = ctx.catalogue
     spec = ctx.debug_spec("6.12-debug")
     assert spec.source.version == catalogue.resolve("6.12").version
     assert spec.source.package == "linux-source-6.12"
@@ -260,12 +252,7 @@ def test_context_resolves_debug_names_from_the_catalogue(tmp_path: Path) -> None
 def test_debug_cells_are_validated_without_building(tmp_path: Path) -> None:
     from lab.runner import select_cells
 
-    fake = FakeMirror()
-    fake.add_fixture_suites(("trixie", "trixie-security"))
-    mirror = Mirror(ARCHIVE, SECURITY)
-    catalogue = Catalogue.load(mirror, cache_dir=tmp_path / "archive", transport=fake)
-    ctx = LabContext()
-    ctx.__dict__.update(catalogue=catalogue, mirror=mirror, debug_kernels=None)  # never built
+    ctx = trixie_context(tmp_path, debug_kernels=None)  # nothing may be built
     (spec,) = select_cells(ctx, None, ["6.12-debug-ours-ours"])
     assert spec.kernel == "6.12-debug"
     with pytest.raises(UnknownKernelError, match=re.escape("unknown kernel '6.1'")):

@@ -28,15 +28,13 @@ SAMPLES = Path(__file__).parent / "fixtures" / "sanitizers"
 KASAN_TITLE = "BUG: KASAN: slab-use-after-free in vhba_ctl_read+0x1e4/0x560 [vhba]"
 
 SUITE = """
-import re
-import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from lab.cellenv import KMEMLEAK_PROBE, CellEnv
-from lab.guest import CommandResult
+from lab.cellenv import CellEnv
+from tests.unit.kmsg_guest import KmsgGuest
 
 KASAN = Path({kasan!r}).read_text().split("\\n", 1)[1]  # without the sample's own marker
 TAILS = {{
@@ -48,27 +46,11 @@ TAILS = {{
 }}
 
 
-class FakeGuest:
-    def __init__(self) -> None:
-        self.marker = ""
-
-    def run(self, cmd: str, timeout: float = 0, check: bool = False) -> CommandResult:
-        if cmd == KMEMLEAK_PROBE:
-            return CommandResult(cmd, 0, "absent\\n", "")
-        found = re.match(r"echo (.+?) > /dev/kmsg", cmd)
-        if found:
-            self.marker = shlex.split(found.group(1))[0]
-            return CommandResult(cmd, 0, "4096\\n", "")
-        name = self.marker.split()[3]
-        out = f"4096\\n[   40.000000] {{self.marker}}\\n{{TAILS[name]}}"
-        return CommandResult(cmd, 0, out, "")
-
-
 @pytest.fixture(scope="session")
 def cell(request, run_dir):
     env = CellEnv(SimpleNamespace(), request.param, run_dir / "cells" / request.param.cell_id, {{}})
     machine = SimpleNamespace(is_running=lambda: True)
-    env.booted = SimpleNamespace(guest=FakeGuest(), machine=machine)
+    env.booted = SimpleNamespace(guest=KmsgGuest(TAILS.__getitem__), machine=machine)
     return env
 
 
