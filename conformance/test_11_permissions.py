@@ -6,6 +6,8 @@ world-accessible; and the responder must work unprivileged once allowed.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 from scsi_helpers import CD1, restart_drive, tur_until_good
 
 from lab.cellenv import CellEnv
-from lab.drives import GUEST_PYZ, LOGS, STATE, DriveNode, OurResponder
+from lab.drives import GUEST_PYZ, LOGS, STATE, DriveNode, OurResponder, find_nodes
 
 RULE = Path(__file__).resolve().parents[1] / "module" / "udev" / "61-vhba-cdrom-group.rules"
 GUEST_RULE = "/etc/udev/rules.d/61-vhba-cdrom-group.rules"
@@ -92,3 +94,55 @@ def test_responder_runs_as_cdrom_member(cell: CellEnv, cdrom_rule: None) -> None
         user_drive.stop()
         cell.guest.run(f"chown -R root {LOGS} {STATE}")
         restart_drive(cell)
+
+
+PACKAGING = Path(__file__).resolve().parents[1] / "packaging"
+SERVICE = "vhba-responder.service"
+
+
+def test_the_packaged_service_serves_a_drive_as_an_unprivileged_cdrom_member(
+    cell: CellEnv, cdrom_rule: None
+) -> None:
+    """packaging/: the systemd unit, sysusers and tmpfiles snippets, as a package installs them."""
+    if cell.spec.responder != "ours":
+        pytest.skip("the service runs our responder (the cell tests cdemu-daemon)")
+    guest = cell.guest
+    installed = {
+        f"/etc/systemd/system/{SERVICE}": PACKAGING / SERVICE,
+        "/etc/sysusers.d/vhba-responder.conf": PACKAGING / "vhba-responder.sysusers.conf",
+        "/etc/tmpfiles.d/vhba-responder.conf": PACKAGING / "vhba-responder.tmpfiles.conf",
+    }
+    for remote, local in installed.items():
+        guest.upload(local, remote)
+    # A package installs the command as /usr/bin/vhba-responder; the guest has the zipapp.
+    guest.write_text("/usr/bin/vhba-responder", f'#!/bin/sh\nexec python3 {GUEST_PYZ} "$@"\n')
+    try:
+        guest.run(
+            "chmod 755 /usr/bin/vhba-responder && systemd-sysusers && "
+            "systemd-tmpfiles --create /etc/tmpfiles.d/vhba-responder.conf && "
+            f"systemctl daemon-reload && systemctl start {SERVICE}",
+            timeout=120, check=True,
+        )  # fmt: skip
+        status = None
+        for _ in range(100):  # the drive's first status answer (polled from the host)
+            res = guest.run("vhba-responder ctl status", timeout=60)
+            if res.rc == 0:
+                status = json.loads(res.stdout)
+                break
+            time.sleep(0.3)
+        assert status is not None, guest.run(f"journalctl -u {SERVICE} | tail -20").stdout
+        pid = guest.run(f"systemctl show -p MainPID --value {SERVICE}", check=True).stdout.strip()
+        who = guest.run(f"ps -o user=,group= -p {pid}", check=True).stdout.split()
+        assert who == ["vhba-responder", "cdrom"], who
+        # A member of group cdrom (not root) loads a disc through the service's socket.
+        sock = guest.run("stat -c '%U:%G %a' /run/vhba-responder/control", check=True).stdout
+        assert sock.split()[0] == "vhba-responder:cdrom", sock
+        load = guest.run(f"runuser -u labuser -- vhba-responder ctl load 0 {CD1}", timeout=60)
+        assert load.rc == 0, load.stdout + load.stderr
+        node = find_nodes(guest, status["devices"][0]["hctl"])
+        assert tur_until_good(guest, node.sg).good
+        size = guest.run(f"blockdev --getsize64 {node.sr}", check=True).stdout.strip()
+        assert size == str(cell.media["cd1"].size), size
+    finally:
+        guest.run(f"systemctl stop {SERVICE}; rm -f {' '.join(installed)} /usr/bin/vhba-responder; "
+                  "systemctl daemon-reload", timeout=120)  # fmt: skip

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,37 @@ class UsageError(Exception):
     """Reported as one line ``vhba-responder: error: ...`` with exit code 2."""
 
 
+SYSTEM_RUNTIME = Path("/run/vhba-responder")
+CONTROL_NAME = "control"
+
+
+def control_candidates(env: Mapping[str, str], uid: int) -> list[Path]:
+    """Where a server without ``--control`` listens, best first.
+
+    A systemd service (``RuntimeDirectory=``) gets ``$RUNTIME_DIRECTORY``; a
+    user's own server lives in ``$XDG_RUNTIME_DIR``; root's (and one started
+    without either) in ``/run/vhba-responder``.
+    """
+    found = []
+    if env.get("RUNTIME_DIRECTORY"):
+        found.append(Path(env["RUNTIME_DIRECTORY"].split(":")[0]) / CONTROL_NAME)
+    if env.get("XDG_RUNTIME_DIR") and uid != 0:
+        found.append(Path(env["XDG_RUNTIME_DIR"]) / "vhba-responder" / CONTROL_NAME)
+    found.append(SYSTEM_RUNTIME / CONTROL_NAME)
+    return found
+
+
+def default_control(env: Mapping[str, str], uid: int, serving: bool) -> Path:
+    """``serve``: the first candidate; ``ctl``: the first that exists (a user may talk
+    to the system's service), else the first, so the error names where it looked."""
+    candidates = control_candidates(env, uid)
+    if not serving:
+        for path in candidates:
+            if path.exists():
+                return path
+    return candidates[0]
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -68,8 +99,10 @@ def _parser() -> argparse.ArgumentParser:
         help="image for one drive ('-' or '' = no disc); repeat for more drives",
     )
     s.add_argument(
-        "--control", type=Path, required=True, metavar="SOCKET", help="unix socket for 'ctl'"
-    )
+        "--control", type=Path, default=None, metavar="SOCKET",
+        help="unix socket for 'ctl' (default: see default_control(): $RUNTIME_DIRECTORY, "
+        "$XDG_RUNTIME_DIR/vhba-responder or /run/vhba-responder, file 'control')",
+    )  # fmt: skip
     s.add_argument("--trace", type=Path, help="append one JSON line per command here")
     s.add_argument("--log", type=Path, help="log file (default: stderr)")
     s.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -97,7 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     c = sub.add_parser("ctl", help="send one request to a running server")
-    c.add_argument("--control", type=Path, required=True, metavar="SOCKET")
+    c.add_argument(
+        "--control", type=Path, default=None, metavar="SOCKET",
+        help="the server's socket (default: the first of serve's defaults that exists)",
+    )  # fmt: skip
     cs = c.add_subparsers(dest="action", required=True)
     cs.add_parser("status")
     ld = cs.add_parser("load")
@@ -254,6 +290,9 @@ def serve(args: argparse.Namespace) -> int:
                 medium.label if medium else "no disc",
             )
 
+        if args.control is None:
+            args.control = default_control(os.environ, os.geteuid(), serving=True)
+            args.control.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         by_index = {ep.device.index: ep for ep in server.endpoints}
         control = ControlServer(
             args.control,
@@ -278,6 +317,8 @@ def serve(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------- ctl
 def ctl(args: argparse.Namespace) -> int:
+    if args.control is None:
+        args.control = default_control(os.environ, os.geteuid(), serving=False)
     req: dict[str, Any] = {"cmd": args.action}
     if args.action != "status":
         req["dev"] = args.dev

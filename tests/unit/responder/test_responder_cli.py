@@ -254,3 +254,49 @@ def test_zero_threads_is_a_usage_error(tmp_path, capsys):
         main(["serve", "--ctl", str(tmp_path / "vhba_ctl"), "--device", "-", "--threads", "0"])
     assert exc.value.code == 2
     assert "expected a whole number >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_default_control_socket_follows_systemd_then_the_users_runtime_dir(tmp_path):
+    from vhba_responder.cli import SYSTEM_RUNTIME, default_control
+
+    service = {"RUNTIME_DIRECTORY": "/run/vhba-responder", "XDG_RUNTIME_DIR": "/run/user/1000"}
+    assert default_control(service, 998, serving=True) == Path("/run/vhba-responder/control")
+    user = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    assert default_control(user, 1000, serving=True) == tmp_path / "vhba-responder" / "control"
+    assert default_control(user, 0, serving=True) == SYSTEM_RUNTIME / "control"
+    assert default_control({}, 1000, serving=True) == SYSTEM_RUNTIME / "control"
+    # ctl finds a server where one listens: the user's own first, else the system's.
+    assert default_control(user, 1000, serving=False) in (
+        tmp_path / "vhba-responder" / "control", SYSTEM_RUNTIME / "control",
+    )  # fmt: skip
+    (tmp_path / "vhba-responder").mkdir()
+    (tmp_path / "vhba-responder" / "control").write_text("")
+    assert default_control(user, 1000, serving=False) == tmp_path / "vhba-responder" / "control"
+
+
+def test_serve_and_ctl_without_control_meet_in_the_runtime_dir(tmp_path, iso):
+    # As under systemd's RuntimeDirectory= (never the host's own /run).
+    runtime = tmp_path / "run" / "vhba-responder"
+    env = dict(os.environ, PYTHONPATH=str(REPO), RUNTIME_DIRECTORY=str(runtime))
+    fifo = tmp_path / "fake_ctl"
+    os.mkfifo(fifo)
+    ready = tmp_path / "ready.json"
+    cmd = [sys.executable, "-m", "vhba_responder"]
+    proc = subprocess.Popen([*cmd, "serve", "--ctl", str(fifo), "--device", str(iso.path),
+                             "--ready-file", str(ready)], cwd=tmp_path, env=env)  # fmt: skip
+    try:
+        for _ in range(200):
+            if ready.exists():
+                break
+            assert proc.poll() is None, "serve exited early"
+            time.sleep(0.05)
+        assert Path(json.loads(ready.read_text())["control"]) == runtime / "control"
+        out = subprocess.run([*cmd, "ctl", "status"], capture_output=True, text=True,
+                             env=env, timeout=60, check=True)  # fmt: skip
+        assert json.loads(out.stdout)["devices"][0]["medium"] == str(iso.path)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
