@@ -203,6 +203,13 @@ def run_config(
     return config
 
 
+def _boot_retries(cell_dir: Path) -> list[str]:
+    try:
+        return list(json.loads((cell_dir / "cell.json").read_text()).get("boot_retries") or [])
+    except (OSError, ValueError):
+        return []
+
+
 def _previous_run(reports: Path) -> Run | None:
     """The last run (``reports/latest``), for its durations and the report's comparison."""
     latest = reports / "latest"
@@ -270,5 +277,7 @@ def run_matrix(ctx: LabContext, config: RunConfig, reports: Path, *, workers: in
     for cell in run.cells:
         ctx.say(f"  {cell.cell_id}: {cell.overall.value.upper()}"
                 f"{' - ' + cell.message if cell.message else ''}")  # fmt: skip
+        for retry in _boot_retries(run_dir / "cells" / cell.cell_id):
+            ctx.say(f"    boot retried (infrastructure): {retry}")
     ctx.say(f"report: {run_dir / 'index.html'}")
     return run

@@ -17,6 +17,7 @@ import logging
 import shutil
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,10 @@ COLD_BOOT_TIMEOUT = 300.0
 WARM_BOOT_TIMEOUT = 60.0
 # A guest that dies or stays silent before ssh answers gets one more try (see boot()).
 BOOT_ATTEMPTS = 2
+
+
+class BootRetried(UserWarning):
+    """A boot failed before ssh and was tried once more (infrastructure, not a verdict)."""
 
 
 @dataclass
@@ -137,9 +142,12 @@ def _make_warm(image: Image, shape: Shape, say: Callable[[str], None]) -> Path:
         except MachineError as exc:
             if attempt == BOOT_ATTEMPTS:
                 raise
-            spec.serial_log.rename(tmp / f"serial-attempt{attempt}.log")
-            say(f"cold boot of {image.abi} failed before ssh ({str(exc).splitlines()[0]}); "
-                "retrying once")  # fmt: skip
+            kept = tmp / f"serial-attempt{attempt}.log"
+            spec.serial_log.rename(kept)
+            note = (f"cold boot of {image.abi} failed before ssh ({str(exc).splitlines()[0]}); "
+                    f"retrying once; serial log {kept}")  # fmt: skip
+            say(note)
+            warnings.warn(BootRetried(note), stacklevel=4)
     (tmp / "warm.json").write_text(
         json.dumps({"shape": key, "cold_boot_seconds": round(boot_s, 1)}) + "\n"
     )
@@ -231,8 +239,11 @@ def boot(
             kept = workdir / f"serial-attempt{attempt}.log"
             spec.serial_log.rename(kept)
             retried.append(f"attempt {attempt}: {cause} (serial log {kept.name})")
-            say(f"boot attempt {attempt} of {image.abi} failed before ssh ({cause}); "
-                "retrying once on a fresh overlay")  # fmt: skip
+            note = (f"boot attempt {attempt} of {image.abi} failed before ssh ({cause}); "
+                    f"retrying once on a fresh overlay; serial log {kept}")  # fmt: skip
+            say(note)
+            # Also a warning, so a test run (pytest's warnings summary) names every retry.
+            warnings.warn(BootRetried(note), stacklevel=3)
     try:
         if warm:
             # A restored guest's clock stops at savevm time; make it now.

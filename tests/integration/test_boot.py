@@ -14,7 +14,7 @@ from lab.errors import BootTimeoutError, MachineError
 from lab.images import Image
 from lab.kernels import KernelEntry
 from lab.machine import Machine, MachineSpec
-from lab.session import boot
+from lab.session import BootRetried, boot
 from tests.contract.guest_channel import check_channel
 
 pytestmark = pytest.mark.integration
@@ -130,7 +130,10 @@ def test_an_early_boot_panic_is_retried_once_on_a_fresh_overlay(
     def first_panics(attempt: int) -> str:
         return "init=/bin/false" if attempt == 1 else ""
 
-    with boot(reference_image, tmp_path, lab.accel, fault_args=first_panics) as booted:
+    with (
+        pytest.warns(BootRetried, match="boot attempt 1 .* failed before ssh"),
+        boot(reference_image, tmp_path, lab.accel, fault_args=first_panics) as booted,
+    ):
         assert booted.guest.run("uname -r", check=True).stdout.strip() == reference_kernel.abi
         (retry,) = booted.retried
     assert retry.startswith("attempt 1: ") and "Kernel panic" in retry, retry
@@ -146,6 +149,7 @@ def test_a_repeated_early_boot_panic_fails_once_naming_both_serial_logs(
 
     with (
         pytest.raises(MachineError, match="failed to come up twice") as caught,
+        pytest.warns(BootRetried),
         boot(reference_image, tmp_path, lab.accel, fault_args=always_panics),
     ):
         raise AssertionError("a guest whose init exits must never be handed out")
