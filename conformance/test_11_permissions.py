@@ -112,6 +112,7 @@ def test_the_packaged_service_serves_a_drive_as_an_unprivileged_cdrom_member(
         "/etc/sysusers.d/vhba-responder.conf": PACKAGING / "vhba-responder.sysusers.conf",
         "/etc/tmpfiles.d/vhba-responder.conf": PACKAGING / "vhba-responder.tmpfiles.conf",
     }
+    guest.run("mkdir -p /etc/sysusers.d /etc/tmpfiles.d", check=True)
     for remote, local in installed.items():
         guest.upload(local, remote)
     # A package installs the command as /usr/bin/vhba-responder; the guest has the zipapp.
@@ -132,7 +133,7 @@ def test_the_packaged_service_serves_a_drive_as_an_unprivileged_cdrom_member(
             time.sleep(0.3)
         assert status is not None, guest.run(f"journalctl -u {SERVICE} | tail -20").stdout
         pid = guest.run(f"systemctl show -p MainPID --value {SERVICE}", check=True).stdout.strip()
-        who = guest.run(f"ps -o user=,group= -p {pid}", check=True).stdout.split()
+        who = guest.run(f"ps -o user:32=,group:32= -p {pid}", check=True).stdout.split()
         assert who == ["vhba-responder", "cdrom"], who
         # A member of group cdrom (not root) loads a disc through the service's socket.
         sock = guest.run("stat -c '%U:%G %a' /run/vhba-responder/control", check=True).stdout

@@ -69,9 +69,18 @@ def default_control(env: Mapping[str, str], uid: int, serving: bool) -> Path:
     candidates = control_candidates(env, uid)
     if not serving:
         for path in candidates:
-            if path.exists():
+            if _exists(path):
                 return path
     return candidates[0]
+
+
+def _exists(path: Path) -> bool:
+    """exists() that says False for a path we may not look at (another user's
+    $XDG_RUNTIME_DIR inherited through su or runuser) instead of raising."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _positive_int(text: str) -> int:

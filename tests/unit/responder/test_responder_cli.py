@@ -300,3 +300,23 @@ def test_serve_and_ctl_without_control_meet_in_the_runtime_dir(tmp_path, iso):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_ctl_looks_past_a_runtime_dir_it_may_not_read(tmp_path, monkeypatch):
+    """runuser keeps root's XDG_RUNTIME_DIR (/run/user/0): seen in a guest as PermissionError."""
+    from vhba_responder import cli
+
+    forbidden = tmp_path / "root-runtime"
+    real_exists = Path.exists
+
+    def exists(path: Path, *args, **kwargs) -> bool:
+        if forbidden in path.parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_exists(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    monkeypatch.setattr(cli, "SYSTEM_RUNTIME", tmp_path / "system")
+    (tmp_path / "system").mkdir()
+    (tmp_path / "system" / "control").write_text("")
+    env = {"XDG_RUNTIME_DIR": str(forbidden)}
+    assert cli.default_control(env, 1000, serving=False) == tmp_path / "system" / "control"
