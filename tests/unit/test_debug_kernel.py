@@ -280,3 +280,27 @@ def test_kernel_args_reach_every_boot_and_fault_args_only_their_attempt(tmp_path
     assert shape.spec(image, tmp_path / "d", tmp_path, None, "init=/bin/false").cmdline == (
         "a=1 init=/bin/false"
     )
+
+
+def test_a_debug_cells_results_pass_the_report_schema(tmp_path: Path) -> None:
+    """Seen in the first real debug cell: its report was refused for the series '6.12-debug'."""
+    from datetime import datetime, timezone
+
+    from lab.results import Cell, Run, Status, TestResult, load_run, write_report
+
+    now = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    kernel = {"series": "6.12-debug", "version": "local:/cache/debug-kernels/6.12-debug-x/tree",
+              "abi": "6.12.118-debug", "release": "trixie"}  # fmt: skip
+    cell = Cell(
+        "6.12-debug-ours-ours",
+        kernel,
+        "ours",
+        "ours",
+        "tcg",
+        Status.PASS,
+        tests=[TestResult("spc/test_inquiry_standard", "spc", Status.PASS, 67.1)],
+    )
+    host = {"hostname": "h", "qemu_version": "q", "python": "p", "lab_commit": "c"}
+    write_report(Run("debug-1", now, now, host, [cell]), tmp_path,
+                 update_latest=False)  # fmt: skip
+    assert load_run(tmp_path).cells[0].kernel["series"] == "6.12-debug"
