@@ -1,0 +1,60 @@
+"""The debug kernel row: a sanitizer kernel runs a cell and names a use-after-free it sees.
+
+Building 6.12-debug takes 30-65 min on this kind of machine (docs/debug-kernels.md),
+more than a CI run can spend, so these run wherever the debug kernel is already
+cached (``vhba-lab debug-kernel build``) and say so when it is not.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.context import LabContext
+from lab.results import load_run
+
+pytestmark = pytest.mark.integration
+VHBA_LAB = [sys.executable, "-m", "lab.cli"]
+CELL = "6.12-debug-ours-ours"
+TEST = "test_stop_removes_device_then_rmmod_and_reload"
+
+
+@pytest.fixture(scope="module")
+def debug_kernel_cached(lab: LabContext) -> None:
+    if lab.debug_kernels.cached(lab.debug_spec("6.12-debug")) is None:
+        pytest.skip("the 6.12-debug kernel is not cached here: 'vhba-lab debug-kernel build' "
+                    "(30-65 min) makes it, and these tests run from then on")  # fmt: skip
+
+
+def _run(reports: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [*VHBA_LAB, "run", "--cell", CELL, "-k", TEST, "--reports", str(reports), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=5400)
+
+
+def test_our_module_is_clean_under_kasan_lockdep_and_kmemleak(
+    debug_kernel_cached: None, tmp_path: Path
+) -> None:
+    out = _run(tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    (cell,) = load_run(tmp_path / "latest").cells
+    (test,) = cell.tests
+    assert test.status.value == "pass" and not test.findings
+    assert cell.kernel["abi"].endswith("-debug")
+
+
+def test_an_injected_use_after_free_is_a_sanitizer_verdict_with_its_report(
+    debug_kernel_cached: None, tmp_path: Path
+) -> None:
+    out = _run(tmp_path, "--module-fault", "uaf")
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
+    (cell,) = load_run(tmp_path / "latest").cells
+    (test,) = cell.tests
+    assert cell.overall.value == "sanitizer" and test.status.value == "sanitizer"
+    (finding,) = [f for f in test.findings if f.kind.value == "kasan"]
+    assert "use-after-free in vhba_ctl_release" in finding.title
+    report = (tmp_path / "latest" / finding.artifact).read_text()
+    assert "BUG: KASAN" in report
+    assert ">KASAN</a>" in (tmp_path / "latest" / "index.html").read_text()
