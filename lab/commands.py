@@ -62,7 +62,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lab.results import load_run, merge_runs, write_report
+    from lab.report import merge_runs, write_report
+    from lab.results import load_run
 
     if args.action == "kcidb":
         import json

@@ -31,6 +31,7 @@ from lab.errors import LabError
 from lab.module_source import ModuleSource
 from lab.paths import repo_root
 from lab.progress import MatrixProgress
+from lab.report import write_report
 from lab.results import (
     Cell,
     Run,
@@ -39,7 +40,6 @@ from lab.results import (
     TestResult,
     clean_measurements,
     load_run,
-    write_report,
 )
 from lab.runconfig import RunConfig
 from lab.sanitizers import Kind

@@ -286,7 +286,8 @@ def test_a_debug_cells_results_pass_the_report_schema(tmp_path: Path) -> None:
     """Seen in the first real debug cell: its report was refused for the series '6.12-debug'."""
     from datetime import datetime, timezone
 
-    from lab.results import Cell, Run, Status, TestResult, load_run, write_report
+    from lab.report import write_report
+    from lab.results import Cell, Run, Status, TestResult, load_run
 
     now = datetime(2026, 12, 2, tzinfo=timezone.utc)
     kernel = {"series": "6.12-debug", "version": "local:/cache/debug-kernels/6.12-debug-x/tree",

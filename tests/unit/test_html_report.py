@@ -10,7 +10,8 @@ import pytest
 
 from lab import summary
 from lab.html_report import write_html
-from lab.results import Status, write_report
+from lab.report import write_report
+from lab.results import Status
 from lab.summary import render as render_summary
 
 _spec = importlib.util.spec_from_file_location(

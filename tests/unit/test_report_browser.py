@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.results import write_report
+from lab.report import write_report
 
 _spec = importlib.util.spec_from_file_location(
     "_report_samples", Path(__file__).with_name("test_results.py")

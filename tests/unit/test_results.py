@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from lab.errors import LabError, UsageError
+from lab.report import merge_runs, write_report
 from lab.results import (
     MAX_MEASUREMENT_CHARS,
     Cell,
@@ -28,10 +29,8 @@ from lab.results import (
     fixes,
     format_measurements,
     load_run,
-    merge_runs,
     regressions,
     validate,
-    write_report,
     write_run,
 )
 from lab.sanitizers import Kind

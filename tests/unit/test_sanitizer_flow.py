@@ -16,7 +16,8 @@ import pytest
 from junitparser import Failure, JUnitXml
 
 from lab.cells import REFERENCE_KERNEL, CellSpec
-from lab.results import Run, Status, load_run, write_report
+from lab.report import write_report
+from lab.results import Run, Status, load_run
 from lab.runconfig import RunConfig
 from lab.runner import _cell_result
 from tests.unit.throwaway_suite import CELL, run_suite
