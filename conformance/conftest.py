@@ -23,7 +23,6 @@ worker that ran the test into ``<run-dir>/cells/<cell>/tests.jsonl``; the
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,12 +30,14 @@ from pathlib import Path
 
 import pytest
 
+from lab import records
 from lab.cellenv import CellEnv, HealthVerdict, media_set
 from lab.cells import REFERENCE_KERNEL, CellSpec
 from lab.cellstate import CellLoss
 from lab.context import LabContext
 from lab.errors import GuestLostError
 from lab.module_source import module_source
+from lab.results import clean_measurements
 from lab.runconfig import RunConfig
 
 
@@ -281,17 +282,12 @@ def _record(item: pytest.Item, report: pytest.TestReport, cell_id: str) -> None:
             for s in hit.verdict.findings
         ]  # fmt: skip
     # What the test recorded with record_property (a latency, a seed): the report
-    # shows it even for a pass.  Imported here to keep the change inside _record.
-    from lab.results import clean_measurements
-
-    line = {
-        "name": name, "group": group, "status": status, "duration_s": round(report.duration, 3),
-        "message": message, "artifacts": artifacts, "findings": findings,
-        "measurements": clean_measurements(item.user_properties), "finished": time.time(),
-    }  # fmt: skip
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    with (cell_dir / "tests.jsonl").open("a") as fh:
-        fh.write(json.dumps(line) + "\n")
+    # shows it even for a pass.
+    records.append(cell_dir, records.TestRecord(
+        name=name, group=group, status=status, duration_s=round(report.duration, 3),
+        message=message, artifacts=artifacts, findings=findings,
+        measurements=clean_measurements(item.user_properties), finished=time.time(),
+    ))  # fmt: skip
 
 
 def _message(report: pytest.TestReport) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lab import known_failures
+from lab import known_failures, records
 from lab.cells import CellSpec, default_cells
 from lab.cellstate import CellLoss
 from lab.context import LabContext
@@ -35,14 +35,10 @@ from lab.report import write_report
 from lab.results import (
     Cell,
     Run,
-    SanitizerFinding,
     Status,
-    TestResult,
-    clean_measurements,
     load_run,
 )
 from lab.runconfig import RunConfig
-from lab.sanitizers import Kind
 
 CONFORMANCE_DIR = repo_root() / "conformance"
 
@@ -121,21 +117,7 @@ def _cell_result(
     info: dict = {}
     if (cell_dir / "cell.json").exists():
         info = json.loads((cell_dir / "cell.json").read_text())
-    tests: list[TestResult] = []
-    prefix = f"cells/{spec.cell_id}"
-    if (cell_dir / "tests.jsonl").exists():
-        for line in (cell_dir / "tests.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            tests.append(TestResult(
-                name=row["name"], group=row["group"], status=Status(row["status"]),
-                duration_s=row["duration_s"], message=row["message"],
-                artifacts={k: f"{prefix}/{v}" for k, v in row["artifacts"].items()},
-                findings=[SanitizerFinding(Kind(f["kind"]), f["title"], f"{prefix}/{f['artifact']}")
-                          for f in row.get("findings", [])],
-                # Rows from before measurements existed have none; cleaning again
-                # means one odd value can never make results.json fail its schema.
-                measurements=clean_measurements((row.get("measurements") or {}).items()),
-            ))  # fmt: skip
+    tests = [record.result(f"cells/{spec.cell_id}") for record in records.load(cell_dir)]
     kernel = info.get("kernel") or {}
     if not kernel.get("abi"):
         kernel = known_kernel or {"series": spec.kernel}
