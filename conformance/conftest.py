@@ -31,11 +31,12 @@ from pathlib import Path
 import pytest
 
 from lab import records
-from lab.cellenv import CellEnv, HealthVerdict, media_set
+from lab.cellenv import CellEnv, media_set
 from lab.cells import REFERENCE_KERNEL, CellSpec
 from lab.cellstate import CellLoss
 from lab.context import LabContext
 from lab.errors import GuestLostError
+from lab.health import HealthVerdict
 from lab.module_source import module_source
 from lab.results import clean_measurements
 from lab.runconfig import RunConfig
@@ -185,13 +186,13 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     env: CellEnv | None = item.funcargs.get("cell")  # type: ignore[attr-defined]
     health = None
     if env is not None and env.booted is not None and not item.get_closest_marker("no_health"):
-        health = env.health_start(_test_name(item)[1])
+        health = env.health.start(_test_name(item)[1])
     outcome = yield
     if health is not None and env is not None and env.loss is None and not _lost(outcome):
         name = _test_name(item)[1]
         slice_path = env.cell_dir / "tests" / name.replace("/", "__") / "dmesg.txt"
         try:
-            verdict = env.health_end(health, slice_path)
+            verdict = env.health.end(health, slice_path)
         except GuestLostError as exc:
             outcome.force_exception(exc)
             return
@@ -273,7 +274,7 @@ def _record(item: pytest.Item, report: pytest.TestReport, cell_id: str) -> None:
         artifacts["log"] = artifacts["dmesg"]
     findings = []
     if hit is not None:
-        # health_end wrote them next to the slice, in this test's directory
+        # health.end wrote them next to the slice, in this test's directory
         for label, path in hit.verdict.artifacts.items():
             artifacts[label] = str(slice_rel.parent / path.name)
         findings = [

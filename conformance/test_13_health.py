@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 
-from lab.cellenv import EXPECTED_TAINT, CellEnv
+from lab.cellenv import CellEnv
 from lab.drives import DriveNode
+from lab.health import EXPECTED_TAINT
 
 
 def test_no_gesn_tur_disagreement(cell: CellEnv, drive: DriveNode) -> None:
@@ -20,7 +21,7 @@ def test_no_gesn_tur_disagreement(cell: CellEnv, drive: DriveNode) -> None:
 
 
 def test_no_unexpected_taint(cell: CellEnv, drive: DriveNode) -> None:
-    taint = cell.taint()
+    taint = cell.health.taint()
     assert taint & ~EXPECTED_TAINT == 0, (
         f"tainted={taint:#x}: bits {taint & ~EXPECTED_TAINT:#x} beyond O/E (out-of-tree, unsigned)"
     )

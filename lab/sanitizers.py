@@ -10,7 +10,7 @@ instead of saying "kernel health: ...".
 
 It is pure text processing (no guest, no files) so every report shape can be
 unit-tested with samples.  Input is what ``dmesg`` prints (util-linux, the
-same text :meth:`lab.cellenv.CellEnv.health_end` slices): one printk record
+same text :meth:`lab.health.KernelHealth.end` slices): one printk record
 per line as ``[   12.345678] text``, optionally with a caller id
 (``[   12.345678][  T412] text``, CONFIG_PRINTK_CALLER), continuation lines
 of multi-line records without a prefix.

@@ -10,9 +10,9 @@ import re
 import shlex
 from collections.abc import Callable
 
-from lab.cellenv import KMEMLEAK_PROBE
 from lab.errors import GuestLostError
 from lab.guest import CommandResult
+from lab.health import KMEMLEAK_PROBE
 
 
 class KmsgGuest:

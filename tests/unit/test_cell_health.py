@@ -3,13 +3,13 @@ and name a debug kernel's sanitizer reports (saved one file each) instead."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
-from lab.cellenv import KMEMLEAK_PROBE, KMEMLEAK_SCAN, MAX_SAVED_FINDINGS, CellEnv, Health
-from lab.cells import CellSpec
 from lab.guest import CommandResult
+from lab.health import KMEMLEAK_PROBE, KMEMLEAK_SCAN, MAX_SAVED_FINDINGS, Health, KernelHealth
 from lab.sanitizers import Kind
 
 SAMPLES = Path(__file__).parent / "fixtures" / "sanitizers"
@@ -42,10 +42,16 @@ class FakeGuest:
         return CommandResult(cmd, 0, out, "")
 
 
-def _cell(tmp_path: Path, guest: FakeGuest) -> CellEnv:
-    env = CellEnv(SimpleNamespace(), CellSpec("6.12"), tmp_path, {})  # type: ignore[arg-type]
-    env.booted = SimpleNamespace(guest=guest)  # type: ignore[assignment]
-    return env
+def _cell(tmp_path: Path, guest: FakeGuest, phases: list[str] | None = None) -> KernelHealth:
+    """The checks over ``guest``; ``phases`` collects the names of the timed steps."""
+
+    @contextlib.contextmanager
+    def phase(name: str) -> Iterator[None]:
+        if phases is not None:
+            phases.append(name)
+        yield
+
+    return KernelHealth(lambda: guest, tmp_path, phase)
 
 
 def _sample(name: str) -> str:
@@ -59,35 +65,35 @@ MARK = "vhba-lab: test start spc/test_x 1.0"
 
 def test_clean_slice_passes_and_is_saved(tmp_path: Path) -> None:
     guest = FakeGuest(f"[1] old WARNING: before\n[2] {MARK}\n[3] sr 0:0:0:0: ok\n", 4096)
-    problem = _cell(tmp_path, guest).health_end(Health(MARK, 0), tmp_path / "d.txt").problem
+    problem = _cell(tmp_path, guest).end(Health(MARK, 0), tmp_path / "d.txt").problem
     assert problem is None, "the out-of-tree taint bit and lines before the marker are expected"
     assert "sr 0:0:0:0: ok" in (tmp_path / "d.txt").read_text()
 
 
 def test_warning_after_the_marker_fails(tmp_path: Path) -> None:
     guest = FakeGuest(f"[2] {MARK}\n[3] WARNING: CPU: 0 PID: 1 at vhba.c:10\n", 0)
-    problem = _cell(tmp_path, guest).health_end(Health(MARK, 0), tmp_path / "d.txt").problem
+    problem = _cell(tmp_path, guest).end(Health(MARK, 0), tmp_path / "d.txt").problem
     assert problem is not None and "WARNING: CPU" in problem
 
 
 def test_get_event_tur_disagreement_fails(tmp_path: Path) -> None:
     guest = FakeGuest(f"{MARK}\nsr0: GET_EVENT and TUR disagree continuously\n", 0)
-    assert _cell(tmp_path, guest).health_end(Health(MARK, 0), tmp_path / "d.txt").problem
+    assert _cell(tmp_path, guest).end(Health(MARK, 0), tmp_path / "d.txt").problem
 
 
 def test_new_taint_bit_fails(tmp_path: Path) -> None:
     guest = FakeGuest(f"{MARK}\n", 4096 | 512)  # 512 = TAINT_WARN
-    problem = _cell(tmp_path, guest).health_end(Health(MARK, 4096), tmp_path / "d.txt").problem
+    problem = _cell(tmp_path, guest).end(Health(MARK, 4096), tmp_path / "d.txt").problem
     assert problem is not None and "0x200" in problem
 
 
 def test_start_marks_the_log_and_reads_taint_in_one_round_trip(tmp_path: Path) -> None:
     guest = FakeGuest("", 4096)
     env = _cell(tmp_path, guest)
-    env.health_start("spc/test_w")
+    env.start("spc/test_w")
     assert guest.ran[0] == KMEMLEAK_PROBE, "a cell's first check asks for kmemleak, once"
     guest.ran.clear()
-    health = env.health_start("spc/test_x")
+    health = env.start("spc/test_x")
     assert health.taint_before == 4096
     assert health.marker.startswith("vhba-lab: test start spc/test_x")
     assert len(guest.ran) == 1 and "/dev/kmsg" in guest.ran[0]
@@ -96,7 +102,7 @@ def test_start_marks_the_log_and_reads_taint_in_one_round_trip(tmp_path: Path) -
 def test_lost_marker_fails(tmp_path: Path) -> None:
     """A log without the marker (ring buffer wrapped, guest rebooted) is not a clean slice."""
     guest = FakeGuest("[1] something else\n", 0)
-    problem = _cell(tmp_path, guest).health_end(Health(MARK, 0), tmp_path / "d.txt").problem
+    problem = _cell(tmp_path, guest).end(Health(MARK, 0), tmp_path / "d.txt").problem
     assert problem is not None and "marker is gone" in problem
 
 
@@ -106,9 +112,9 @@ def test_lost_marker_fails(tmp_path: Path) -> None:
 def test_ordinary_kernel_verdict_is_unchanged(tmp_path: Path) -> None:
     guest = FakeGuest(f"[2] {MARK}\n[3] WARNING: CPU: 0 PID: 1 at vhba.c:10\n", 4096 | 512)
     env = _cell(tmp_path, guest)
-    env.health_start("spc/test_x")
+    env.start("spc/test_x")
     guest.ran.clear()
-    verdict = env.health_end(Health(MARK, 4096), tmp_path / "d.txt")
+    verdict = env.end(Health(MARK, 4096), tmp_path / "d.txt")
     assert verdict.problem == (
         "kernel log: [3] WARNING: CPU: 0 PID: 1 at vhba.c:10; "
         "kernel became tainted (new bits 0x200)"
@@ -125,7 +131,7 @@ def test_ordinary_kernel_verdict_is_unchanged(tmp_path: Path) -> None:
 def test_kasan_report_is_a_named_finding_saved_to_its_own_file(tmp_path: Path) -> None:
     guest = FakeGuest(_sample("kasan-uaf-6.12.txt"), 4096 | 32)  # 32 = TAINT_BAD_PAGE
     out = tmp_path / "tests" / "spc__test_x" / "dmesg.txt"
-    verdict = _cell(tmp_path, guest).health_end(Health(MARK, 4096), out)
+    verdict = _cell(tmp_path, guest).end(Health(MARK, 4096), out)
     (saved,) = verdict.findings
     assert saved.finding.kind is Kind.KASAN
     assert saved.path == out.parent / "sanitizer-1.txt"
@@ -144,7 +150,7 @@ def test_kasan_report_is_a_named_finding_saved_to_its_own_file(tmp_path: Path) -
 
 def test_generic_lines_outside_a_report_are_still_reported(tmp_path: Path) -> None:
     text = _sample("ubsan-6.12.txt") + "[   70.000000] WARNING: CPU: 1 PID: 9 at sr.c:5 x+0x1/0x2\n"
-    verdict = _cell(tmp_path, FakeGuest(text, 0)).health_end(Health(MARK, 0), tmp_path / "d.txt")
+    verdict = _cell(tmp_path, FakeGuest(text, 0)).end(Health(MARK, 0), tmp_path / "d.txt")
     assert [s.finding.kind for s in verdict.findings] == [Kind.UBSAN]
     assert verdict.problem is not None
     first, second = verdict.problem.split("; ")
@@ -155,7 +161,7 @@ def test_generic_lines_outside_a_report_are_still_reported(tmp_path: Path) -> No
 def test_many_reports_are_counted_but_only_some_saved(tmp_path: Path) -> None:
     one = _sample("hung-task-6.1.txt").split("\n", 1)[1]
     text = f"{MARK}\n" + one * (MAX_SAVED_FINDINGS + 3)
-    verdict = _cell(tmp_path, FakeGuest(text, 0)).health_end(Health(MARK, 0), tmp_path / "d.txt")
+    verdict = _cell(tmp_path, FakeGuest(text, 0)).end(Health(MARK, 0), tmp_path / "d.txt")
     assert len(verdict.findings) == MAX_SAVED_FINDINGS
     assert len(list(tmp_path.glob("sanitizer-*.txt"))) == MAX_SAVED_FINDINGS
     assert verdict.problem is not None and "3 more sanitizer reports" in verdict.problem
@@ -167,12 +173,13 @@ def test_many_reports_are_counted_but_only_some_saved(tmp_path: Path) -> None:
 def test_kmemleak_kernel_is_scanned_after_each_test(tmp_path: Path) -> None:
     leaks = (SAMPLES / "kmemleak-readback.txt").read_text()
     guest = FakeGuest(f"{MARK}\n[3] sr 0:0:0:0: ok\n", 0, kmemleak=leaks, baseline="boot leak\n")
-    env = _cell(tmp_path, guest)
-    env.health_start("spc/test_x")
+    phases: list[str] = []
+    env = _cell(tmp_path, guest, phases)
+    env.start("spc/test_x")
     assert env.kmemleak is True
     assert (tmp_path / "kmemleak-baseline.txt").read_text() == "boot leak\n"
     out = tmp_path / "tests" / "spc__test_x" / "dmesg.txt"
-    verdict = env.health_end(Health(MARK, 0), out)
+    verdict = env.end(Health(MARK, 0), out)
     assert guest.ran[-1] == KMEMLEAK_SCAN
     assert [s.finding.kind for s in verdict.findings] == [Kind.KMEMLEAK, Kind.KMEMLEAK]
     assert set(verdict.artifacts) == {"kmemleak", "sanitizer-1", "sanitizer-2"}
@@ -182,14 +189,14 @@ def test_kmemleak_kernel_is_scanned_after_each_test(tmp_path: Path) -> None:
         "kmemleak: unreferenced object 0xffff888005d3c600 (size 192); "
         "kmemleak: unreferenced object 0xffff888004b7e880 (size 64)"
     )
-    assert "kmemleak_scans" in env.phases
+    assert "kmemleak_scans" in phases and "health_checks" in phases
 
 
 def test_clean_kmemleak_scan_passes(tmp_path: Path) -> None:
     guest = FakeGuest(f"{MARK}\n", 0, kmemleak="")
     env = _cell(tmp_path, guest)
-    env.health_start("spc/test_x")
-    verdict = env.health_end(Health(MARK, 0), tmp_path / "d.txt")
+    env.start("spc/test_x")
+    verdict = env.end(Health(MARK, 0), tmp_path / "d.txt")
     assert verdict.problem is None and verdict.artifacts == {}
     assert not (tmp_path / "kmemleak-baseline.txt").exists()
 
@@ -197,10 +204,10 @@ def test_clean_kmemleak_scan_passes(tmp_path: Path) -> None:
 def test_failing_kmemleak_stops_scanning_without_failing_tests(tmp_path: Path) -> None:
     guest = FakeGuest(f"{MARK}\n", 0, kmemleak="", kmemleak_rc=1)
     env = _cell(tmp_path, guest)
-    env.health_start("spc/test_x")
-    assert env.health_end(Health(MARK, 0), tmp_path / "d.txt").problem is None
+    env.start("spc/test_x")
+    assert env.end(Health(MARK, 0), tmp_path / "d.txt").problem is None
     assert env.kmemleak is False
     assert "I/O error" in (tmp_path / "kmemleak-notes.txt").read_text()
     guest.ran.clear()
-    env.health_end(Health(MARK, 0), tmp_path / "d.txt")
+    env.end(Health(MARK, 0), tmp_path / "d.txt")
     assert KMEMLEAK_SCAN not in guest.ran

@@ -100,6 +100,16 @@ def test_ctl_without_server(tmp_path, capsys):
     assert "cannot talk to" in capsys.readouterr().err
 
 
+def _wait_ready(proc: subprocess.Popen, ready: Path) -> dict:
+    """The ready document of a ``serve`` just started (10 s at most)."""
+    for _ in range(200):
+        if ready.exists():
+            return json.loads(ready.read_text())
+        assert proc.poll() is None, "serve exited early"
+        time.sleep(0.05)
+    raise AssertionError("serve wrote no ready file in 10 s")
+
+
 def _serve_lifecycle(
     cmd_prefix: list[str], tmp_path: Path, iso_path: Path, env: dict[str, str] | None = None
 ) -> None:
@@ -133,12 +143,7 @@ def _serve_lifecycle(
         env=env,
     )
     try:
-        for _ in range(200):
-            if ready.exists():
-                break
-            assert proc.poll() is None, "serve exited early"
-            time.sleep(0.05)
-        doc = json.loads(ready.read_text())
+        doc = _wait_ready(proc, ready)
         assert [d["index"] for d in doc["devices"]] == [0, 1]
         assert doc["devices"][0]["medium"] == str(iso_path)
         assert doc["devices"][1]["medium"] is None
@@ -285,12 +290,7 @@ def test_serve_and_ctl_without_control_meet_in_the_runtime_dir(tmp_path, iso):
     proc = subprocess.Popen([*cmd, "serve", "--ctl", str(fifo), "--device", str(iso.path),
                              "--ready-file", str(ready)], cwd=tmp_path, env=env)  # fmt: skip
     try:
-        for _ in range(200):
-            if ready.exists():
-                break
-            assert proc.poll() is None, "serve exited early"
-            time.sleep(0.05)
-        assert Path(json.loads(ready.read_text())["control"]) == runtime / "control"
+        assert Path(_wait_ready(proc, ready)["control"]) == runtime / "control"
         out = subprocess.run([*cmd, "ctl", "status"], capture_output=True, text=True,
                              env=env, timeout=60, check=True)  # fmt: skip
         assert json.loads(out.stdout)["devices"][0]["medium"] == str(iso.path)
