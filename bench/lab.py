@@ -121,7 +121,7 @@ def channel_phase(guest: Any, reps: int = 15) -> dict[str, Any]:
             guest.run(cmd, check=True)
             shell.append(time.monotonic() - t)
             t = time.monotonic()
-            guest._run_session(cmd, 60.0, None)  # the baseline path, no shell
+            guest.run_session(cmd, 60.0, None)  # the baseline path, no shell
             session.append(time.monotonic() - t)
         out[cmd] = {
             "shell_ms": round(statistics.median(shell) * 1000, 1),

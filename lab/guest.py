@@ -190,7 +190,7 @@ class Guest:
                 finally:
                     self._shell_lock.release()
             else:
-                rc, out, err = self._run_session(cmd, timeout, stdin)
+                rc, out, err = self.run_session(cmd, timeout, stdin)
         result = CommandResult(cmd, rc, out.decode(errors="replace"), err.decode(errors="replace"))
         if check:
             result.check()
@@ -202,10 +202,13 @@ class Guest:
             f"partial stdout: {out.decode(errors='replace')[-1000:]}"
         )
 
-    def _run_session(
+    def run_session(
         self, cmd: str, timeout: float, stdin: bytes | None
     ) -> tuple[int, bytes, bytes]:
-        """One ssh session for ``cmd``: done at its exit status and EOF on both streams."""
+        """One ssh session for ``cmd``: done at its exit status and EOF on both streams.
+
+        Public because bench.lab times it as the baseline of the shell channel.
+        """
         transport = self._transport()
         chan = transport.open_session(timeout=30 * self.patience)
         chan.settimeout(timeout)
