@@ -58,8 +58,16 @@ class Served:
         self.seat.cell.guest.run(f"pkill -{sig} -u {SEAT_USER} -f '{SERVING} --name {self.name}'")
 
     def pause(self) -> None:
-        """Stop reading commands: they stay queued in the kernel."""
+        """Stop reading commands: from return on, they stay queued in the kernel.
+
+        The signal alone is not enough: the drive's thread may be in poll()
+        and would still read one more command, so this waits for the thread's
+        own acknowledgement.
+        """
+        marker = f"{self.log}.paused"
+        self.seat.cell.guest.run(f"rm -f {marker}", check=True)
         self.signal("USR1")
+        assert _wait_for_file(self.seat.cell, marker, 20), f"drive {self.name} never paused"
 
     def resume(self) -> None:
         self.signal("USR2")
@@ -97,7 +105,9 @@ class Seat:
         if user != "root":
             argv = ["runuser", "-u", user, "--", *argv]
         out = f"/tmp/attacker-{name}.out"
-        self.cell.guest.run(f"rm -f {served.log}; nohup {_sh(argv)} >{out} 2>&1 &", check=True)
+        self.cell.guest.run(
+            f"rm -f {served.log} {served.log}.paused; nohup {_sh(argv)} >{out} 2>&1 &", check=True
+        )
         result = self.cell.guest.run(
             f"for i in $(seq 300); do grep -q '^hctl ' {out} && exit 0; sleep 0.1; done; "
             f"cat {out} >&2; exit 1",

@@ -77,6 +77,7 @@ class Drive:
         self.paused = threading.Event()
         self.stop = threading.Event()
         self.phase = 0
+        self.pause_shown = False
         self.received: list[dict[str, Any]] = []
         self.write_errors: dict[str, int] = {}
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -120,8 +121,14 @@ class Drive:
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
         while not self.stop.is_set():
-            if self.paused.is_set() or not poller.poll(100):
-                time.sleep(0.02 if self.paused.is_set() else 0)
+            if self.paused.is_set():
+                self._acknowledge_pause(True)
+                time.sleep(0.02)
+                continue
+            self._acknowledge_pause(False)
+            # A command that arrives while the pause is being set must stay
+            # queued: the flag is checked again between poll() and read().
+            if not poller.poll(100) or self.paused.is_set():
                 continue
             try:
                 buf = os.read(self.fd, READ_BUF)
@@ -146,6 +153,23 @@ class Drive:
                 shown = {k: v for k, v in record.items() if k != "payload"}
                 self.log.write(json.dumps(shown) + "\n")
             self.answer(tag, cdb, data_len)
+
+    def _acknowledge_pause(self, paused: bool) -> None:
+        """Show the pause took hold: ``<log>.paused`` exists while no read() can start.
+
+        A signal only sets the flag; the thread may be inside poll() at that
+        moment.  Only the thread itself knows it is past every read, so it is
+        the one that tells the test (which waits for the file).
+        """
+        if self.log is None or paused == self.pause_shown:
+            return
+        marker = self.log.name + ".paused"
+        if paused:
+            with open(marker, "w") as out:
+                out.write(str(self.phase))
+        elif os.path.exists(marker):
+            os.unlink(marker)
+        self.pause_shown = paused
 
     def _note(self, what: str) -> None:
         self.write_errors[what] = self.write_errors.get(what, 0) + 1
