@@ -195,14 +195,45 @@ class PlacedTrack:
         """Sectors from INDEX 01 to the end of the track, as READ TRACK INFORMATION sizes it."""
         return self.end - self.start
 
+    @property
+    def control(self) -> int:
+        """The Q sub-channel CONTROL nibble: 4 for data; 0 for audio (two channels,
+        no pre-emphasis, copy prohibited: a sheet's FLAGS are not modelled)."""
+        return 0 if self.audio else 4
+
+    @property
+    def data_mode(self) -> int:
+        """READ TRACK INFORMATION's data mode: 1 (Mode 1), 2 (Mode 2), 0xF for audio."""
+        return {"AUDIO": 0x0F, "MODE2/2352": 2}.get(self.mode, 1)
+
+    def index_at(self, lba: int) -> int:
+        """The Q INDEX of ``lba``: 0 in the pregap, 1 from INDEX 01 on (later
+        indexes are not modelled: they matter to no reader Linux has)."""
+        return 0 if lba < self.start else 1
+
 
 @dataclass(frozen=True)
 class DiscLayout:
     tracks: tuple[PlacedTrack, ...]
 
+    @classmethod
+    def plain(cls, blocks: int) -> DiscLayout:
+        """The disc an ISO image is: one MODE1/2048 track of ``blocks`` sectors at LBA 0."""
+        extent = Extent(0, blocks, "", 0)
+        return cls((PlacedTrack(1, "MODE1/2048", 2048, 0, 0, blocks, (extent,)),))
+
     @property
     def leadout(self) -> int:
         return self.tracks[-1].end
+
+    @property
+    def xa(self) -> bool:
+        """Whether the disc is CD-ROM XA (a MODE2 track): the full TOC's disc type 0x20."""
+        return any(t.mode == "MODE2/2352" for t in self.tracks)
+
+    def track(self, number: int) -> PlacedTrack | None:
+        first = self.tracks[0].number
+        return self.tracks[number - first] if 0 <= number - first < len(self.tracks) else None
 
     def track_at(self, lba: int) -> PlacedTrack:
         for track in self.tracks:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vhba_responder.cdsector import SECTOR, USER, mode1_sector
 from vhba_responder.cue import CueError, DiscLayout, Extent, PlacedTrack, layout, parse_cue
-from vhba_responder.media import FileImage
+from vhba_responder.media import BeforeBlock, FileImage
 
 
 class AudioSectorError(ValueError):
@@ -45,8 +45,19 @@ class CueDisc:
         self.layout: DiscLayout = layout(parsed, {n: f.size for n, f in self.files.items()})
 
     @property
-    def data_tracks(self) -> list[PlacedTrack]:
-        return [t for t in self.layout.tracks if not t.audio]
+    def size(self) -> int:
+        """Bytes of user data the disc pretends to hold: 2048 for every LBA up to the lead-out."""
+        return self.layout.leadout * USER
+
+    def pread(self, length: int, offset: int, before_block: BeforeBlock = None) -> bytes:
+        """User data of whole 2048-byte blocks (the :class:`ImageSource` READ(10) reads).
+
+        An audio block raises :class:`AudioSectorError`.  ``before_block`` is not
+        called: sectors come from several files, each read is one sector.
+        """
+        first, count = offset // USER, -(-length // USER)
+        data = b"".join(self.user_data(lba) for lba in range(first, first + count))
+        return data[offset - first * USER :][:length]
 
     def _extent(self, track: PlacedTrack, lba: int) -> Extent | None:
         for extent in track.extents:

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from vhba_responder.audioplay import AudioPlayer
 from vhba_responder.cdb import Cdb
 from vhba_responder.commands import block, mmc, spc
 from vhba_responder.commands.base import CommandSpec, Context, Flag
@@ -110,6 +111,7 @@ class DriveState:
     media_event: int = MEDIA_EVENT_NONE  # one pending GESN media event (latest wins)
     last_sense: bytes | None = None
     speed_kbps: int = 0  # SET CD SPEED, 0 = maximum
+    audio: AudioPlayer = field(default_factory=AudioPlayer)  # PLAY AUDIO and its position
 
 
 @dataclass
@@ -172,6 +174,7 @@ class Device:
         return SenseError(SenseKey.NOT_READY, asc)
 
     def _became_accessible(self) -> None:
+        self.state.audio = AudioPlayer()  # a new disc: nothing played yet, head at LBA 0
         self.state.pending_ua = Ascs.MEDIUM_MAY_HAVE_CHANGED
         self.state.media_event = MEDIA_EVENT_NEW_MEDIA
         self._refresh_direct()
@@ -180,6 +183,7 @@ class Device:
         # No UA for a removal: TUR turning into NOT READY 3A tells Linux already,
         # and a stale 28/00 would make sr think a new disc arrived.
         self.state.pending_ua = None
+        self.state.audio.stop()
         self.state.media_event = MEDIA_EVENT_MEDIA_REMOVAL
         self._refresh_direct()
 

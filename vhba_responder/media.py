@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
+from vhba_responder.cdsector import mode1_sector
+from vhba_responder.cue import DiscLayout
+
 # Called (at most once) by a read that is about to block on storage, so the
 # server can let another thread take over the drive meanwhile.
 BeforeBlock = Optional[Callable[[], None]]
@@ -134,8 +137,18 @@ class Medium:
 
     @classmethod
     def open(cls, path: Path, kind: MediaKind | None = None) -> Medium:
-        """Open an image file; the kind follows the size unless forced."""
-        src = FileImage(Path(path))
+        """Open an image file; the kind follows the size unless forced.
+
+        A ``.cue`` sheet is a multi-track CD (:class:`~vhba_responder.cuedisc.CueDisc`)
+        whatever its size; anything else is a plain image of 2048-byte sectors.
+        """
+        path = Path(path)
+        if path.suffix.lower() == ".cue":
+            # Imported here: cuedisc reads its BIN files through FileImage above.
+            from vhba_responder.cuedisc import CueDisc
+
+            return cls(CueDisc(path), MediaKind.CD_ROM, label=str(path))
+        src = FileImage(path)
         return cls(src, kind or kind_for_size(src.size), label=str(path))
 
     @classmethod
@@ -150,3 +163,14 @@ class Medium:
     def read_blocks(self, lba: int, count: int, before_block: BeforeBlock = None) -> bytes:
         """User data of ``count`` blocks from ``lba`` (the caller checked the range)."""
         return self.source.pread(count * BLOCK_SIZE, lba * BLOCK_SIZE, before_block)
+
+    @property
+    def layout(self) -> DiscLayout:
+        """The tracks: a CUE sheet's, else one Mode 1 data track over the whole image."""
+        own = getattr(self.source, "layout", None)
+        return own if own is not None else DiscLayout.plain(self.blocks)
+
+    def raw_sector(self, lba: int) -> bytes:
+        """The full 2352-byte sector at ``lba`` (READ CD with sync, headers, EDC/ECC)."""
+        own = getattr(self.source, "raw_sector", None)
+        return own(lba) if own is not None else mode1_sector(lba, self.read_blocks(lba, 1))

@@ -7,6 +7,7 @@ GESN polling on the same drive.
 
 from __future__ import annotations
 
+from vhba_responder import readcd, subchannel
 from vhba_responder.cdb import be32
 from vhba_responder.commands.base import (
     BlockRange,
@@ -16,17 +17,11 @@ from vhba_responder.commands.base import (
     Field,
     Flag,
 )
+from vhba_responder.cue import DiscLayout
+from vhba_responder.cuedisc import AudioSectorError
 from vhba_responder.media import BLOCK_SIZE, MediaKind, Medium
+from vhba_responder.readcd import BadSelection, SectorTypeMismatch, Selection
 from vhba_responder.sense import Ascs, FieldPointer, SenseError, SenseKey, illegal_field
-
-# READ CD "expected sector type" values (CDB byte 1 bits 4-2).
-SECTOR_ANY = 0
-SECTOR_CDDA = 1
-SECTOR_MODE1 = 2
-SECTOR_MODE2_FORMLESS = 3
-SECTOR_MODE2_FORM1 = 4
-SECTOR_MODE2_FORM2 = 5
-READ_CD_USER_DATA = 0x10  # byte 9: user data only
 
 
 def _medium(ctx: Context) -> Medium:
@@ -61,10 +56,21 @@ def read_capacity10(ctx: Context) -> bytes:
     return be32(blocks - 1) + be32(BLOCK_SIZE)
 
 
+def _illegal_mode(byte: int = 2) -> SenseError:
+    return SenseError(
+        SenseKey.ILLEGAL_REQUEST, Ascs.ILLEGAL_MODE_FOR_TRACK, field=FieldPointer(byte)
+    )
+
+
 def _read(ctx: Context, lba: int, count: int) -> bytes:
     medium = _medium(ctx)
     check_range(medium, lba, count)
-    return medium.read_blocks(lba, count, ctx.before_block) if count else b""
+    if not count:
+        return b""
+    try:
+        return medium.read_blocks(lba, count, ctx.before_block)
+    except AudioSectorError:
+        raise _illegal_mode() from None  # 2048-byte blocks of a CD-DA track do not exist
 
 
 def read10(ctx: Context) -> bytes:
@@ -75,29 +81,51 @@ def read12(ctx: Context) -> bytes:
     return _read(ctx, ctx.cdb.u32(2), ctx.cdb.u32(6))
 
 
+def _user_data_only(sel: Selection, layout: DiscLayout) -> bool:
+    """Mode 1 user data and nothing else, of a disc with only Mode 1 tracks: served
+    as READ(10) is (as fast, and straight from the image)."""
+    extras = sel.sync or sel.headers or sel.edc or sel.c2 or sel.subchannel
+    return (
+        sel.user
+        and not extras
+        and sel.sector_type in (readcd.ANY, readcd.MODE1)
+        and all(t.mode == "MODE1/2048" for t in layout.tracks)
+    )
+
+
 def read_cd(ctx: Context) -> bytes:
     c = ctx.cdb
     medium = _medium(ctx)
-    sector_type = (c.u8(1) >> 2) & 0x07
-    if sector_type > SECTOR_MODE2_FORM2:
-        raise illegal_field(1, 4)
-    illegal_mode = SenseError(
-        SenseKey.ILLEGAL_REQUEST, Ascs.ILLEGAL_MODE_FOR_TRACK, field=FieldPointer(1, 4)
-    )
+    try:
+        sel = Selection.of(c.u8(1), c.u8(9), c.u8(10))
+    except BadSelection as exc:
+        raise illegal_field(exc.byte, exc.bit) from None
     if medium.kind is not MediaKind.CD_ROM:
-        raise illegal_mode  # READ CD addresses CD sectors only
-    if sector_type not in (SECTOR_ANY, SECTOR_MODE1):
-        raise illegal_mode  # the single track is Mode 1 data
-    if c.u8(10) & 0x07:
-        raise illegal_field(10, 2)  # no sub-channel data
-    fields = c.u8(9)
-    if fields not in (0x00, READ_CD_USER_DATA):
-        raise illegal_field(9, 7)  # sync/header/EDC/C2 are not synthesised
+        raise _illegal_mode(1)  # READ CD addresses CD sectors only
     lba, count = c.u32(2), c.u24(6)
     check_range(medium, lba, count)
-    if fields == 0 or count == 0:
+    if count == 0:
         return b""
-    return medium.read_blocks(lba, count, ctx.before_block)
+    layout = medium.layout
+    if _user_data_only(sel, layout):
+        return medium.read_blocks(lba, count, ctx.before_block)
+    sub = {readcd.SUB_RAW: subchannel.raw_pw, readcd.SUB_Q: subchannel.formatted_q}.get(
+        sel.subchannel
+    )
+    out = []
+    for at in range(lba, lba + count):
+        raw = medium.raw_sector(at)
+        kind = readcd.sector_kind(layout.track_at(at).mode, raw)
+        try:
+            sel.check_type(kind)
+        except SectorTypeMismatch:
+            raise _illegal_mode(1) from None
+        out.append(sel.select(raw, sel.effective_kind(kind)))
+        if sub is not None:
+            out.append(sub(layout, at))
+        elif sel.subchannel == readcd.SUB_RW:
+            out.append(subchannel.deinterleaved_rw())
+    return b"".join(out)
 
 
 def seek10(ctx: Context) -> bytes:

@@ -67,6 +67,11 @@ def _cd_read(dev: Device) -> bytes:
     return bytes(4)  # no DAP, no C2 pointers, no CD-Text
 
 
+def _cd_audio_play(dev: Device) -> bytes:
+    # SCAN=0, SCM (separate channel mute)=0, SV (separate volume)=0; 256 volume levels.
+    return bytes(2) + be16(256)
+
+
 @dataclass(frozen=True)
 class Feature:
     code: int
@@ -92,4 +97,5 @@ FEATURES = (
     Feature(0x001E, "CD Read", 2, False, _is_cd, _cd_read),
     Feature(0x001F, "DVD Read", 0, False, _is_dvd, _empty),
     Feature(0x0100, "Power Management", 0, True, _always, _empty),
+    Feature(0x0103, "CD External Audio Play", 0, False, _is_cd, _cd_audio_play),
 )

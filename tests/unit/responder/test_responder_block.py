@@ -92,9 +92,10 @@ def test_read_cd_other_sector_types(dev, sector_type):
     assert s.triple == "05/64/00"
 
 
-def test_read_cd_raw_fields_and_subchannel_rejected(dev):
-    assert check(dev, *_read_cd(16, 1, byte9=0xF8)).triple == "05/24/00"
-    assert check(dev, *_read_cd(16, 1, sub=1)).triple == "05/24/00"
+def test_read_cd_reserved_selections_rejected(dev):
+    assert check(dev, *_read_cd(16, 1, byte9=0x16)).triple == "05/24/00"  # C2 code 3
+    assert check(dev, *_read_cd(16, 1, sub=3)).triple == "05/24/00"
+    assert check(dev, *_read_cd(16, 1, sector_type=6)).triple == "05/24/00"
 
 
 def test_read_cd_range(dev, iso):
