@@ -78,11 +78,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         target.write_text(json.dumps(data, indent=1) + "\n")
         Console(stderr=True).print(
             f"wrote {target}: {len(data['builds'])} builds, {len(data['tests'])} tests; "
-            "submit with 'kcidb-submit -p PROJECT -t TOPIC < FILE' (docs/kcidb.md)"
+            "submit with 'kcidb-submit -p PROJECT -t TOPIC < FILE' (docs/kcidb.md)",
+            soft_wrap=True,  # one line, whatever the path's length: scripts grep it
         )
         return 0
     out = args.out or Path("reports") / f"merged-{timestamp()}"
     run = merge_runs(args.dirs, out)
     write_report(run, out)
-    Console(stderr=True).print(f"merged {len(args.dirs)} runs into {out / 'index.html'}")
+    Console(stderr=True).print(
+        f"merged {len(args.dirs)} runs into {out / 'index.html'}", soft_wrap=True
+    )
     return run.exit_code
