@@ -1,4 +1,4 @@
-"""Test media: deterministic ISO9660 images built on the host with pycdlib.
+"""Test media built on the host: deterministic ISO9660 images and a CUE/BIN mixed-mode CD.
 
 File contents come from a seeded generator, so the same seed always makes
 the same image and the expected sha256 of every file is known up front: a
@@ -94,3 +94,86 @@ def build_iso(out: Path, label: str, seed: int, layout: dict[str, int] | None = 
     iso.close()
     os.replace(partial, out)
     return Medium(out, label, files)
+
+
+@dataclass(frozen=True)
+class DiscTrack:
+    """One track of a :class:`MixedDisc` as every reader should see it."""
+
+    number: int
+    audio: bool
+    start: int  # LBA of INDEX 01
+    span_sha256: str  # what a ripper reads for it: INDEX 01 up to the next track's INDEX 01
+    span_sectors: int
+
+
+@dataclass(frozen=True)
+class MixedDisc:
+    """A CUE/BIN disc built by :func:`build_mixed_cd`: sheet, files, and what it holds."""
+
+    cue: Path
+    files: tuple[Path, ...]  # the sheet and its BIN files, all in one directory
+    tracks: tuple[DiscTrack, ...]
+    leadout: int
+    data: Medium  # the ISO9660 of track 1
+
+    def track(self, number: int) -> DiscTrack:
+        return self.tracks[number - 1]
+
+
+# Track 1: an ISO (MODE1/2048); 2: audio with a 2 s pregap held in the file (INDEX 00);
+# 3: audio of an odd length; 4: in a second file, after a 1 s PREGAP in no file.
+_AUDIO_LAYOUT = {"t2_pregap": 150, "t2": 225, "t3": 301, "t4_pregap": 75, "t4": 188}
+_SECTOR = 2352
+
+
+def build_mixed_cd(out_dir: Path, seed: int) -> MixedDisc:
+    """A data track plus three CD-DA tracks of seeded samples, as CUE + BIN files.
+
+    The expected bytes of every track are known here, independently of any
+    responder: a ripped track must equal them exactly (silence of a PREGAP
+    that is in no file reads as zeros).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = build_iso(out_dir / "data.iso", "VHBALAB_MIXED", seed, {"/TRACK1.BIN": 100_000})
+    rng = random.Random(seed)
+    n = _AUDIO_LAYOUT
+    pregap2, audio2, audio3, audio4 = (
+        rng.randbytes(n[key] * _SECTOR) for key in ("t2_pregap", "t2", "t3", "t4")
+    )
+    (out_dir / "audio.bin").write_bytes(pregap2 + audio2 + audio3)
+    (out_dir / "last.bin").write_bytes(audio4)
+    blocks = data.size // 2048
+
+    def msf(frames: int) -> str:
+        return f"{frames // 4500:02d}:{frames // 75 % 60:02d}:{frames % 75:02d}"
+
+    sheet = (
+        'FILE "data.iso" BINARY\n  TRACK 01 MODE1/2048\n    INDEX 01 00:00:00\n'
+        'FILE "audio.bin" BINARY\n  TRACK 02 AUDIO\n    INDEX 00 00:00:00\n'
+        f"    INDEX 01 {msf(n['t2_pregap'])}\n"
+        f"  TRACK 03 AUDIO\n    INDEX 01 {msf(n['t2_pregap'] + n['t2'])}\n"
+        'FILE "last.bin" BINARY\n  TRACK 04 AUDIO\n'
+        f"    PREGAP {msf(n['t4_pregap'])}\n    INDEX 01 00:00:00\n"
+    )
+    cue = out_dir / "mixed.cue"
+    cue.write_text(sheet)
+    start2 = blocks + n["t2_pregap"]
+    start3 = start2 + n["t2"]
+    start4 = start3 + n["t3"] + n["t4_pregap"]
+    leadout = start4 + n["t4"]
+    silence = bytes(n["t4_pregap"] * _SECTOR)
+
+    def track(number: int, start: int, span: bytes) -> DiscTrack:
+        return DiscTrack(
+            number, True, start, hashlib.sha256(span).hexdigest(), len(span) // _SECTOR
+        )
+
+    tracks = (
+        DiscTrack(1, False, 0, data.sha256, blocks),
+        track(2, start2, audio2),
+        track(3, start3, audio3 + silence),
+        track(4, start4, audio4),
+    )
+    files = (cue, data.path, out_dir / "audio.bin", out_dir / "last.bin")
+    return MixedDisc(cue, files, tracks, leadout, data)

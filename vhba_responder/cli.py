@@ -21,6 +21,7 @@ from typing import Any
 
 from vhba_responder import __version__
 from vhba_responder.control import ControlServer, request
+from vhba_responder.cue import CueError
 from vhba_responder.device import Device, Identity
 from vhba_responder.faults import Fault, FaultSpecError, parse_fault
 from vhba_responder.media import MediaKind, Medium
@@ -212,6 +213,8 @@ def _media(specs: Sequence[str]) -> list[Medium | None]:
             out.append(Medium.open(Path(spec)))
         except OSError as exc:
             raise UsageError(f"cannot open image {spec}: {exc.strerror}") from None
+        except CueError as exc:
+            raise UsageError(f"cannot use CUE sheet: {exc}") from None
     return out
 
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
+from vhba_responder.cue import CueError
 from vhba_responder.device import Device
 from vhba_responder.faults import FaultSpecError, parse_fault
 from vhba_responder.media import MediaKind, Medium
@@ -124,6 +125,8 @@ class ControlServer:
             medium = Medium.open(Path(image), kind)
         except OSError as exc:
             raise ControlError(f"cannot open image {image}: {exc.strerror}") from None
+        except CueError as exc:
+            raise ControlError(f"cannot use CUE sheet: {exc}") from None
         dev.load(medium, wait_s=self._wait(req))
         return {"device": self._status_of(dev)}
 

@@ -1,0 +1,197 @@
+"""A mixed-mode CD (a data track, three CD-DA tracks) from CUE/BIN, read as users read it.
+
+The disc is built on the host (``lab.media.build_mixed_cd``), so what each
+track holds is known without asking any responder: the TOC must match the
+sheet, every audio track must rip bit-exactly (cdparanoia, and the cdrom
+layer's CDROMREADAUDIO), raw READ CD transfers of odd sizes (with and
+without sub-channel) must come back exact, PLAY AUDIO's position must move,
+and the data track must still mount.  These are the paths Linux sends to an
+audio or mixed disc: 2352-byte sectors, transfers that are multiples of
+neither 2048 nor a page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from scsi_helpers import (
+    checksum_mismatches,
+    insert,
+    mounted_checksums,
+    restore_cd1,
+    sg_raw,
+    wait_props,
+)
+
+from lab.cellenv import GUEST_MEDIA, CellEnv
+from lab.drives import DriveNode
+from lab.media import MixedDisc, build_mixed_cd
+
+CDAUDIO = Path(__file__).resolve().parent / "guest" / "cdaudio.py"
+GUEST_CDAUDIO = "/usr/local/lib/vhba-cdaudio.py"
+GUEST_DIR = f"{GUEST_MEDIA}/mixed"
+SECTOR = 2352
+
+
+@pytest.fixture
+def mixed(cell: CellEnv, drive: DriveNode) -> Iterator[tuple[MixedDisc, DriveNode]]:
+    """The mixed disc in drive 0 (built for this cell, uploaded once); cd1 back afterwards."""
+    disc = build_mixed_cd(cell.cell_dir / "mixed-cd", seed=18)
+    guest = cell.guest
+    if guest.run(f"test -f {GUEST_DIR}/{disc.cue.name}").rc != 0:
+        guest.run(f"mkdir -p -m 755 {GUEST_DIR}", check=True)
+        for path in disc.files:
+            guest.upload(path, f"{GUEST_DIR}/{path.name}", mode=0o644)
+        guest.upload(CDAUDIO, GUEST_CDAUDIO, mode=0o755)
+    insert(cell, f"{GUEST_DIR}/{disc.cue.name}", size=disc.leadout * 2048)
+    try:
+        yield disc, drive
+    finally:
+        restore_cd1(cell)
+
+
+def _cdaudio(cell: CellEnv, node: str, *args: str) -> dict:
+    argv = ["python3", GUEST_CDAUDIO, node, *args]
+    out = cell.guest.run(shlex.join(argv), timeout=300, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert "error" not in result, f"{' '.join(args)}: {result['error']}"
+    return result
+
+
+def test_the_toc_is_the_sheets(cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]) -> None:
+    """CDROMREADTOCHDR/ENTRY (LBA and MSF), as every CD player reads them."""
+    disc, node = mixed
+    toc = _cdaudio(cell, node.sr, "toc")
+    assert (toc["first"], toc["last"]) == (1, 4), toc
+    got = [(e["track"], e["ctrl"], e["lba"]) for e in toc["entries"]]
+    want = [(t.number, 0 if t.audio else 4, t.start) for t in disc.tracks]
+    assert got == [*want, (0xAA, 0, disc.leadout)], got
+    for entry in toc["entries"]:
+        frames = entry["lba"] + 150
+        assert entry["msf"] == [frames // 4500, frames // 75 % 60, frames % 75], entry
+
+
+def test_udev_counts_the_tracks(cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]) -> None:
+    _, node = mixed
+    want = {"ID_CDROM_MEDIA_TRACK_COUNT_DATA": "1", "ID_CDROM_MEDIA_TRACK_COUNT_AUDIO": "3"}
+    props = wait_props(cell.guest, node.sr, want)
+    assert {k: props.get(k) for k in want} == want, props
+
+
+def test_cd_info_agrees_with_the_sheet(cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]) -> None:
+    disc, node = mixed
+    res = cell.guest.run(f"cd-info --no-cddb --no-device-info -C {node.sr}", timeout=300)
+    rows = re.findall(r"^\s*(\d+): \d\d:\d\d:\d\d\s+(\d+)\s+(\w+)", res.stdout, re.MULTILINE)
+    got = [(int(n), int(lsn), kind) for n, lsn, kind in rows]
+    want = [(t.number, t.start, "audio" if t.audio else "data") for t in disc.tracks]
+    assert got == [*want, (170, disc.leadout, "leadout")], res.stdout[-2000:] + res.stderr
+
+
+def test_cdrdao_reads_the_same_toc(cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]) -> None:
+    _, node = mixed
+    res = cell.guest.run(
+        f"rm -f /tmp/mixed.toc; cdrdao read-toc --device {node.sg} --fast-toc /tmp/mixed.toc"
+        " && cat /tmp/mixed.toc",
+        timeout=600,
+    )
+    assert res.rc == 0, f"cdrdao read-toc failed (rc {res.rc}): {res.stderr[-1500:]}"
+    assert re.findall(r"^TRACK (\w+)", res.stdout, re.MULTILINE) == [
+        "MODE1", "AUDIO", "AUDIO", "AUDIO",
+    ], res.stdout  # fmt: skip
+
+
+@pytest.mark.parametrize("track", [2, 3, 4])
+def test_cdparanoia_rips_each_track_bit_exactly(
+    cell: CellEnv, mixed: tuple[MixedDisc, DriveNode], track: int
+) -> None:
+    disc, node = mixed
+    want = disc.track(track)
+    out = f"/tmp/rip-{track}.raw"
+    res = cell.guest.run(
+        f"rm -f {out}; cdparanoia -q -Z -r -d {node.sr} {track} {out} && sha256sum {out}"
+        f" && stat -c %s {out}",
+        timeout=600,
+    )
+    assert res.rc == 0, f"cdparanoia failed (rc {res.rc}): {res.stderr[-1500:]}"
+    digest, size = res.stdout.split()[0], int(res.stdout.split()[-1])
+    assert size == want.span_sectors * SECTOR, f"track {track}: {size} bytes ripped"
+    assert digest == want.span_sha256, f"track {track}: the rip differs from the BIN's bytes"
+
+
+def test_cdromreadaudio_rips_a_track(cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]) -> None:
+    disc, node = mixed
+    want = disc.track(3)
+    got = _cdaudio(cell, node.sr, "rip", str(want.start), str(want.span_sectors))
+    assert got["sha256"] == want.span_sha256, got
+
+
+def _audio_bytes(disc: MixedDisc, lba: int, count: int) -> bytes:
+    """Sectors of tracks 2-3 straight from audio.bin (its first sector is LBA track 1's end)."""
+    first = disc.track(2).start - 150  # the file starts with track 2's 2 s INDEX 00
+    data = (disc.cue.parent / "audio.bin").read_bytes()
+    return data[(lba - first) * SECTOR : (lba - first + count) * SECTOR]
+
+
+def _bcd(value: int) -> int:
+    return (value // 10) << 4 | value % 10
+
+
+def _check_q(q: bytes, disc: MixedDisc, lba: int) -> None:
+    track = 2 if lba < disc.track(3).start else 3
+    frames = lba + 150
+    absolute = bytes(_bcd(v) for v in (frames // 4500, frames // 75 % 60, frames % 75))
+    assert q[0] & 0x0F == 1 and q[1] == _bcd(track) and q[7:10] == absolute, (lba, q.hex())
+
+
+@pytest.mark.parametrize("count", [1, 7, 26])
+@pytest.mark.parametrize("sub", [0, 16, 96])
+def test_odd_sized_read_cd_transfers_are_exact(
+    cell: CellEnv, mixed: tuple[MixedDisc, DriveNode], count: int, sub: int
+) -> None:
+    """READ CD of CD-DA sectors through SG_IO: 2352 (+16 Q or +96 raw P-W) bytes each."""
+    disc, node = mixed
+    lba = disc.track(3).start - 3  # across the boundary of tracks 2 and 3
+    per = SECTOR + sub
+    selection = {0: 0, 16: 2, 96: 1}[sub]
+    cdb = bytes((0xBE, 0x04, *lba.to_bytes(4, "big"), *count.to_bytes(3, "big"), 0x10,
+                 selection, 0))  # fmt: skip
+    res = sg_raw(cell.guest, node.sg, cdb, alloc=count * per)
+    assert res.good and len(res.data) == count * per, res.describe()
+    want = _audio_bytes(disc, lba, count)
+    for k in range(count):
+        sector = res.data[k * per : k * per + SECTOR]
+        assert sector == want[k * SECTOR : (k + 1) * SECTOR], f"sector {lba + k} differs"
+        tail = res.data[k * per + SECTOR : (k + 1) * per]
+        if sub == 16:
+            _check_q(tail[:10], disc, lba + k)
+        elif sub == 96:
+            q = bytes(
+                sum(((tail[8 * i + j] >> 6) & 1) << (7 - j) for j in range(8)) for i in range(10)
+            )
+            _check_q(q, disc, lba + k)
+
+
+def test_play_audio_moves_pauses_and_resumes(
+    cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]
+) -> None:
+    """CDROMPLAYMSF of track 4, then CDROMSUBCHNL around CDROMPAUSE / CDROMRESUME."""
+    disc, node = mixed
+    start, end = disc.track(4).start, disc.leadout
+    got = _cdaudio(cell, node.sr, "play", str(start), str(end))
+    playing, paused, still = got["playing"], got["paused"], got["still"]
+    assert playing["status"] == 0x11 and playing["track"] == 4, got
+    assert start <= playing["abs"] < end and playing["rel"] == playing["abs"] - start, got
+    assert paused["status"] == 0x12 and still["abs"] == paused["abs"], got
+    assert got["resumed"]["status"] == 0x11, got
+    assert got["ended"]["status"] in (0x13, 0x15), f"play never completed: {got}"
+
+
+def test_the_data_track_mounts(cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]) -> None:
+    disc, node = mixed
+    got = mounted_checksums(cell.guest, node.sr, "iso9660", list(disc.data.files))
+    assert not checksum_mismatches(disc.data.files, got)
