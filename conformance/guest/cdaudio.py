@@ -95,11 +95,17 @@ def rip(fd: int, start: int, sectors: int) -> dict[str, Any]:
     return {"sha256": digest.hexdigest(), "sectors": done}
 
 
+def _frames(msf: Msf0) -> int:
+    return (msf.minute * 60 + msf.second) * 75 + msf.frame
+
+
 def subchannel(fd: int) -> dict[str, Any]:
-    sub = SubChnl(format=CDROM_LBA)
+    """Where play is.  Asked in MSF: the cdrom layer's conversion to LBA takes the
+    2 s lead-in off the track-relative time too, which is not an LBA."""
+    sub = SubChnl(format=CDROM_MSF)
     fcntl.ioctl(fd, CDROMSUBCHNL, sub)
     return {"status": sub.audiostatus, "track": sub.trk, "index": sub.ind,
-            "abs": sub.absaddr.lba, "rel": sub.reladdr.lba}  # fmt: skip
+            "abs": _frames(sub.absaddr.msf) - 150, "rel": _frames(sub.reladdr.msf)}  # fmt: skip
 
 
 def play(fd: int, start: int, end: int) -> dict[str, Any]:
