@@ -122,7 +122,9 @@ def cell(
         module_fault=run_config.module_fault,
         boot_fault=run_config.boot_fault,
         module_source=(
-            module_source(run_config.module_path, run_config.module_name)
+            module_source(
+                run_config.module_path, run_config.module_name, run_config.module_known_as
+            )
             if run_config.module_path
             else None
         ),

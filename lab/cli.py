@@ -37,7 +37,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
 
 
-def _add_module_option(parser: argparse.ArgumentParser) -> None:
+def _add_module_option(parser: argparse.ArgumentParser, known_as: bool = False) -> None:
+    """--module and --module-name; ``known_as``: --module-known-as too (runs only)."""
     parser.add_argument(
         "--module", metavar="PATH", default=None,
         help="test this vhba module tree or release tarball instead of ours "
@@ -47,6 +48,12 @@ def _add_module_option(parser: argparse.ArgumentParser) -> None:
         "--module-name", metavar="NAME", default=None,
         help="its name in cell ids and reports (default: from the directory name)",
     )  # fmt: skip
+    if known_as:
+        parser.add_argument(
+            "--module-known-as", metavar="MODULE", default=None,
+            help="count the known failures listed for MODULE (e.g. upstream, for a copy or "
+            "checkout of upstream vhba) as known for this tree too",
+        )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="TEST ONLY: make the guest kernel panic before userspace on every boot attempt "
         "(panic) or on the first only (panic-once) to check the boot retry and the single ERROR",
     )
-    _add_module_option(p)
+    _add_module_option(p, known_as=True)
     _add_common(p)
 
     p = sub.add_parser("matrix", help="print the default cells (e.g. as a CI job matrix)")

@@ -34,7 +34,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lab.runner import run_config, run_matrix, select_cells
 
     ctx = LabContext.from_args(args)
-    source = module_source(args.module, args.module_name) if args.module else None
+    if args.module_known_as and not args.module:
+        raise UsageError("--module-known-as names what a --module tree shares: add --module PATH")
+    source = (
+        module_source(args.module, args.module_name, args.module_known_as) if args.module else None
+    )
     cells = select_cells(ctx, args.kernels, args.cell, source.name if source else None)
     config = run_config(
         ctx, cells, keyword=args.keyword, quick=args.quick, faults=args.responder_fault,

@@ -43,6 +43,12 @@ def default_path() -> Path:
     return repo_root() / "conformance" / "known-failures.toml"
 
 
+def _module_names(cell: Cell) -> tuple[str, ...]:
+    """The cell's module, and the module a --module tree shares known failures with."""
+    known_as = cell.module_provenance.get("known_as")
+    return (cell.module, known_as) if known_as else (cell.module,)
+
+
 @dataclass(frozen=True)
 class KnownFailure:
     """One ``[[known]]`` entry; patterns are shell-style (fnmatch, case-sensitive)."""
@@ -65,7 +71,7 @@ class KnownFailure:
         return (
             kernel_ok
             and fnmatchcase(test.name, self.test)
-            and fnmatchcase(cell.module, self.module)
+            and any(fnmatchcase(name, self.module) for name in _module_names(cell))
             and fnmatchcase(cell.responder, self.responder)
         )
 

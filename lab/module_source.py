@@ -36,10 +36,15 @@ class ModuleSource:
     name: str  # the module part of cell ids, e.g. "vhbamodule" in 6.12-vhbamodule-ours
     path: Path  # the Kbuild tree (the unpacked tree for a tarball)
     given: str  # what the user passed
+    # A module whose known failures (conformance/known-failures.toml) this tree shares,
+    # e.g. "upstream" for a vhba-module checkout (--module-known-as); None: only its own.
+    known_as: str | None = None
 
     def provenance(self) -> dict[str, str]:
         """Where the module came from, for results.json (strings only)."""
         info = {"name": self.name, "given": self.given, "path": str(self.path)}
+        if self.known_as:
+            info["known_as"] = self.known_as
         given = Path(self.given).expanduser()
         if given.is_file():
             info["tarball_sha256"] = sha256_file(given)
@@ -89,7 +94,7 @@ def _unpack(tarball: Path) -> Path:
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
 
 
-def module_source(given: str, name: str | None = None) -> ModuleSource:
+def module_source(given: str, name: str | None = None, known_as: str | None = None) -> ModuleSource:
     """Check ``given`` (a Kbuild tree or tarball) and name it; a one-line error if unusable."""
     path = Path(given).expanduser()
     if not path.exists():
@@ -111,4 +116,9 @@ def module_source(given: str, name: str | None = None) -> ModuleSource:
             f"bad module name {chosen!r}: use 1-24 lower-case letters and digits, starting "
             f"with a letter, other than {', '.join(MODULES)} and debug (--module-name NAME)"
         )
-    return ModuleSource(chosen, tree, given)
+    if known_as is not None and known_as not in MODULES:
+        raise UsageError(
+            f"--module-known-as {known_as}: choose one of {', '.join(MODULES)} (the module "
+            "whose known failures this tree shares)"
+        )
+    return ModuleSource(chosen, tree, given, known_as)

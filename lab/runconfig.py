@@ -42,6 +42,7 @@ class RunConfig:
     boot_fault: str | None = None  # lab.cellenv.BOOT_FAULTS
     module_path: str | None = None  # a module tree or tarball (--module, lab.module_source)
     module_name: str | None = None  # its name in cell ids
+    module_known_as: str | None = None  # whose known failures it shares (--module-known-as)
 
     def specs(self) -> list[CellSpec]:
         specs = [CellSpec.parse(cell) for cell in self.cells]

@@ -82,6 +82,8 @@ def reproducer(spec: CellSpec, test: str | None = None, config: RunConfig | None
             words += ["--boot-fault", config.boot_fault]
         if config.module_path and spec.module == config.module_name:
             words += ["--module", config.module_path, "--module-name", spec.module]
+            if config.module_known_as:
+                words += ["--module-known-as", config.module_known_as]
     if test:
         words += ["-k", test.split("/", 1)[1]]
     return shlex.join(words)
@@ -180,6 +182,7 @@ def run_config(
         quick=quick, keyword=keyword, responder_faults=tuple(faults or ()),
         module_fault=module_fault, boot_fault=boot_fault,
         module_path=module.given if module else None, module_name=module.name if module else None,
+        module_known_as=module.known_as if module else None,
     )  # fmt: skip
     config.specs()  # every cell's module is one the run can build
     return config

@@ -123,6 +123,16 @@ def test_module_and_responder_filters() -> None:
     assert apply(cell, [entry], TODAY).tests[0].status is Status.KNOWN
 
 
+def test_a_module_tree_shares_the_known_failures_it_is_known_as() -> None:
+    """``--module-known-as upstream``: a copy of upstream vhba has upstream's known bugs."""
+    tests = {"mmc/test_read_toc": Status.FAIL}
+    copy = samples.make_cell(None, "6.12", "vhbacopy", "ours", tests=tests)
+    entry = KnownFailure("*", "mmc/*", "r", "i", date(2030, 1, 1), module="upstream")
+    assert apply(copy, [entry], TODAY).tests[0].status is Status.FAIL
+    shared = replace(copy, module_provenance={"name": "vhbacopy", "known_as": "upstream"})
+    assert apply(shared, [entry], TODAY).tests[0].status is Status.KNOWN
+
+
 def test_message_glob_masks_only_that_symptom() -> None:
     cell = samples.make_cell(None, "6.12", tests={"mmc/test_read_toc": Status.FAIL})
     message = cell.tests[0].message or ""

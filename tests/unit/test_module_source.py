@@ -116,3 +116,16 @@ def test_the_report_shows_where_the_module_came_from(tmp_path: Path) -> None:
     html = render(Run("r1", now, now, {"lab_commit": "c"}, [cell]), tmp_path)
     assert "v20260313-2-g1 · ko abababababab" in html
     assert "git_describe: v20260313-2-g1" in html
+
+
+def test_known_as_names_a_module_the_lab_knows_and_reaches_every_record(tmp_path: Path) -> None:
+    tree = _tree(tmp_path)
+    source = module_source(str(tree), "vhbacopy", "upstream")
+    assert source.provenance()["known_as"] == "upstream"
+    with pytest.raises(UsageError, match="--module-known-as nosuch: choose one of"):
+        module_source(str(tree), "vhbacopy", "nosuch")
+    config = RunConfig(cells=("6.12-vhbacopy-ours",), module_path=str(tree),
+                       module_name="vhbacopy", module_known_as="upstream")  # fmt: skip
+    assert RunConfig.from_json(config.to_json()) == config
+    (spec,) = config.specs()
+    assert reproducer(spec, config=config).endswith("--module-known-as upstream")
