@@ -89,7 +89,13 @@ class CellProgress:
 
 
 def cell_of(nodeid: str, cells: Iterable[str]) -> str | None:
-    """The cell a test id belongs to: ``test_x[6.12-ours-ours]`` or ``test_x[6.12-ours-ours-4]``."""
+    """The cell a test id belongs to: ``test_x[6.12-ours-ours]`` or ``test_x[6.12-ours-ours-4]``.
+
+    pytest-xdist's ``loadgroup`` (a run of several cells) appends ``@<group>``
+    to every id: ``test_x[6.12-ours-ours]@6.12-ours-ours``.
+    """
+    if "]@" in nodeid:
+        nodeid = nodeid[: nodeid.rindex("]@") + 1]
     if not nodeid.endswith("]") or "[" not in nodeid:
         return None
     params = nodeid[nodeid.rindex("[") + 1 : -1]

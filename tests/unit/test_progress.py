@@ -20,6 +20,12 @@ def test_tests_are_counted_per_cell_whatever_their_other_parameters() -> None:
     assert cell_of("c/test_x.py::test_y[6.12-ours-ours-4096]", CELLS) == CELLS[0]
     assert cell_of("c/test_x.py::test_y[2048-6.12-ours-ours]", CELLS) == CELLS[0]
     assert cell_of("tests/unit/test_a.py::test_b", CELLS) is None
+    # several cells run with --dist loadgroup: xdist appends the group to the id
+    assert cell_of("c/test_x.py::test_y[6.12-ours-ours]@6.12-ours-ours", CELLS) == CELLS[0]
+    assert (
+        cell_of("c/test_x.py::test_y[7-6.12-debug-ours-ours]@6.12-debug-ours-ours", CELLS)
+        == (CELLS[1])
+    )
 
 
 def test_eta_comes_from_the_last_run_or_from_the_cells_own_pace(tmp_path: Path) -> None:
