@@ -23,6 +23,7 @@ from scsi_helpers import (
     checksum_mismatches,
     insert,
     mounted_checksums,
+    restart_drive,
     restore_cd1,
     sg_raw,
     wait_props,
@@ -43,6 +44,10 @@ def mixed(cell: CellEnv, drive: DriveNode) -> Iterator[tuple[MixedDisc, DriveNod
     """The mixed disc in drive 0 (built for this cell, uploaded once); cd1 back afterwards."""
     disc = build_mixed_cd(cell.cell_dir / "mixed-cd", seed=18)
     guest = cell.guest
+    assert cell.drive is not None
+    if not cell.drive.running():  # an earlier group (the attacker's) may have stopped it
+        restart_drive(cell)
+        drive = cell.nodes[0]
     if guest.run(f"test -f {GUEST_DIR}/{disc.cue.name}").rc != 0:
         guest.run(f"mkdir -p -m 755 {GUEST_DIR}", check=True)
         for path in disc.files:
