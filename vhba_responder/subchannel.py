@@ -72,6 +72,6 @@ def formatted_q(disc: DiscLayout, lba: int) -> bytes:
     return q_frame(disc, lba) + bytes(FORMATTED_Q_BYTES - Q_BYTES)
 
 
-def deinterleaved_rw() -> bytes:
+def deinterleaved_rw(disc: DiscLayout, lba: int) -> bytes:
     """READ CD's R-W selection: no CD+G data on any of our discs."""
     return bytes(RAW_BYTES)

@@ -93,6 +93,14 @@ def _user_data_only(sel: Selection, layout: DiscLayout) -> bool:
     )
 
 
+# READ CD byte 10: which sub-channel follows each sector (none: no entry).
+_SUBCHANNEL = {
+    readcd.SUB_RAW: subchannel.raw_pw,
+    readcd.SUB_Q: subchannel.formatted_q,
+    readcd.SUB_RW: subchannel.deinterleaved_rw,
+}
+
+
 def read_cd(ctx: Context) -> bytes:
     c = ctx.cdb
     medium = _medium(ctx)
@@ -109,9 +117,7 @@ def read_cd(ctx: Context) -> bytes:
     layout = medium.layout
     if _user_data_only(sel, layout):
         return medium.read_blocks(lba, count, ctx.before_block)
-    sub = {readcd.SUB_RAW: subchannel.raw_pw, readcd.SUB_Q: subchannel.formatted_q}.get(
-        sel.subchannel
-    )
+    sub = _SUBCHANNEL.get(sel.subchannel)
     out = []
     for at in range(lba, lba + count):
         raw = medium.raw_sector(at)
@@ -123,8 +129,6 @@ def read_cd(ctx: Context) -> bytes:
         out.append(sel.select(raw, sel.effective_kind(kind)))
         if sub is not None:
             out.append(sub(layout, at))
-        elif sel.subchannel == readcd.SUB_RW:
-            out.append(subchannel.deinterleaved_rw())
     return b"".join(out)
 
 
