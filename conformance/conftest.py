@@ -165,11 +165,12 @@ def drive(cell: CellEnv):
 
 
 def _test_name(item: pytest.Item) -> tuple[str, str]:
-    """("spc", "spc/test_inquiry") from conformance/test_02_spc.py::test_inquiry[cell]."""
-    module = Path(str(item.fspath)).stem  # test_02_spc
-    group = module.removeprefix("test_").lstrip("0123456789_") or module
-    name = item.name.split("[", 1)[0]
-    return group, f"{group}/{name}"
+    """(group, name) of a collected test; see :func:`lab.records.test_name`."""
+    callspec = getattr(item, "callspec", None)
+    cell = callspec.params.get("cell") if callspec is not None else None
+    return records.test_name(
+        Path(str(item.fspath)).stem, item.name, cell.cell_id if cell is not None else None
+    )
 
 
 @dataclass(frozen=True)

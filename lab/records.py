@@ -21,6 +21,25 @@ from lab.sanitizers import Kind
 RECORDS_FILE = "tests.jsonl"
 
 
+def test_name(module: str, item_name: str, cell_id: str | None) -> tuple[str, str]:
+    """(group, name) of a conformance test: ``test_04_mmc``, ``test_read_toc[msf-6.12-ours-ours]``
+    give ``("mmc", "mmc/test_read_toc[msf]")``.
+
+    The cell's id is dropped (the cell is the record's context); the test's own
+    parameters stay, so each case keeps its own record and artifact directory.
+    """
+    group = module.removeprefix("test_").lstrip("0123456789_") or module
+    name, _, params = item_name.partition("[")
+    params = params.removesuffix("]")
+    if cell_id:
+        params = params.replace(cell_id, "")
+    params = "-".join(part for part in params.split("-") if part)
+    return group, f"{group}/{name}[{params}]" if params else f"{group}/{name}"
+
+
+test_name.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, despite the name
+
+
 @dataclass(frozen=True)
 class TestRecord:
     __test__ = False  # not a pytest test class, despite the name

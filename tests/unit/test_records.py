@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from lab import records
 from lab.results import Status
 
@@ -38,3 +40,32 @@ def test_rows_from_older_labs_still_load(tmp_path: Path) -> None:
     (tmp_path / records.RECORDS_FILE).write_text(json.dumps(old) + "\n")
     (record,) = records.load(tmp_path)
     assert record.findings == [] and record.measurements == {} and record.duration_s == 1.0
+
+
+@pytest.mark.parametrize(
+    ("module", "item", "cell", "want"),
+    [
+        (
+            "test_03_spc",
+            "test_inquiry[6.12-ours-ours]",
+            "6.12-ours-ours",
+            ("spc", "spc/test_inquiry"),
+        ),
+        (
+            "test_04_mmc",
+            "test_read_toc[msf-6.12-ours-ours]",
+            "6.12-ours-ours",
+            ("mmc", "mmc/test_read_toc[msf]"),
+        ),
+        (
+            "test_18_cd_audio",
+            "test_odd[6.12-ours-cdemu-16-7]",
+            "6.12-ours-cdemu",
+            ("cd_audio", "cd_audio/test_odd[16-7]"),
+        ),
+        ("test_x", "test_plain", None, ("x", "x/test_plain")),
+    ],
+)
+def test_parametrized_cases_keep_their_own_names(module, item, cell, want) -> None:
+    """Each case of a parametrized test is its own record (they used to overwrite each other)."""
+    assert records.test_name(module, item, cell) == want
