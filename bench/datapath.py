@@ -31,7 +31,6 @@ import datetime as dt
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import time
@@ -50,8 +49,8 @@ from bench.stats import (
     summarize,
 )
 from lab.context import LabContext
-from lab.drives import GUEST_PYZ, CdemuDaemon, Drive, DriveNode, OurResponder, find_nodes
-from lab.errors import LabError
+from lab.drives import CdemuDaemon, Drive, DriveNode, OurResponder, find_nodes
+from lab.errors import GuestWaitError, LabError
 from lab.guest import Guest
 from lab.module import build_module, load_module, require_built
 from lab.paths import cache_root, repo_root
@@ -63,9 +62,6 @@ GUEST_RAM = f"{GUEST_DIR}/ram"  # --backing tmpfs (default): RAM, which drop_cac
 GUEST_SGLAT = f"{GUEST_DIR}/sglat"
 MOUNT = "/mnt/bench"
 UPSTREAM_SOURCE = "opt/vhba-upstream"
-# A pattern that matches the responder but not the shell command line carrying it.
-_PYZ_NAME = Path(GUEST_PYZ).name
-PYZ_PATTERN = shlex.quote(f"[{_PYZ_NAME[0]}]{_PYZ_NAME[1:]} serve")
 BASELINE = "upstream-cdemu"
 REFERENCE = "scsi_debug"
 
@@ -168,8 +164,13 @@ class DataPathBench:
         self.guest_iso = f"{GUEST_RAM}/bench.iso" if args.backing == "tmpfs" else GUEST_ISO_DISK
 
     # -- guest helpers -----------------------------------------------------------
-    def sh(self, cmd: str, timeout: float = 900.0) -> str:
-        return self.guest.run(cmd, timeout=timeout, check=True).stdout
+    def sh(self, script: str, timeout: float = 900.0) -> str:
+        """Shell text that must succeed; its stdout."""
+        return self.guest.sh(script, timeout=timeout).stdout
+
+    def cmd(self, argv: list[str], timeout: float = 900.0) -> str:
+        """A command that must succeed; its stdout."""
+        return self.guest.run(argv, timeout=timeout).stdout
 
     def devices(self) -> list[dict[str, str]]:
         out = self.sh(
@@ -196,35 +197,37 @@ class DataPathBench:
     def wait_capacity(self, dev: str, timeout: float = 60.0) -> int:
         """Open the device until the kernel sees the whole medium (sr revalidates on open)."""
         want = int(self.iso["bytes"])
-        out = self.guest.run(
-            f"for i in $(seq {int(timeout * 2)}); do s=$(blockdev --getsize64 {dev} 2>/dev/null "
-            f'|| echo 0); [ "$s" -ge {want} ] && echo $s && exit 0; sleep 0.5; done; '
-            f"echo ${{s:-0}}; exit 1",
-            timeout=timeout + 30,
-        )
-        if out.rc != 0:
-            raise StackError(f"{dev} shows {out.stdout.strip()} bytes, want >= {want}")
-        return int(out.stdout.split()[-1])
+        deadline = time.monotonic() + timeout
+        while True:
+            res = self.guest.run(["blockdev", "--getsize64", dev], check=False)
+            size = int(res.stdout) if res.rc == 0 and res.stdout.strip().isdigit() else 0
+            if size >= want:
+                return size
+            if time.monotonic() > deadline:
+                raise StackError(f"{dev} shows {size} bytes, want >= {want}")
+            time.sleep(0.5)
 
     # -- set-up ---------------------------------------------------------------
     def prepare(self, sglat: Path) -> dict[str, Any]:
         """Tools and the ISO into the guest; the ISO arrives through QEMU's scsi-cd."""
         info: dict[str, Any] = {}
-        self.sh(f"mkdir -p {GUEST_DIR} {GUEST_RAM} {MOUNT}; modprobe -a scsi_mod sr_mod sg cdrom")
+        self.cmd(["mkdir", "-p", GUEST_DIR, GUEST_RAM, MOUNT])
+        self.cmd(["modprobe", "-a", "scsi_mod", "sr_mod", "sg", "cdrom"])
         if self.args.backing == "tmpfs":
             size_mb = int(self.iso["bytes"]) // (1 << 20) + 32
-            self.sh(f"mount -t tmpfs -o size={size_mb}m bench {GUEST_RAM}")
+            self.cmd(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "bench", GUEST_RAM])
         self.guest.upload(sglat, GUEST_SGLAT, mode=0o755)
         OurResponder(self.guest).ship()
         started = time.monotonic()
         self.machine.change_medium(Path(self.iso["path"]))
         node = self.block_node(self.find("QEMU"))
         self.wait_capacity(node.sr)
-        self.sh(f"dd if={node.sr} of={self.guest_iso} bs=1M iflag=direct,count_bytes "
-                f"count={self.iso['bytes']} status=none && sync", timeout=900)  # fmt: skip
+        self.cmd(["dd", f"if={node.sr}", f"of={self.guest_iso}", "bs=1M", "status=none",
+                  "iflag=direct,count_bytes", f"count={self.iso['bytes']}"])  # fmt: skip
+        self.cmd(["sync"])
         info["copy_in_seconds"] = round(time.monotonic() - started, 1)
         started = time.monotonic()
-        digest = self.sh(f"sha256sum {self.guest_iso}").split()[0]
+        digest = self.cmd(["sha256sum", self.guest_iso]).split()[0]
         info["sha256_seconds"] = round(time.monotonic() - started, 1)
         if digest != self.iso["sha256"]:
             raise LabError(
@@ -232,9 +235,9 @@ class DataPathBench:
             )
         # What the vhba stacks' drives read from (tmpfs: RAM; disk: virtio-blk, cache cold).
         self.sh(DROP)
-        flag = "" if self.args.backing == "tmpfs" else "iflag=direct"
-        dd = self.guest.run(f"LC_ALL=C dd if={self.guest_iso} of=/dev/null bs=1M {flag}",
-                            timeout=900)  # fmt: skip
+        flag = [] if self.args.backing == "tmpfs" else ["iflag=direct"]
+        dd = self.guest.run(["env", "LC_ALL=C", "dd", f"if={self.guest_iso}", "of=/dev/null",
+                             "bs=1M", *flag], timeout=900, check=False)  # fmt: skip
         nbytes, secs = parse_dd(dd.stderr)
         info["backing_file_direct_MBps"] = mb_per_s(nbytes, secs)
         return info
@@ -243,14 +246,13 @@ class DataPathBench:
         want = (module, params)
         if self.loaded == want:
             return
-        if self.loaded is not None or self.guest.run("test -e /sys/module/vhba").rc == 0:
+        loaded = self.guest.run(["test", "-e", "/sys/module/vhba"], check=False).rc == 0
+        if self.loaded is not None or loaded:
             # The drive's devices go away asynchronously after it closes its fds.
-            res = self.guest.run(
-                "for i in $(seq 60); do rmmod vhba 2>/dev/null && exit 0; sleep 0.5; done; "
-                "rmmod vhba", timeout=120,
-            )  # fmt: skip
-            if res.rc != 0:
-                raise StackError(f"cannot unload vhba: {res.stderr.strip()}")
+            try:
+                self.guest.wait_for(["rmmod", "vhba"], timeout=30, interval=0.5)
+            except GuestWaitError as exc:
+                raise StackError(f"cannot unload vhba: {exc}") from None
             self.loaded = None
         load_module(self.guest, self.kos[module], params)
         self.loaded = want
@@ -262,16 +264,18 @@ class DataPathBench:
 
     def _ensure_scsi_debug(self, flavour: str) -> DriveNode:
         if self.scsi_debug != flavour:
-            self.guest.run("rmmod scsi_debug 2>/dev/null")
+            self.guest.run(["rmmod", "scsi_debug"], check=False)
             size_mb = int(self.iso["bytes"]) // (1 << 20) + 2
             ptype = 5 if flavour == "scsi_debug" else 0
-            self.sh(f"modprobe scsi_debug delay=0 ptype={ptype} sector_size=2048 "
-                    f"dev_size_mb={size_mb} && udevadm settle -t 20")  # fmt: skip
+            self.cmd(["modprobe", "scsi_debug", "delay=0", f"ptype={ptype}", "sector_size=2048",
+                      f"dev_size_mb={size_mb}"])  # fmt: skip
+            self.cmd(["udevadm", "settle", "-t", "20"])
             node = self.block_node(self.find("Linux", "scsi_debug"))
             if ptype == 5:  # sr is read-only: write the ISO with WRITE(10) through sg
-                self.sh(f"sg_dd if={self.guest_iso} of={node.sg} bs=2048 bpt=512 2>&1", timeout=900)
+                self.cmd(["sg_dd", f"if={self.guest_iso}", f"of={node.sg}", "bs=2048", "bpt=512"])
             else:
-                self.sh(f"dd if={self.guest_iso} of={node.sr} bs=1M oflag=direct status=none")
+                self.cmd(["dd", f"if={self.guest_iso}", f"of={node.sr}", "bs=1M",
+                          "oflag=direct", "status=none"])  # fmt: skip
             self.scsi_debug = flavour
         return self.block_node(self.find("Linux", "scsi_debug"))
 
@@ -299,37 +303,25 @@ class DataPathBench:
         a wrong-data stack is a correctness bug, and its speed is still worth knowing.
         """
         self.sh(DROP)
-        check = self.guest.run(f"cmp -n 33554432 {node.sr} {self.guest_iso}", timeout=600)
+        check = self.guest.run(["cmp", "-n", "33554432", node.sr, self.guest_iso], timeout=600,
+                               check=False)  # fmt: skip
         if check.rc == 0:
             return None
         return f"{node.sr} does not return the ISO's data: {(check.stdout + check.stderr).strip()}"
 
     def deactivate(self) -> None:
-        self.guest.run(f"umount {MOUNT} 2>/dev/null")
-        if isinstance(self.drive, OurResponder):
-            # Not OurResponder.stop(): its `pkill -f '<pyz> serve'` pattern also matches
-            # the sh -c running it, so it kills itself and never waits (see README).
-            self.guest.run(
-                f"pkill -TERM -f {PYZ_PATTERN}; for i in $(seq 200); do "
-                f"pgrep -f {PYZ_PATTERN} >/dev/null || exit 0; sleep 0.1; done; "
-                f"pkill -KILL -f {PYZ_PATTERN}",
-                timeout=60,
-            )
-            self.drive.nodes = []
-        elif self.drive is not None:
+        self.guest.run(["umount", MOUNT], check=False)
+        if self.drive is not None:
             with contextlib.suppress(LabError, OSError):
                 self.drive.stop()
-            if isinstance(self.drive, CdemuDaemon):
-                self.guest.run("pkill -f 'dbus-daemon --session --fork --print-address=1'")
             self.drive = None
 
     def device_info(self, node: DriveNode) -> dict[str, Any]:
         name = Path(node.sr).name
         q = f"/sys/block/{name}/queue"
-        out = self.sh(
-            f"cat {q}/max_hw_sectors_kb {q}/max_sectors_kb {q}/read_ahead_kb "
-            f"{q}/logical_block_size; blockdev --getsize64 {node.sr}"
-        ).split()
+        sizes = ("max_hw_sectors_kb", "max_sectors_kb", "read_ahead_kb", "logical_block_size")
+        out = self.cmd(["cat", *(f"{q}/{name}" for name in sizes)]).split()
+        out.append(self.cmd(["blockdev", "--getsize64", node.sr]).strip())
         return {
             "hctl": node.hctl, "sr": node.sr, "sg": node.sg,
             "max_hw_sectors_kb": int(out[0]), "max_sectors_kb": int(out[1]),
@@ -341,10 +333,10 @@ class DataPathBench:
     def dd(self, dev: str, bs: str, retry: bool = True) -> tuple[float | None, dict[str, Any]]:
         self.sh(DROP)
         res = self.guest.run(
-            f"LC_ALL=C dd if={dev} of=/dev/null bs={bs} iflag=direct,count_bytes "
-            f"count={self.iso['bytes']}",
-            timeout=1800,
-        )
+            ["env", "LC_ALL=C", "dd", f"if={dev}", "of=/dev/null", f"bs={bs}",
+             "iflag=direct,count_bytes", f"count={self.iso['bytes']}"],
+            timeout=1800, check=False,
+        )  # fmt: skip
         if res.rc != 0:
             raise StackError(f"dd bs={bs} failed: {res.stderr.strip()[-300:]}")
         try:
@@ -373,7 +365,7 @@ class DataPathBench:
             f'rc=$?; e=$(date +%s.%N); b=$(cat {stat}); echo "T $s $e"; echo "A $a"; '
             f'echo "B $b"; umount {MOUNT}; exit $rc'
         )
-        res = self.guest.run(script, timeout=1800)
+        res = self.guest.sh(script, timeout=1800, check=False)
         rows = {line.split()[0]: line.split()[1:] for line in res.stdout.splitlines() if line}
         if res.rc != 0 or not {"T", "A", "B"} <= rows.keys():
             raise StackError(f"buffered read failed: {res.stderr.strip()[-300:]}")
@@ -389,18 +381,19 @@ class DataPathBench:
         }  # fmt: skip
 
     def fio(self, dev: str, bs: str, depth: int) -> tuple[float | None, dict[str, Any]]:
-        base = (
-            f"fio --name=bench --filename={dev} --readonly --ioengine=libaio --rw=randread "
-            f"--bs={bs} --iodepth={depth} --size={self.iso['bytes']} "
-            f"--runtime={self.args.fio_runtime} --time_based --output-format=json"
-        )
+        base = [
+            "fio", "--name=bench", f"--filename={dev}", "--readonly", "--ioengine=libaio",
+            "--rw=randread", f"--bs={bs}", f"--iodepth={depth}", f"--size={self.iso['bytes']}",
+            f"--runtime={self.args.fio_runtime}", "--time_based", "--output-format=json",
+        ]  # fmt: skip
+        limit = self.args.fio_runtime + 300
         self.sh(DROP)
-        res = self.guest.run(f"{base} --direct=1", timeout=self.args.fio_runtime + 300)
+        res = self.guest.run([*base, "--direct=1"], timeout=limit, check=False)
         direct = True
         if res.rc != 0:
             direct = False
             self.sh(DROP)
-            res = self.guest.run(f"{base} --direct=0", timeout=self.args.fio_runtime + 300)
+            res = self.guest.run([*base, "--direct=0"], timeout=limit, check=False)
         if res.rc != 0:
             raise StackError(f"fio bs={bs} qd={depth} failed: {res.stderr.strip()[-300:]}")
         parsed = parse_fio(fio_json(res.stdout))
@@ -410,7 +403,8 @@ class DataPathBench:
         return parsed["iops"], parsed
 
     def latency(self, sg: str, what: str) -> tuple[float | None, dict[str, Any]]:
-        res = self.guest.run(f"{GUEST_SGLAT} {sg} {self.args.lat_count} {what}", timeout=600)
+        res = self.guest.run([GUEST_SGLAT, sg, str(self.args.lat_count), what], timeout=600,
+                             check=False)  # fmt: skip
         if res.rc != 0:
             raise StackError(f"sglat {what} failed: {res.stderr.strip()}")
         doc = json.loads(res.stdout)
@@ -560,7 +554,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     if v is None:
                         res["errors"].append(f"rep {rep + 1}: {m}: {d.get('error')}")
         with contextlib.suppress(LabError, OSError):
-            (work / "dmesg.txt").write_text(booted.guest.run("dmesg", timeout=60).stdout)
+            (work / "dmesg.txt").write_text(booted.guest.run(["dmesg"], timeout=60).stdout)
     phases["total_s"] = round(time.monotonic() - started, 1)
     metrics = {m: METRICS[m] for m in args.metrics}
     report = {

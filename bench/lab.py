@@ -74,7 +74,9 @@ def boot_phase(ctx: LabContext, image: Any, work: Path, warm_reps: int) -> dict[
     ctx.say("cold boot")
     with boot(image, work / "cold", ctx.accel, warm=False, progress=ctx.say) as booted:
         out["cold_boot_s"] = round(booted.ready_seconds, 1)
-        res = booted.guest.run("systemd-analyze 2>&1 | head -1; systemd-analyze blame | head -5")
+        res = booted.guest.sh(
+            "systemd-analyze 2>&1 | head -1; systemd-analyze blame | head -5", check=False
+        )
         out["cold_systemd_analyze"] = res.stdout.strip().splitlines()
     readies, shutdowns = [], []
     for i in range(warm_reps):
@@ -82,7 +84,7 @@ def boot_phase(ctx: LabContext, image: Any, work: Path, warm_reps: int) -> dict[
         with boot(image, work / f"warm{i}", ctx.accel, warm=True, progress=ctx.say) as booted:
             readies.append(booted.ready_seconds)
             t_cmd = time.monotonic()
-            booted.guest.run("true", check=True)
+            booted.guest.run(["true"])
             out.setdefault("first_command_s", round(time.monotonic() - t_cmd, 3))
             if i == 0:
                 out["channel"] = channel_phase(booted.guest)
@@ -118,7 +120,7 @@ def channel_phase(guest: Any, reps: int = 15) -> dict[str, Any]:
         shell, session = [], []
         for _ in range(reps):
             t = time.monotonic()
-            guest.run(cmd, check=True)
+            guest.sh(cmd)
             shell.append(time.monotonic() - t)
             t = time.monotonic()
             guest.run_session(cmd, 60.0, None)  # the baseline path, no shell

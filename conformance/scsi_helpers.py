@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import base64
 import re
-import shlex
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lab.cellenv import GUEST_MEDIA
 from lab.drives import GUEST_PYZ
+from lab.errors import GuestWaitError
+from lab.guest import command_text
+from lab.media import MixedDisc, build_mixed_cd
 
 if TYPE_CHECKING:
     from lab.cellenv import CellEnv
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from lab.guest import Guest
 
 CD1 = f"{GUEST_MEDIA}/cd1.iso"
+MIXED_DIR = f"{GUEST_MEDIA}/mixed"  # the mixed CD of the CD audio groups
 CD2 = f"{GUEST_MEDIA}/cd2.iso"
 PROFILE_CD_ROM = 0x0008
 PROFILE_DVD_ROM = 0x0010
@@ -108,13 +111,13 @@ def sg_raw(
     """Send ``cdb`` (hex string, spaces allowed, or bytes) with sg_raw -v to ``dev``."""
     cdb_bytes = cdb if isinstance(cdb, bytes) else bytes.fromhex(cdb.replace(" ", ""))
     words = " ".join(f"{b:02x}" for b in cdb_bytes)
-    tmp = "/tmp/sgraw.$$.bin"
+    tmp = "/tmp/sgraw.$$.bin"  # unquoted: the guest's shell expands $$
     read = f"-r {alloc} -o {tmp}" if alloc else ""
     script = (
-        f"rm -f {tmp}; sg_raw -v {read} {shlex.quote(dev)} {words}; "
+        f"rm -f {tmp}; sg_raw -v {read} {command_text([dev])} {words}; "
         f'echo "SGRAW_RC=$?" >&2; if [ -f {tmp} ]; then base64 -w0 {tmp}; rm -f {tmp}; fi'
     )
-    res = guest.run(script, timeout=timeout)
+    res = guest.sh(script, timeout=timeout, check=False)
     rc_match = re.search(r"SGRAW_RC=(\d+)", res.stderr)
     status = re.search(r"SCSI Status:\s*(.+?)\s*$", res.stderr, re.MULTILINE)
     raw_sense = raw_sense_from_dump(res.stderr)
@@ -188,7 +191,8 @@ class Config:
 
 
 def sg_get_config(guest: Guest, dev: str, *args: str) -> Config:
-    res = guest.run(f"sg_get_config {' '.join(args)} {shlex.quote(dev)}", timeout=60)
+    """``sg_get_config *args dev``: each of ``args`` is one argv word (e.g. ``"--rt=1"``)."""
+    res = guest.run(["sg_get_config", *args, dev], timeout=60, check=False)
     text = res.stdout + res.stderr
     current = re.search(r"^Current profile:\s*(.+?)\s*$", text, re.MULTILINE)
     features = {
@@ -206,8 +210,8 @@ def sg_get_config(guest: Guest, dev: str, *args: str) -> Config:
 
 # ------------------------------------------------------------ guest state
 def udev_props(guest: Guest, sr: str) -> dict[str, str]:
-    guest.run("udevadm settle -t 20", timeout=60)
-    out = guest.run(f"udevadm info -q property -n {shlex.quote(sr)}", timeout=60).stdout
+    guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
+    out = guest.run(["udevadm", "info", "-q", "property", "-n", sr], timeout=60, check=False).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -227,7 +231,7 @@ def wait_props(guest: Guest, sr: str, want: dict[str, str | None], timeout: floa
 
 def size64(guest: Guest, sr: str) -> tuple[int | None, str]:
     """``blockdev --getsize64``: (bytes, "") or (None, the error text)."""
-    res = guest.run(f"blockdev --getsize64 {shlex.quote(sr)}", timeout=60)
+    res = guest.run(["blockdev", "--getsize64", sr], timeout=60, check=False)
     if res.rc == 0:
         return int(res.stdout.strip()), ""
     return None, res.stderr.strip()
@@ -235,17 +239,17 @@ def size64(guest: Guest, sr: str) -> tuple[int | None, str]:
 
 def wait_size(guest: Guest, sr: str, size: int, timeout: float = 20.0) -> int | None:
     """Poll until the block device opens with ``size`` bytes; return the last size seen."""
-    res = guest.run(
-        f"for i in $(seq {int(timeout * 4)}); do s=$(blockdev --getsize64 {sr} 2>/dev/null) && "
-        f'[ "$s" = {size} ] && break; sleep 0.25; done; echo "${{s:-}}"',
-        timeout=timeout + 60,
-    )
-    out = res.stdout.strip()
-    return int(out) if out.isdigit() else None
+    deadline = time.monotonic() + timeout * guest.patience
+    while True:
+        out = guest.run(["blockdev", "--getsize64", sr], check=False).stdout.strip()
+        seen = int(out) if out.isdigit() else None
+        if seen == size or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.25)
 
 
 def sha256_in_guest(guest: Guest, path: str, timeout: float = 600.0) -> str:
-    res = guest.run(f"sha256sum {shlex.quote(path)}", timeout=timeout, check=True)
+    res = guest.run(["sha256sum", path], timeout=timeout)
     return res.stdout.split()[0]
 
 
@@ -269,7 +273,18 @@ def insert(
         target = node or cell.nodes[0]
         seen = wait_size(cell.guest, target.sr, size)
         assert seen == size, f"after loading {path} {target.sr} has size {seen}, expected {size}"
-        cell.guest.run("udevadm settle -t 20", timeout=60)
+        cell.guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
+
+
+def upload_mixed_cd(cell: CellEnv) -> tuple[MixedDisc, str]:
+    """The mixed CD (CUE/BIN) built for the cell and uploaded once; (disc, its sheet's path)."""
+    disc = build_mixed_cd(cell.cell_dir / "mixed-cd", seed=18)
+    cue = f"{MIXED_DIR}/{disc.cue.name}"
+    if cell.guest.run(["test", "-f", cue], check=False).rc != 0:
+        cell.guest.run(["mkdir", "-p", "-m", "755", MIXED_DIR])
+        for path in disc.files:
+            cell.guest.upload(path, f"{MIXED_DIR}/{path.name}", mode=0o644)
+    return disc, cue
 
 
 def restore_cd1(cell: CellEnv) -> None:
@@ -277,7 +292,12 @@ def restore_cd1(cell: CellEnv) -> None:
     if not cell.nodes or cell.drive is None:
         return
     sr = cell.nodes[0].sr
-    cell.guest.run(f"umount {sr} 2>/dev/null; eject -i off {sr} >/dev/null 2>&1", timeout=60)
+    cell.guest.sh(
+        f"{command_text(['umount', sr])} 2>/dev/null; "
+        f"{command_text(['eject', '-i', 'off', sr])} >/dev/null 2>&1",
+        timeout=60,
+        check=False,
+    )
     sg = cell.nodes[0].sg
     sg_raw(cell.guest, sg, "1e 00 00 00 00 00")  # ALLOW MEDIUM REMOVAL
     insert(cell, CD1, cell.media["cd1"].size)
@@ -295,11 +315,14 @@ def mounted_checksums(
 ) -> dict[str, str]:
     """Mount ``sr`` read-only, sha256 ``paths`` (relative to the root), unmount."""
     mnt = f"/mnt/conf-{sr.rsplit('/', 1)[1]}"
-    rel = " ".join(shlex.quote("." + p) for p in paths)
-    res = guest.run(
-        f"mkdir -p {mnt} && mount -t {fstype} -o ro {sr} {mnt} || exit 90; "
-        f"(cd {mnt} && sha256sum {rel}); rc=$?; umount {mnt} || rc=91; exit $rc",
+    mount = command_text(["mount", "-t", fstype, "-o", "ro", sr, mnt])
+    sha256sum = command_text(["sha256sum", *("." + p for p in paths)])
+    res = guest.sh(
+        f"{command_text(['mkdir', '-p', mnt])} && {mount} || exit 90; "
+        f"(cd {command_text([mnt])} && {sha256sum}); rc=$?; "
+        f"{command_text(['umount', mnt])} || rc=91; exit $rc",
         timeout=timeout,
+        check=False,
     )
     if res.rc == 90:
         raise AssertionError(f"mount -t {fstype} {sr} failed: {res.stderr.strip()}")
@@ -321,22 +344,25 @@ def checksum_mismatches(expected: dict[str, str], got: dict[str, str]) -> list[s
 
 
 def rmmod_eventually(guest: Guest, seconds: int = 20) -> tuple[int, str]:
-    """rmmod vhba, retried: SCSI devices go away asynchronously after their fd closes."""
-    res = guest.run(
-        f"for i in $(seq {seconds * 2}); do rmmod vhba 2>/tmp/rmmod.err && exit 0; sleep 0.5;"
-        " done; cat /tmp/rmmod.err >&2; exit 1",
-        timeout=seconds + 60,
-    )
-    return res.rc, res.stderr.strip()
+    """rmmod vhba, retried: SCSI devices go away asynchronously after their fd closes.
+
+    (0, "") once it is out; (1, what the last try said) after ``seconds``.
+    """
+    try:
+        guest.wait_for(["rmmod", "vhba"], timeout=seconds, interval=0.5)
+    except GuestWaitError as exc:
+        return 1, str(exc).strip()
+    return 0, ""
 
 
 def wait_gone(guest: Guest, hctl: str, seconds: int = 20) -> bool:
-    res = guest.run(
-        f"for i in $(seq {seconds * 10}); do test -e /sys/bus/scsi/devices/{hctl} || exit 0;"
-        " sleep 0.1; done; exit 1",
-        timeout=seconds + 60,
-    )
-    return res.rc == 0
+    """Whether the SCSI device ``hctl`` leaves sysfs within ``seconds``."""
+    try:
+        guest.wait_for(["test", "-e", f"/sys/bus/scsi/devices/{hctl}"], timeout=seconds,
+                       until_fails=True)  # fmt: skip
+    except GuestWaitError:
+        return False
+    return True
 
 
 def restart_drive(
@@ -349,19 +375,18 @@ def restart_drive(
     """
     assert cell.drive is not None
     cell.drive.stop()
-    if cell.guest.run("grep -qw ^vhba /proc/modules").rc != 0:
-        cell.guest.run(
-            "insmod /root/vhba.ko && udevadm settle -t 20 && test -c /dev/vhba_ctl",
-            timeout=120,
-            check=True,
+    if cell.guest.run(["grep", "-qw", "^vhba", "/proc/modules"], check=False).rc != 0:
+        cell.guest.sh(
+            "insmod /root/vhba.ko && udevadm settle -t 20 && test -c /dev/vhba_ctl", timeout=120
         )
     traced = {"trace": True} if trace else {}
     cell.nodes = cell.drive.start(media or [CD1], faults=cell.faults or None, **traced)
-    cell.guest.run("udevadm settle -t 20", timeout=60)
+    cell.guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
 
 
 def responder_pids(cell: CellEnv) -> list[int]:
     """Process ids of the cell's responder (our zipapp or cdemu-daemon) in the guest."""
-    pattern = f"-f '{GUEST_PYZ} serve'" if cell.spec.responder == "ours" else "-x cdemu-daemon"
-    out = cell.guest.run(f"pgrep {pattern}").stdout
+    ours = cell.spec.responder == "ours"
+    pattern = ["-f", f"{GUEST_PYZ} serve"] if ours else ["-x", "cdemu-daemon"]
+    out = cell.guest.run(["pgrep", *pattern], check=False).stdout
     return [int(p) for p in out.split()]

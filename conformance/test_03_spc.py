@@ -27,7 +27,7 @@ def _field(text: str, *labels: str) -> str:
 
 def test_inquiry_standard(cell: CellEnv, drive: DriveNode) -> None:
     """PDT 5 (sr binds only to 4/5), RMB=1 and the responder's own identity."""
-    out = cell.guest.run(f"sg_inq {drive.sg}", check=True).stdout
+    out = cell.guest.run(["sg_inq", drive.sg]).stdout
     # sg3-utils >= 1.46 prints PDT=5, bullseye's 1.45 Device_type=5
     assert re.search(r"\b(PDT|Device_type)=5\b", out), out
     assert re.search(r"\bRMB=1\b", out), out
@@ -66,7 +66,7 @@ def test_vpd_supported_pages(cell: CellEnv, drive: DriveNode) -> None:
     assert pages == sorted(pages), f"pages not in ascending order: {pages}"
     if cell.spec.responder == "ours":
         assert {0x80, 0x83} <= set(pages), pages
-    vpd = cell.guest.run(f"sg_vpd -p 0 {drive.sg}").stdout
+    vpd = cell.guest.run(["sg_vpd", "-p", "0", drive.sg], check=False).stdout
     assert "Supported VPD pages" in vpd, vpd
 
 
@@ -74,12 +74,12 @@ def test_vpd_unit_serial(cell: CellEnv, drive: DriveNode) -> None:
     """Page 0x80: a non-empty serial, the one udev exports as ID_SCSI_SERIAL."""
     if 0x80 not in sg_raw(cell.guest, drive.sg, "12 01 00 00 ff 00", alloc=255).data[4:]:
         pytest.skip("drive does not list VPD page 0x80")
-    out = cell.guest.run(f"sg_vpd -p 0x80 {drive.sg}", check=True).stdout
+    out = cell.guest.run(["sg_vpd", "-p", "0x80", drive.sg]).stdout
     serial = _field(out, "Product serial number", "Unit serial number").strip()
     assert serial, out
     if cell.spec.responder == "ours":
         assert re.fullmatch(r"VL\d{6}", serial), serial
-    udev = cell.guest.run(f"udevadm info -q property -n {drive.sr}").stdout
+    udev = cell.guest.run(["udevadm", "info", "-q", "property", "-n", drive.sr]).stdout
     assert f"ID_SCSI_SERIAL={serial}" in udev, udev
 
 
@@ -91,7 +91,7 @@ def test_vpd_device_identification(cell: CellEnv, drive: DriveNode) -> None:
     assert res.good and res.data[1] == 0x83, res.describe()
     length = int.from_bytes(res.data[2:4], "big")
     assert length >= 4, res.describe()
-    out = cell.guest.run(f"sg_vpd -p 0x83 {drive.sg}", check=True).stdout
+    out = cell.guest.run(["sg_vpd", "-p", "0x83", drive.sg]).stdout
     assert "Addressed logical unit" in out and "designator type" in out, out
     vendor, _, _ = expected_identity(cell)
     if cell.spec.responder == "ours":
@@ -130,7 +130,7 @@ def test_request_sense_returns_the_last_error(cell: CellEnv, drive: DriveNode) -
 
 
 def test_report_luns_lists_lun_0(cell: CellEnv, drive: DriveNode) -> None:
-    out = cell.guest.run(f"sg_luns {drive.sg}")
+    out = cell.guest.run(["sg_luns", drive.sg], check=False)
     assert out.rc == 0, out.stderr
     # "imples" is how sg3-utils before 1.47 spelled it
     assert re.search(r"impl(ies|es) 1 lun entr", out.stdout), out.stdout

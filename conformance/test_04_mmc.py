@@ -56,7 +56,7 @@ def test_mode_page_2a_capabilities(cell: CellEnv, drive: DriveNode, six: bool) -
 
 
 def test_sg_modes_decodes_page_2a(cell: CellEnv, drive: DriveNode) -> None:
-    out = cell.guest.run(f"sg_modes -p 0x2a {drive.sg}").stdout
+    out = cell.guest.run(["sg_modes", "-p", "0x2a", drive.sg], check=False).stdout
     assert "MM capabilities and mechanical status" in out, out
 
 

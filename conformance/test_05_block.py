@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from lab.cellenv import GUEST_MEDIA, CellEnv
 from lab.drives import DriveNode
+from lab.guest import command_text
 
 
 def _blockdev(cell: CellEnv, drive: DriveNode, flag: str) -> str:
-    return cell.guest.run(f"blockdev {flag} {drive.sr}", check=True).stdout.strip()
+    return cell.guest.run(["blockdev", flag, drive.sr]).stdout.strip()
 
 
 def test_size_is_the_iso_size(cell: CellEnv, drive: DriveNode) -> None:
@@ -32,20 +33,22 @@ def test_device_refuses_writes(cell: CellEnv, drive: DriveNode) -> None:
     flag itself is compared with QEMU's drive in differential/.
     """
     res = cell.guest.run(
-        f"dd if=/dev/zero of={drive.sr} bs=2048 count=1 oflag=direct conv=notrunc,nocreat",
+        ["dd", "if=/dev/zero", f"of={drive.sr}", "bs=2048", "count=1", "oflag=direct",
+         "conv=notrunc,nocreat"],
         timeout=60,
-    )
+        check=False,
+    )  # fmt: skip
     assert res.rc != 0, f"writing to {drive.sr} succeeded: {res.stderr}"
 
 
 def test_sysfs_size_in_512_byte_sectors(cell: CellEnv, drive: DriveNode) -> None:
     name = drive.sr.rsplit("/", 1)[1]
-    sectors = cell.guest.run(f"cat /sys/block/{name}/size", check=True).stdout.strip()
+    sectors = cell.guest.run(["cat", f"/sys/block/{name}/size"]).stdout.strip()
     assert int(sectors) * 512 == cell.media["cd1"].size
 
 
 def test_read_capacity(cell: CellEnv, drive: DriveNode) -> None:
-    out = cell.guest.run(f"sg_readcap {drive.sg}", check=True).stdout
+    out = cell.guest.run(["sg_readcap", drive.sg]).stdout
     blocks = cell.media["cd1"].size // 2048
     assert f"Last LBA={blocks - 1} " in out, out
     assert "Logical block length=2048 bytes" in out, out
@@ -55,19 +58,18 @@ def test_whole_device_sha256_matches_iso(cell: CellEnv, drive: DriveNode) -> Non
     """Every block, read through sr with buffered and direct I/O, is the ISO's."""
     expected = cell.media["cd1"].sha256
     for flags in ("", "iflag=direct"):
-        out = cell.guest.run(
-            f"dd if={drive.sr} bs=64k {flags} status=none | sha256sum", timeout=600, check=True
-        ).stdout.split()[0]
+        dd = command_text(["dd", f"if={drive.sr}", "bs=64k", *flags.split(), "status=none"])
+        out = cell.guest.sh(f"{dd} | sha256sum", timeout=600).stdout.split()[0]
         assert out == expected, f"dd {flags or 'buffered'}: sha256 {out} != ISO {expected}"
 
 
 def test_unaligned_multi_command_read(cell: CellEnv, drive: DriveNode) -> None:
     """A 300 KiB direct read at an odd block spans several 128 KiB vhba commands."""
     iso = f"{GUEST_MEDIA}/cd1.iso"
-    got = cell.guest.run(
-        f"dd if={drive.sr} bs=2048 skip=17 count=150 iflag=direct status=none | sha256sum; "
-        f"dd if={iso} bs=2048 skip=17 count=150 status=none | sha256sum",
-        timeout=300,
-        check=True,
+    span = ["bs=2048", "skip=17", "count=150"]
+    from_sr = command_text(["dd", f"if={drive.sr}", *span, "iflag=direct", "status=none"])
+    from_iso = command_text(["dd", f"if={iso}", *span, "status=none"])
+    got = cell.guest.sh(
+        f"{from_sr} | sha256sum; {from_iso} | sha256sum", timeout=300
     ).stdout.split()
     assert got[0] == got[2], f"sr {got[0]} != image {got[2]}"

@@ -24,6 +24,7 @@ from scsi_helpers import (
 
 from lab.cellenv import GUEST_MEDIA, CellEnv
 from lab.drives import DriveNode
+from lab.guest import command_text
 
 UDF_IMAGE = f"{GUEST_MEDIA}/dvd-udf.iso"
 UDF_IMAGE_MIB = 1200  # > 737,280,000 bytes: the responder presents it as DVD-ROM
@@ -38,17 +39,17 @@ def test_iso9660_rock_ridge_files_match(cell: CellEnv, drive: DriveNode) -> None
 
 def test_iso9660_listing_uses_rock_ridge_names(cell: CellEnv, drive: DriveNode) -> None:
     mnt = "/mnt/conf-ls"
-    res = cell.guest.run(
-        f"mkdir -p {mnt} && mount -t iso9660 -o ro {drive.sr} {mnt} && "
-        f"(cd {mnt} && find . -type f | sort); umount {mnt}",
-        check=True,
+    res = cell.guest.sh(
+        f"{command_text(['mkdir', '-p', mnt])} && "
+        f"{command_text(['mount', '-t', 'iso9660', '-o', 'ro', drive.sr, mnt])} && "
+        f"(cd {command_text([mnt])} && find . -type f | sort); {command_text(['umount', mnt])}"
     )
     listed = {line.removeprefix(".") for line in res.stdout.split()}
     assert listed == set(cell.media["cd1"].files), listed
 
 
 def test_mount_leaves_no_stale_mount(cell: CellEnv, drive: DriveNode) -> None:
-    mounts = cell.guest.run("cat /proc/mounts").stdout
+    mounts = cell.guest.run(["cat", "/proc/mounts"]).stdout
     assert drive.sr not in mounts, mounts
 
 
@@ -62,19 +63,29 @@ def udf_image(cell: CellEnv) -> Iterator[tuple[str, str]]:
     if cell.broken:
         pytest.skip(f"cell broken: {cell.broken}")
     mnt = "/mnt/conf-udf-build"
-    script = (
-        f"set -e; rm -f {UDF_IMAGE}; truncate -s {UDF_IMAGE_MIB}M {UDF_IMAGE}; "
-        f"mkudffs --media-type=hd --blocksize=2048 --label=VHBALAB_DVD {UDF_IMAGE} >/dev/null; "
-        f"mkdir -p {mnt}; mount -t udf -o loop {UDF_IMAGE} {mnt}; mkdir -p {mnt}/big; "
-        f"head -c {BIG_FILE_BYTES} /dev/urandom | tee {mnt}/big/random.bin | sha256sum; "
-        f"printf 'hello udf\\n' > {mnt}/hello.txt; umount {mnt}; sync"
-    )
-    res = cell.guest.run(script, timeout=1800)
+    label = "--label=VHBALAB_DVD"
+    script = "; ".join((
+        "set -e",
+        command_text(["rm", "-f", UDF_IMAGE]),
+        command_text(["truncate", "-s", f"{UDF_IMAGE_MIB}M", UDF_IMAGE]),
+        f"{command_text(['mkudffs', '--media-type=hd', '--blocksize=2048', label, UDF_IMAGE])}"
+        " >/dev/null",
+        command_text(["mkdir", "-p", mnt]),
+        command_text(["mount", "-t", "udf", "-o", "loop", UDF_IMAGE, mnt]),
+        command_text(["mkdir", "-p", f"{mnt}/big"]),
+        f"head -c {BIG_FILE_BYTES} /dev/urandom"
+        f" | {command_text(['tee', f'{mnt}/big/random.bin'])} | sha256sum",
+        f"printf 'hello udf\\n' > {command_text([f'{mnt}/hello.txt'])}",
+        command_text(["umount", mnt]),
+        "sync",
+    ))  # fmt: skip
+    res = cell.guest.sh(script, timeout=1800, check=False)
     if res.rc != 0:
-        cell.guest.run(f"umount {mnt}; rm -f {UDF_IMAGE}")
+        cleanup = f"{command_text(['umount', mnt])}; {command_text(['rm', '-f', UDF_IMAGE])}"
+        cell.guest.sh(cleanup, check=False)
         raise AssertionError(f"building the UDF image in the guest failed: {res.stderr}")
     yield "/big/random.bin", res.stdout.split()[0]
-    cell.guest.run(f"rm -f {UDF_IMAGE}")
+    cell.guest.run(["rm", "-f", UDF_IMAGE], check=False)
 
 
 @pytest.fixture
@@ -107,7 +118,8 @@ def test_dvd_current_profile_is_dvd_rom(
     assert config.current_profile == "DVD-ROM", config.text
     res = sg_raw(cell.guest, drive.sg, "46 00 00 00 00 00 00 00 08 00", alloc=8)
     assert int.from_bytes(res.data[6:8], "big") == PROFILE_DVD_ROM, res.describe()
-    props = cell.guest.run(f"udevadm settle; udevadm info -q property -n {drive.sr}").stdout
+    info = command_text(["udevadm", "info", "-q", "property", "-n", drive.sr])
+    props = cell.guest.sh(f"udevadm settle; {info}").stdout
     assert "ID_CDROM_MEDIA_DVD=1" in props, props
     assert "ID_FS_TYPE=udf" in props, props
 

@@ -47,7 +47,7 @@ def restore(cell: CellEnv, drive: DriveNode) -> Iterator[DriveNode]:
 
 def test_eject_opens_the_tray(cell: CellEnv, restore: DriveNode) -> None:
     """``eject`` works on a udev-locked disc (the kernel unlocks), the tray opens."""
-    res = cell.guest.run(f"eject {restore.sr}", timeout=120)
+    res = cell.guest.run(["eject", restore.sr], timeout=120, check=False)
     assert res.rc == 0, f"eject failed: {res.stderr}"
     state = tur(cell.guest, restore.sg)
     assert state.sense is not None, f"TUR after eject: {state.describe()}"
@@ -60,7 +60,7 @@ def test_eject_opens_the_tray(cell: CellEnv, restore: DriveNode) -> None:
 
 def test_open_closes_the_tray_again(cell: CellEnv, restore: DriveNode) -> None:
     """Linux's autoclose: opening an open-tray drive closes it on the disc left there."""
-    assert cell.guest.run(f"eject {restore.sr}", timeout=120).rc == 0
+    assert cell.guest.run(["eject", restore.sr], timeout=120, check=False).rc == 0
     size, err = size64(cell.guest, restore.sr)
     assert size == cell.media["cd1"].size, f"after reopen: size {size} ({err})"
 
@@ -107,12 +107,12 @@ def test_udev_media_properties_with_cd1(cell: CellEnv, drive: DriveNode) -> None
 def test_prevent_blocks_start_stop_eject(cell: CellEnv, restore: DriveNode) -> None:
     """PREVENT (sg_prevent) makes START STOP UNIT eject fail 02/53/02; ALLOW lets it."""
     sg = restore.sg
-    assert cell.guest.run(f"sg_prevent --prevent=1 {sg}").rc == 0
+    assert cell.guest.run(["sg_prevent", "--prevent=1", sg], check=False).rc == 0
     refused = sg_raw(cell.guest, sg, "1b 00 00 00 02 00")
     assert refused.status == "Check Condition" and refused.sense is not None, refused.describe()
     assert (refused.sense.key, refused.sense.asc) == (0x2, 0x53), refused.describe()
     assert tur_until_good(cell.guest, sg).good, "disc gone after a refused eject"
-    assert cell.guest.run(f"sg_prevent --prevent=0 {sg}").rc == 0
+    assert cell.guest.run(["sg_prevent", "--prevent=0", sg], check=False).rc == 0
     allowed = sg_raw(cell.guest, sg, "1b 00 00 00 02 00")
     assert allowed.good, allowed.describe()
     after = tur(cell.guest, sg)

@@ -14,24 +14,29 @@ from scsi_helpers import restore_cd1, sg_raw
 
 from lab.cellenv import CellEnv
 from lab.drives import DriveNode
+from lab.guest import command_text
 
 
 @pytest.fixture
 def empty_drive(cell: CellEnv, drive: DriveNode) -> Iterator[DriveNode]:
     """Drive 0 with its disc taken out by the operator; cd1 is put back afterwards."""
     assert cell.drive is not None
-    cell.guest.run(f"eject -i off {drive.sr} >/dev/null 2>&1")
+    cell.guest.sh(f"{command_text(['eject', '-i', 'off', drive.sr])} >/dev/null 2>&1", check=False)
     try:
         cell.drive.eject(0)
         # The kernel autocloses the open tray on the next open: an empty, closed drive.
-        cell.guest.run(f"blockdev --getsize64 {drive.sr}")
+        cell.guest.run(["blockdev", "--getsize64", drive.sr], check=False)
         yield drive
     finally:
         restore_cd1(cell)
 
 
 def test_no_medium_read_fails_with_enomedium(cell: CellEnv, empty_drive: DriveNode) -> None:
-    res = cell.guest.run(f"dd if={empty_drive.sr} of=/dev/null bs=2048 count=1", timeout=120)
+    res = cell.guest.run(
+        ["dd", f"if={empty_drive.sr}", "of=/dev/null", "bs=2048", "count=1"],
+        timeout=120,
+        check=False,
+    )
     assert res.rc != 0, "dd read a disc from an empty drive"
     assert "No medium found" in res.stderr, res.stderr
 
@@ -92,9 +97,14 @@ def test_invalid_field_in_cdb(cell: CellEnv, drive: DriveNode) -> None:
 def test_read_via_sr_past_the_end_fails(cell: CellEnv, drive: DriveNode) -> None:
     """dd beyond the device's end reads nothing and leaves the drive usable."""
     blocks = cell.media["cd1"].size // 2048
-    res = cell.guest.run(
-        f"dd if={drive.sr} of=/dev/null bs=2048 skip={blocks} count=1 iflag=direct 2>&1"
-    )
+    past = command_text(
+        ["dd", f"if={drive.sr}", "of=/dev/null", "bs=2048", f"skip={blocks}", "count=1",
+         "iflag=direct"]
+    )  # fmt: skip
+    res = cell.guest.sh(f"{past} 2>&1", check=False)
     assert "0+0 records in" in res.stdout, res.stdout
-    ok = cell.guest.run(f"dd if={drive.sr} of=/dev/null bs=2048 count=1 iflag=direct")
+    ok = cell.guest.run(
+        ["dd", f"if={drive.sr}", "of=/dev/null", "bs=2048", "count=1", "iflag=direct"],
+        check=False,
+    )
     assert ok.rc == 0, ok.stderr

@@ -13,6 +13,7 @@ from scsi_helpers import CD1, restart_drive, wait_size
 
 from lab.cellenv import CellEnv
 from lab.drives import DriveNode
+from lab.guest import command_text
 
 COUNT = 16
 HEAD = 64 * 1024
@@ -33,15 +34,16 @@ def test_sixteen_drives(cell: CellEnv, drive: DriveNode) -> None:
         size = cell.media["cd1"].size
         unsized = {n.sr: seen for n in nodes if (seen := wait_size(cell.guest, n.sr, size)) != size}
         assert not unsized, f"drives without cd1's size {size} after loading: {unsized}"
+        dd = [f"bs={HEAD}", "count=1", "iflag=direct", "status=none"]
         script = "; ".join(
-            f"echo {n.sr} $(dd if={n.sr} bs={HEAD} count=1 iflag=direct status=none | sha256sum)"
+            f"echo {command_text([n.sr])} $({command_text(['dd', f'if={n.sr}', *dd])} | sha256sum)"
             for n in nodes
         )
-        out = cell.guest.run(script, timeout=600, check=True).stdout
+        out = cell.guest.sh(script, timeout=600).stdout
         got = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
         wrong = {sr: digest for sr, digest in got.items() if digest != expected}
         assert len(got) == COUNT and not wrong, f"first 64 KiB differ from cd1's: {wrong}"
-        lsscsi = cell.guest.run("lsscsi", check=True).stdout
+        lsscsi = cell.guest.run(["lsscsi"]).stdout
         listed = sum(1 for n in nodes if f"[{n.hctl}]" in lsscsi)
         assert listed == COUNT, f"lsscsi lists {listed} of {COUNT}:\n{lsscsi}"
     finally:
@@ -51,5 +53,6 @@ def test_sixteen_drives(cell: CellEnv, drive: DriveNode) -> None:
 def test_back_to_one_drive(cell: CellEnv, drive: DriveNode) -> None:
     """After the 16-drive run the cell serves exactly one drive again."""
     assert len(cell.nodes) == 1, cell.nodes
-    devices = cell.guest.run("ls -d /sys/devices/platform/vhba/host*/target*/*:*:*:*").stdout
+    listing = "ls -d /sys/devices/platform/vhba/host*/target*/*:*:*:*"  # a glob: shell text
+    devices = cell.guest.sh(listing, check=False).stdout
     assert len(devices.split()) == 1, f"vhba still has these SCSI devices: {devices}"

@@ -21,11 +21,11 @@ from lab.drives import DriveNode
 
 
 def _module_loaded(cell: CellEnv) -> bool:
-    return cell.guest.run("grep -qw ^vhba /proc/modules").rc == 0
+    return cell.guest.run(["grep", "-qw", "^vhba", "/proc/modules"], check=False).rc == 0
 
 
 def test_rmmod_refused_while_served(cell: CellEnv, drive: DriveNode) -> None:
-    res = cell.guest.run("rmmod vhba")
+    res = cell.guest.run(["rmmod", "vhba"], check=False)
     try:
         assert res.rc != 0, "rmmod vhba succeeded with a responder attached"
         assert "in use" in res.stderr, res.stderr
@@ -42,16 +42,22 @@ def test_stop_removes_device_then_rmmod_and_reload(cell: CellEnv, drive: DriveNo
     try:
         cell.drive.stop()
         assert wait_gone(cell.guest, drive.hctl), f"{drive.hctl} outlived its responder"
-        assert cell.guest.run(f"test -e {drive.sr}").rc != 0, f"{drive.sr} still exists"
+        assert cell.guest.run(["test", "-e", drive.sr], check=False).rc != 0, (
+            f"{drive.sr} still exists"
+        )
         rc, err = rmmod_eventually(cell.guest)
         assert rc == 0, f"rmmod after stop: {err}"
-        assert cell.guest.run("test -e /dev/vhba_ctl").rc != 0, "/dev/vhba_ctl after rmmod"
-        res = cell.guest.run("insmod /root/vhba.ko && udevadm settle -t 20", timeout=120)
+        assert cell.guest.run(["test", "-e", "/dev/vhba_ctl"], check=False).rc != 0, (
+            "/dev/vhba_ctl after rmmod"
+        )
+        res = cell.guest.sh(
+            "insmod /root/vhba.ko && udevadm settle -t 20", timeout=120, check=False
+        )
         assert res.rc == 0, f"insmod after rmmod: {res.stderr}"
-        assert cell.guest.run("test -c /dev/vhba_ctl").rc == 0
+        assert cell.guest.run(["test", "-c", "/dev/vhba_ctl"], check=False).rc == 0
         restart_drive(cell)
         assert tur_until_good(cell.guest, cell.nodes[0].sg).good, "reloaded drive not ready"
-        size = cell.guest.run(f"blockdev --getsize64 {cell.nodes[0].sr}").stdout.strip()
+        size = cell.guest.run(["blockdev", "--getsize64", cell.nodes[0].sr]).stdout.strip()
         assert size == str(cell.media["cd1"].size), size
     finally:
         restart_drive(cell)
@@ -63,7 +69,7 @@ def test_sigkill_responder_removes_device(cell: CellEnv, drive: DriveNode) -> No
     if not pids:
         pytest.fail("no responder process found")
     try:
-        cell.guest.run(f"kill -KILL {' '.join(map(str, pids))}", check=True)
+        cell.guest.run(["kill", "-KILL", *pids])
         assert wait_gone(cell.guest, drive.hctl), f"{drive.hctl} outlived a killed responder"
         rc, err = rmmod_eventually(cell.guest)
         assert rc == 0, f"module pinned after its responder was killed: {err}"

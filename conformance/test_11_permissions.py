@@ -16,32 +16,36 @@ from scsi_helpers import CD1, restart_drive, tur_until_good
 
 from lab.cellenv import CellEnv
 from lab.drives import GUEST_PYZ, LOGS, STATE, DriveNode, OurResponder, find_nodes
+from lab.guest import command_text
 
 RULE = Path(__file__).resolve().parents[1] / "module" / "udev" / "61-vhba-cdrom-group.rules"
 GUEST_RULE = "/etc/udev/rules.d/61-vhba-cdrom-group.rules"
 # os.open, not open(): Python's buffered "r+b" mode also demands a seekable
 # file, and upstream vhba's control node is not (no permission problem).
-OPEN = 'python3 -c \'import os; os.close(os.open("/dev/vhba_ctl", os.O_RDWR)); print("opened")\''
+OPEN = [
+    "python3",
+    "-c",
+    'import os; os.close(os.open("/dev/vhba_ctl", os.O_RDWR)); print("opened")',
+]
 
 
 def _retrigger(cell: CellEnv) -> None:
-    cell.guest.run(
+    cell.guest.sh(
         "udevadm control --reload && "
         "udevadm trigger --action=change --sysname-match=vhba_ctl && udevadm settle -t 20",
         timeout=60,
-        check=True,
     )
 
 
 def _ctl_owner(cell: CellEnv) -> str:
-    return cell.guest.run("stat -c '%U:%G %a' /dev/vhba_ctl", check=True).stdout.strip()
+    return cell.guest.run(["stat", "-c", "%U:%G %a", "/dev/vhba_ctl"]).stdout.strip()
 
 
 def test_without_rule_ctl_is_root_only(cell: CellEnv, drive: DriveNode) -> None:
     """The module's default node: root only (no world access, no cdrom group)."""
     owner, mode = _ctl_owner(cell).split()
     assert owner == "root:root" and not int(mode, 8) & 0o007, f"/dev/vhba_ctl is {owner} {mode}"
-    res = cell.guest.run(f"runuser -u outsider -- {OPEN}")
+    res = cell.guest.run(["runuser", "-u", "outsider", "--", *OPEN], check=False)
     assert res.rc != 0, "an unprivileged user opened /dev/vhba_ctl without any rule"
 
 
@@ -54,24 +58,27 @@ def cdrom_rule(cell: CellEnv, drive: DriveNode) -> Iterator[None]:
         _retrigger(cell)
         yield
     finally:
-        cell.guest.run(f"rm -f {GUEST_RULE}")
+        cell.guest.run(["rm", "-f", GUEST_RULE], check=False)
         _retrigger(cell)
         # udev never resets a node's owner when a rule goes away: do it by hand.
-        cell.guest.run(f"chown {owner} /dev/vhba_ctl && chmod {mode} /dev/vhba_ctl", check=True)
+        cell.guest.sh(
+            f"{command_text(['chown', owner, '/dev/vhba_ctl'])} && "
+            f"{command_text(['chmod', mode, '/dev/vhba_ctl'])}"
+        )
 
 
 def test_rule_sets_group_cdrom_0660(cell: CellEnv, cdrom_rule: None) -> None:
-    out = cell.guest.run("stat -c '%G %a' /dev/vhba_ctl", check=True).stdout.split()
+    out = cell.guest.run(["stat", "-c", "%G %a", "/dev/vhba_ctl"]).stdout.split()
     assert out == ["cdrom", "660"], out
 
 
 def test_cdrom_member_can_open(cell: CellEnv, cdrom_rule: None) -> None:
-    res = cell.guest.run(f"runuser -u labuser -- {OPEN}")
+    res = cell.guest.run(["runuser", "-u", "labuser", "--", *OPEN], check=False)
     assert res.rc == 0 and "opened" in res.stdout, res.stderr
 
 
 def test_outsider_cannot_open(cell: CellEnv, cdrom_rule: None) -> None:
-    res = cell.guest.run(f"runuser -u outsider -- {OPEN}")
+    res = cell.guest.run(["runuser", "-u", "outsider", "--", *OPEN], check=False)
     assert res.rc != 0, "user outside group cdrom opened /dev/vhba_ctl"
     assert "PermissionError" in res.stderr, res.stderr
 
@@ -85,14 +92,14 @@ def test_responder_runs_as_cdrom_member(cell: CellEnv, cdrom_rule: None) -> None
     try:
         nodes = user_drive.start([CD1])
         assert len(nodes) == 1
-        owner = cell.guest.run(f"pgrep -u labuser -f '{GUEST_PYZ} serve'")
+        owner = cell.guest.run(["pgrep", "-u", "labuser", "-f", f"{GUEST_PYZ} serve"], check=False)
         assert owner.rc == 0, "the responder does not run as labuser"
         assert tur_until_good(cell.guest, nodes[0].sg).good
-        size = cell.guest.run(f"blockdev --getsize64 {nodes[0].sr}").stdout.strip()
+        size = cell.guest.run(["blockdev", "--getsize64", nodes[0].sr]).stdout.strip()
         assert size == str(cell.media["cd1"].size), size
     finally:
         user_drive.stop()
-        cell.guest.run(f"chown -R root {LOGS} {STATE}")
+        cell.guest.run(["chown", "-R", "root", LOGS, STATE], check=False)
         restart_drive(cell)
 
 
@@ -112,38 +119,44 @@ def test_the_packaged_service_serves_a_drive_as_an_unprivileged_cdrom_member(
         "/etc/sysusers.d/vhba-responder.conf": PACKAGING / "vhba-responder.sysusers.conf",
         "/etc/tmpfiles.d/vhba-responder.conf": PACKAGING / "vhba-responder.tmpfiles.conf",
     }
-    guest.run("mkdir -p /etc/sysusers.d /etc/tmpfiles.d", check=True)
+    guest.run(["mkdir", "-p", "/etc/sysusers.d", "/etc/tmpfiles.d"])
     for remote, local in installed.items():
         guest.upload(local, remote)
     # A package installs the command as /usr/bin/vhba-responder; the guest has the zipapp.
     guest.write_text("/usr/bin/vhba-responder", f'#!/bin/sh\nexec python3 {GUEST_PYZ} "$@"\n')
     try:
-        guest.run(
+        guest.sh(
             "chmod 755 /usr/bin/vhba-responder && systemd-sysusers && "
             "systemd-tmpfiles --create /etc/tmpfiles.d/vhba-responder.conf && "
-            f"systemctl daemon-reload && systemctl start {SERVICE}",
-            timeout=120, check=True,
+            f"systemctl daemon-reload && {command_text(['systemctl', 'start', SERVICE])}",
+            timeout=120,
         )  # fmt: skip
         status = None
         for _ in range(100):  # the drive's first status answer (polled from the host)
-            res = guest.run("vhba-responder ctl status", timeout=60)
+            res = guest.run(["vhba-responder", "ctl", "status"], timeout=60, check=False)
             if res.rc == 0:
                 status = json.loads(res.stdout)
                 break
             time.sleep(0.3)
-        assert status is not None, guest.run(f"journalctl -u {SERVICE} | tail -20").stdout
-        pid = guest.run(f"systemctl show -p MainPID --value {SERVICE}", check=True).stdout.strip()
-        who = guest.run(f"ps -o user:32=,group:32= -p {pid}", check=True).stdout.split()
+        journal = command_text(["journalctl", "-u", SERVICE])
+        assert status is not None, guest.sh(f"{journal} | tail -20", check=False).stdout
+        pid = guest.run(["systemctl", "show", "-p", "MainPID", "--value", SERVICE]).stdout.strip()
+        who = guest.run(["ps", "-o", "user:32=,group:32=", "-p", pid]).stdout.split()
         assert who == ["vhba-responder", "cdrom"], who
         # A member of group cdrom (not root) loads a disc through the service's socket.
-        sock = guest.run("stat -c '%U:%G %a' /run/vhba-responder/control", check=True).stdout
+        sock = guest.run(["stat", "-c", "%U:%G %a", "/run/vhba-responder/control"]).stdout
         assert sock.split()[0] == "vhba-responder:cdrom", sock
-        load = guest.run(f"runuser -u labuser -- vhba-responder ctl load 0 {CD1}", timeout=60)
+        load = guest.run(
+            ["runuser", "-u", "labuser", "--", "vhba-responder", "ctl", "load", "0", CD1],
+            timeout=60,
+            check=False,
+        )
         assert load.rc == 0, load.stdout + load.stderr
         node = find_nodes(guest, status["devices"][0]["hctl"])
         assert tur_until_good(guest, node.sg).good
-        size = guest.run(f"blockdev --getsize64 {node.sr}", check=True).stdout.strip()
+        size = guest.run(["blockdev", "--getsize64", node.sr]).stdout.strip()
         assert size == str(cell.media["cd1"].size), size
     finally:
-        guest.run(f"systemctl stop {SERVICE}; rm -f {' '.join(installed)} /usr/bin/vhba-responder; "
-                  "systemctl daemon-reload", timeout=120)  # fmt: skip
+        stop = command_text(["systemctl", "stop", SERVICE])
+        remove = command_text(["rm", "-f", *installed, "/usr/bin/vhba-responder"])
+        guest.sh(f"{stop}; {remove}; systemctl daemon-reload", timeout=120, check=False)

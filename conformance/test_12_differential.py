@@ -28,7 +28,7 @@ from lab.drives import DriveNode
 def reference(cell: CellEnv, drive: DriveNode) -> Iterator[DriveNode]:
     """QEMU's scsi-cd (vendor QEMU) with cd1 inserted; ejected afterwards."""
     assert cell.booted is not None
-    out = cell.guest.run("lsscsi -g", check=True).stdout
+    out = cell.guest.run(["lsscsi", "-g"]).stdout
     line = next((ln for ln in out.splitlines() if re.search(r"\bQEMU\s+QEMU CD-ROM", ln)), None)
     assert line is not None, f"no QEMU reference scsi-cd in lsscsi:\n{out}"
     hctl = line.split("]")[0].lstrip("[")
@@ -38,7 +38,7 @@ def reference(cell: CellEnv, drive: DriveNode) -> Iterator[DriveNode]:
     try:
         seen = wait_size(cell.guest, sr, cell.media["cd1"].size, timeout=30)
         assert seen == cell.media["cd1"].size, f"reference {sr} size {seen} after insert"
-        cell.guest.run("udevadm settle -t 20", timeout=60)
+        cell.guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
         yield DriveNode(hctl, sr, sg)
     finally:
         machine.change_medium(None)
@@ -47,12 +47,13 @@ def reference(cell: CellEnv, drive: DriveNode) -> Iterator[DriveNode]:
 def _facts(cell: CellEnv, node: DriveNode) -> dict[str, object]:
     g = cell.guest
     facts: dict[str, object] = {}
-    readcap = g.run(f"sg_readcap {node.sg}").stdout
+    readcap = g.run(["sg_readcap", node.sg], check=False).stdout
     last = re.search(r"Last LBA=(\d+)", readcap)
     length = re.search(r"Logical block length=(\d+)", readcap)
     facts["readcap.last_lba"] = int(last.group(1)) if last else None
     facts["readcap.block_length"] = int(length.group(1)) if length else None
-    bd = g.run(f"blockdev --getsize64 --getss --getro {node.sr}").stdout.split()
+    blockdev = ["blockdev", "--getsize64", "--getss", "--getro", node.sr]
+    bd = g.run(blockdev, check=False).stdout.split()
     facts["blockdev.size64"], facts["blockdev.ss"], facts["blockdev.ro"] = (bd + [None] * 3)[:3]
     props = cdrom_props(g, node.sr)
     for key in sorted(props):

@@ -15,7 +15,7 @@ from lab.health import EXPECTED_TAINT
 
 
 def test_no_gesn_tur_disagreement(cell: CellEnv, drive: DriveNode) -> None:
-    dmesg = cell.guest.run("dmesg", timeout=60, check=True).stdout
+    dmesg = cell.guest.run(["dmesg"], timeout=60).stdout
     bad = [line for line in dmesg.splitlines() if "GET_EVENT and TUR disagree" in line]
     assert not bad, "\n".join(bad)
 
@@ -29,7 +29,7 @@ def test_no_unexpected_taint(cell: CellEnv, drive: DriveNode) -> None:
 
 def test_no_scsi_errors_logged_for_our_drive(cell: CellEnv, drive: DriveNode) -> None:
     """sr logs "Unhandled sense"/"I/O error" for failures nobody asked for."""
-    dmesg = cell.guest.run("dmesg", timeout=60, check=True).stdout
+    dmesg = cell.guest.run(["dmesg"], timeout=60).stdout
     name = drive.sr.rsplit("/", 1)[1]
     bad = [
         line

@@ -19,6 +19,7 @@ from scsi_helpers import restart_drive
 
 from lab.cellenv import CellEnv
 from lab.drives import LOGS, DriveNode
+from lab.guest import command_text
 
 TRACE = f"{LOGS}/trace.jsonl"
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -38,7 +39,7 @@ def _traced(cell: CellEnv) -> Iterator[None]:
         pytest.skip(f"the CDB trace is our responder's (cell uses {cell.spec.responder})")
     if cell.broken:
         pytest.skip(f"cell broken: {cell.broken}")
-    cell.guest.run(f"rm -f {TRACE}", check=True)
+    cell.guest.run(["rm", "-f", TRACE])
     restart_drive(cell, trace=True)
     try:
         yield
@@ -47,7 +48,7 @@ def _traced(cell: CellEnv) -> Iterator[None]:
 
 
 def _records(cell: CellEnv, since: float = 0.0, until: float = float("inf")) -> list[dict]:
-    text = cell.guest.run(f"cat {TRACE}", timeout=120, check=True).stdout
+    text = cell.guest.run(["cat", TRACE], timeout=120).stdout
     lines = text.splitlines()
     if lines and not text.endswith("\n"):
         lines.pop()  # the responder is mid-write: the last line is not complete yet
@@ -93,7 +94,7 @@ def test_trace_has_the_attach_and_poll_commands(cell: CellEnv, drive: DriveNode)
 
 
 def _now(cell: CellEnv) -> float:
-    return float(cell.guest.run("date +%s.%N", check=True).stdout)
+    return float(cell.guest.run(["date", "+%s.%N"]).stdout)
 
 
 def _first_order(ops: list[str]) -> list[str]:
@@ -108,13 +109,16 @@ def test_mount_sequence_matches_golden(cell: CellEnv, drive: DriveNode) -> None:
     """Record mount+umount's commands; compare with golden/trace-mount-<series>.json."""
     g = cell.guest
     # Settle first: a pending revalidation would add READ CAPACITY and friends.
-    g.run(f"udevadm settle -t 20; blockdev --getsize64 {drive.sr}; sleep 1", timeout=60)
+    getsize = command_text(["blockdev", "--getsize64", drive.sr])
+    g.sh(f"udevadm settle -t 20; {getsize}; sleep 1", timeout=60, check=False)
     mnt = "/mnt/conf-trace"
     start = _now(cell)
-    g.run(
-        f"mkdir -p {mnt} && mount -t iso9660 -o ro {drive.sr} {mnt} && ls -R {mnt} >/dev/null"
-        f" && cat {mnt}/small.txt >/dev/null; umount {mnt}",
-        check=True,
+    g.sh(
+        f"{command_text(['mkdir', '-p', mnt])}"
+        f" && {command_text(['mount', '-t', 'iso9660', '-o', 'ro', drive.sr, mnt])}"
+        f" && {command_text(['ls', '-R', mnt])} >/dev/null"
+        f" && {command_text(['cat', f'{mnt}/small.txt'])} >/dev/null"
+        f"; {command_text(['umount', mnt])}"
     )
     end = _now(cell)
     records = [r for r in _records(cell, start, end) if r["dev"] == 0]

@@ -9,9 +9,11 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from scsi_helpers import rmmod_eventually, wait_gone
 
 from lab.cellenv import GUEST_MEDIA, CellEnv
 from lab.drives import DriveNode, OurResponder
+from lab.guest import command_text
 
 # Runs in the guest: opens its own device, answers its first command with garbage
 # of every kind, then correctly, and prints what the kernel said to each write.
@@ -45,22 +47,12 @@ GARBAGE_SCRIPT = textwrap.dedent(
 )
 
 
-def _rmmod_eventually(cell: CellEnv, seconds: int = 20) -> tuple[int, str]:
-    """rmmod, retried: the SCSI device is removed asynchronously after the fd closes."""
-    result = cell.guest.run(
-        f"for i in $(seq {seconds * 2}); do rmmod vhba 2>/tmp/rmmod.err && exit 0; sleep 0.5;"
-        " done; cat /tmp/rmmod.err >&2; exit 1",
-        timeout=seconds + 60,
-    )
-    return result.rc, result.stderr
-
-
 def _restart_drive(cell: CellEnv) -> None:
     """Bring the cell back to its normal state: module loaded, cd1 served on drive 0."""
     assert cell.drive is not None
     cell.drive.stop()
-    if cell.guest.run("grep -qw ^vhba /proc/modules").rc != 0:
-        cell.guest.run("insmod /root/vhba.ko && udevadm settle -t 20", check=True)
+    if cell.guest.run(["grep", "-qw", "^vhba", "/proc/modules"], check=False).rc != 0:
+        cell.guest.sh("insmod /root/vhba.ko && udevadm settle -t 20")
     cell.nodes = cell.drive.start([f"{GUEST_MEDIA}/cd1.iso"], faults=cell.faults)
 
 
@@ -72,8 +64,8 @@ def our_drive(cell: CellEnv, drive: DriveNode) -> DriveNode:
 
 
 def test_garbage_responses_are_rejected_without_harm(cell: CellEnv, drive: DriveNode) -> None:
-    result = cell.guest.run(
-        f"python3 - <<'EOF'\n{GARBAGE_SCRIPT}\nEOF", timeout=120
+    result = cell.guest.sh(
+        f"python3 - <<'EOF'\n{GARBAGE_SCRIPT}\nEOF", timeout=120, check=False
     )  # fmt: skip
     assert result.rc == 0, result.stderr
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
@@ -89,7 +81,8 @@ def test_garbage_responses_are_rejected_without_harm(cell: CellEnv, drive: Drive
         assert lines["valid"].startswith("ok"), lines
     assert "closed" in result.stdout
     # The cell's own drive is untouched by another fd's misbehaviour.
-    assert cell.guest.run(f"dd if={drive.sr} of=/dev/null bs=2048 count=16").rc == 0
+    dd = ["dd", f"if={drive.sr}", "of=/dev/null", "bs=2048", "count=16"]
+    assert cell.guest.run(dd, check=False).rc == 0
 
 
 def test_responder_dying_mid_command_fails_io_and_removes_the_device(
@@ -99,16 +92,13 @@ def test_responder_dying_mid_command_fails_io_and_removes_the_device(
     try:
         cell.drive.ctl("fault", "0", "die:op=0x28")
         read = cell.guest.run(
-            f"dd if={our_drive.sr} of=/dev/null bs=2048 count=8 iflag=direct", timeout=120
+            ["dd", f"if={our_drive.sr}", "of=/dev/null", "bs=2048", "count=8", "iflag=direct"],
+            timeout=120,
+            check=False,
         )
         assert read.rc != 0, "a read answered by a dead responder cannot succeed"
-        gone = cell.guest.run(
-            f"for i in $(seq 100); do test -e /sys/bus/scsi/devices/{our_drive.hctl} || exit 0;"
-            " sleep 0.1; done; exit 1",
-            timeout=60,
-        )
-        assert gone.rc == 0, "the SCSI device outlived its responder"
-        rc, err = _rmmod_eventually(cell)
+        assert wait_gone(cell.guest, our_drive.hctl, 10), "the SCSI device outlived its responder"
+        rc, err = rmmod_eventually(cell.guest)
         assert rc == 0, f"module pinned after its responder died: {err}"
     finally:
         _restart_drive(cell)
@@ -118,20 +108,22 @@ def test_stalled_responder_is_timed_out_and_aborted(cell: CellEnv, our_drive: Dr
     assert cell.drive is not None
     sr = our_drive.sr.rsplit("/", 1)[1]
     try:
-        cell.guest.run(f"echo 5 > /sys/block/{sr}/device/timeout", check=True)
+        cell.guest.sh(f"echo 5 > {command_text([f'/sys/block/{sr}/device/timeout'])}")
         cell.drive.ctl("fault", "0", "hang:op=0x28,count=1")
         read = cell.guest.run(
-            f"dd if={our_drive.sr} of=/dev/null bs=2048 count=1 skip=100 iflag=direct",
+            ["dd", f"if={our_drive.sr}", "of=/dev/null", "bs=2048", "count=1", "skip=100",
+             "iflag=direct"],
             timeout=240,
-        )
-        dmesg = cell.guest.run("dmesg | tail -40").stdout
+            check=False,
+        )  # fmt: skip
+        dmesg = cell.guest.sh("dmesg | tail -40", check=False).stdout
         assert read.rc != 0 or "abort" in dmesg.lower(), (
             f"a never-answered read neither failed nor was aborted:\n{dmesg}"
         )
         # The responder is still alive and the module can be taken down cleanly.
         assert cell.drive.running()
         cell.drive.stop()
-        rc, err = _rmmod_eventually(cell)
+        rc, err = rmmod_eventually(cell.guest)
         assert rc == 0, f"module pinned after an aborted command: {err}"
     finally:
         _restart_drive(cell)

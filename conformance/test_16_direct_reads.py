@@ -9,8 +9,8 @@ must not read.
 
 from __future__ import annotations
 
-import shlex
 import textwrap
+import time
 
 import pytest
 from scsi_helpers import (
@@ -28,6 +28,8 @@ from scsi_helpers import (
 
 from lab.cellenv import CellEnv
 from lab.drives import DriveNode, OurResponder
+from lab.errors import GuestWaitError
+from lab.guest import command_text
 
 BS = 64 * 1024
 
@@ -47,12 +49,9 @@ def _drive_status(drive: OurResponder) -> dict:
 def _sha_of_disc(cell: CellEnv, node: DriveNode, size: int) -> str:
     """sha256 of the first ``size`` bytes read with O_DIRECT in 64 KiB commands."""
     count = -(-size // BS)
-    res = cell.guest.run(
-        f"dd if={node.sr} bs={BS} count={count} iflag=direct status=none | head -c {size}"
-        " | sha256sum",
-        timeout=600,
-        check=True,
-    )
+    dd = command_text(["dd", f"if={node.sr}", f"bs={BS}", f"count={count}", "iflag=direct",
+                       "status=none"])  # fmt: skip
+    res = cell.guest.sh(f"{dd} | head -c {size} | sha256sum", timeout=600)
     return res.stdout.split()[0]
 
 
@@ -81,7 +80,7 @@ def test_an_image_in_ram_is_read_straight_and_exactly(
     cell: CellEnv, untraced: OurResponder
 ) -> None:
     """A tmpfs image takes the module's copy-free path (reads straight into the command)."""
-    cell.guest.run(f"cp {CD1} /dev/shm/cd1.iso", check=True)
+    cell.guest.run(["cp", CD1, "/dev/shm/cd1.iso"])
     try:
         restart_drive(cell, ["/dev/shm/cd1.iso"])
         node = cell.nodes[0]
@@ -96,7 +95,7 @@ def test_an_image_in_ram_is_read_straight_and_exactly(
             assert served < reads // 4, f"{served} commands reached the responder"
     finally:
         restart_drive(cell)
-        cell.guest.run("rm -f /dev/shm/cd1.iso")
+        cell.guest.run(["rm", "-f", "/dev/shm/cd1.iso"], check=False)
 
 
 def test_a_new_disc_is_read_at_once_never_the_old_one(
@@ -133,32 +132,33 @@ def test_responder_killed_under_direct_reads_fails_io_cleanly(
 ) -> None:
     """32 reads in flight when the responder dies: all end, the device goes, rmmod works."""
     node = cell.nodes[0]
-    fio = (
-        f"fio --name=r --filename={node.sr} --rw=randread --bs=4k --iodepth=32"
-        " --ioengine=libaio --direct=1 --time_based --runtime=60 --output=/tmp/fio-kill.out"
-    )
-    stat = f"/sys/block/{node.sr.rsplit('/', 1)[1]}/stat"
+    fio = ["fio", "--name=r", f"--filename={node.sr}", "--rw=randread", "--bs=4k",
+           "--iodepth=32", "--ioengine=libaio", "--direct=1", "--time_based", "--runtime=60",
+           "--output=/tmp/fio-kill.out"]  # fmt: skip
+    stat = ["cat", f"/sys/block/{node.sr.rsplit('/', 1)[1]}/stat"]
+
+    def reads_done() -> int:  # the device's completed reads (first field of its stat)
+        return int(cell.guest.run(stat).stdout.split()[0])
+
     try:
-        cell.guest.run(f"(setsid {fio} </dev/null >/dev/null 2>&1 &)", check=True)
-        busy = cell.guest.run(
-            f"read r0 rest < {stat}; for i in $(seq 600); do read r rest < {stat};"
-            " [ $((r - r0)) -ge 500 ] && exit 0; sleep 0.1; done; exit 1",
-            timeout=120,
-        )
-        assert busy.rc == 0, "fio did not get going within 60 s"
+        before = reads_done()
+        cell.guest.sh(f"(setsid {command_text(fio)} </dev/null >/dev/null 2>&1 &)")
+        deadline = time.monotonic() + 60
+        while reads_done() - before < 500:
+            assert time.monotonic() < deadline, "fio did not get going within 60 s"
+            time.sleep(0.1)
         pids = responder_pids(cell)
         assert pids, "no responder running"
-        cell.guest.run(f"kill -KILL {' '.join(map(str, pids))}", check=True)
-        ended = cell.guest.run(
-            "for i in $(seq 600); do pgrep -x fio >/dev/null || exit 0; sleep 0.1; done; exit 1",
-            timeout=120,
-        )
-        assert ended.rc == 0, "fio still waits for reads 60 s after the responder died"
+        cell.guest.run(["kill", "-KILL", *pids])
+        try:
+            cell.guest.wait_for(["pgrep", "-x", "fio"], timeout=60, until_fails=True)
+        except GuestWaitError:
+            pytest.fail("fio still waits for reads 60 s after the responder died")
         assert wait_gone(cell.guest, node.hctl), "the SCSI device outlived its responder"
         rc, err = rmmod_eventually(cell.guest)
         assert rc == 0, f"module pinned after its responder died under direct reads: {err}"
     finally:
-        cell.guest.run("pkill -KILL -x fio", timeout=60)
+        cell.guest.run(["pkill", "-KILL", "-x", "fio"], timeout=60, check=False)
         restart_drive(cell)
 
 
@@ -197,7 +197,7 @@ def test_module_refuses_backings_it_must_not_read(cell: CellEnv, untraced: OurRe
     if cell.spec.module != "ours":
         pytest.skip("direct reads are our module's extension")
     script = f"IMAGE = {CD1!r}\n{REFUSALS}"
-    res = cell.guest.run(f"python3 - <<'EOF'\n{script}\nEOF", timeout=120)
+    res = cell.guest.sh(f"python3 - <<'EOF'\n{script}\nEOF", timeout=120, check=False)
     assert res.rc == 0, res.stderr
     got = dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
     assert got == {
@@ -221,12 +221,12 @@ def test_direct_reads_can_be_switched_off_by_the_admin(
         pytest.skip("direct_reads is our module's parameter")
     param = "/sys/module/vhba/parameters/direct_reads"
     try:
-        cell.guest.run(f"echo N > {param}", check=True)
+        cell.guest.sh(f"echo N > {command_text([param])}")
         restart_drive(cell)
         assert _drive_status(untraced)["direct_reads"] == "unsupported"
         cd1 = cell.media["cd1"]
         assert _sha_of_disc(cell, cell.nodes[0], cd1.size) == cd1.sha256
     finally:
-        cell.guest.run(f"echo Y > {shlex.quote(param)}", timeout=60)
+        cell.guest.sh(f"echo Y > {command_text([param])}", timeout=60, check=False)
         restart_drive(cell)
     assert _drive_status(untraced)["direct_reads"] == "on"

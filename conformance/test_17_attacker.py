@@ -16,28 +16,24 @@ from __future__ import annotations
 
 import json
 import random
-import shlex
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from scsi_helpers import CD1, restart_drive
+from scsi_helpers import CD1, restart_drive, rmmod_eventually
 
 from lab.cellenv import CellEnv
 from lab.drives import DriveNode
+from lab.errors import GuestWaitError
+from lab.guest import command_text
 
 ATTACKER = Path(__file__).resolve().parent / "guest" / "attacker.py"
 GUEST_ATTACKER = "/usr/local/lib/vhba-attacker.py"
 SEAT_USER = "labuser"
 # "[v]" keeps pgrep/pkill from matching the shell that runs them.
 SERVING = "[v]hba-attacker.py serve"
-
-
-def _sh(argv: list[str]) -> str:
-    """The one place guest argv lists become shell text."""
-    return shlex.join(argv)
 
 
 @dataclass
@@ -55,7 +51,10 @@ class Served:
         self.log = f"/tmp/attacker-{self.name}.jsonl"
 
     def signal(self, sig: str) -> None:
-        self.seat.cell.guest.run(f"pkill -{sig} -u {SEAT_USER} -f '{SERVING} --name {self.name}'")
+        self.seat.cell.guest.run(
+            ["pkill", f"-{sig}", "-u", SEAT_USER, "-f", f"{SERVING} --name {self.name}"],
+            check=False,
+        )
 
     def pause(self) -> None:
         """Stop reading commands: from return on, they stay queued in the kernel.
@@ -65,7 +64,7 @@ class Served:
         own acknowledgement.
         """
         marker = f"{self.log}.paused"
-        self.seat.cell.guest.run(f"rm -f {marker}", check=True)
+        self.seat.cell.guest.run(["rm", "-f", marker])
         self.signal("USR1")
         assert _wait_for_file(self.seat.cell, marker, 20), f"drive {self.name} never paused"
 
@@ -73,16 +72,13 @@ class Served:
         self.signal("USR2")
 
     def records(self) -> list[dict[str, object]]:
-        out = self.seat.cell.guest.run(f"cat {self.log}", check=True).stdout
+        out = self.seat.cell.guest.run(["cat", self.log]).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def stop(self) -> None:
         self.signal("TERM")
-        self.seat.cell.guest.run(
-            f"for i in $(seq 100); do pgrep -f '{SERVING} --name {self.name}' >/dev/null || "
-            "exit 0; sleep 0.1; done; exit 1",
-            timeout=60,
-        )
+        pgrep = ["pgrep", "-f", f"{SERVING} --name {self.name}"]
+        _wait_gone(self.seat.cell, pgrep, 10)
 
 
 @dataclass
@@ -95,7 +91,7 @@ class Seat:
         argv = ["python3", GUEST_ATTACKER, *args]
         if user != "root":
             argv = ["runuser", "-u", user, "--", *argv]
-        result = self.cell.guest.run(_sh(argv), timeout=timeout)
+        result = self.cell.guest.run(argv, timeout=timeout, check=False)
         assert result.rc == 0, f"attacker {args[0]} failed (rc {result.rc}): {result.stderr[-800:]}"
         return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -105,16 +101,14 @@ class Seat:
         if user != "root":
             argv = ["runuser", "-u", user, "--", *argv]
         out = f"/tmp/attacker-{name}.out"
-        self.cell.guest.run(
-            f"rm -f {served.log} {served.log}.paused; nohup {_sh(argv)} >{out} 2>&1 &", check=True
-        )
-        result = self.cell.guest.run(
-            f"for i in $(seq 300); do grep -q '^hctl ' {out} && exit 0; sleep 0.1; done; "
-            f"cat {out} >&2; exit 1",
-            timeout=90,
-        )
-        assert result.rc == 0, f"the hostile drive {name} did not attach: {result.stderr[-800:]}"
-        line = self.cell.guest.run(f"grep '^hctl ' {out}", check=True).stdout.split()
+        rm = command_text(["rm", "-f", served.log, f"{served.log}.paused"])
+        self.cell.guest.sh(f"{rm}; nohup {command_text(argv)} >{command_text([out])} 2>&1 &")
+        try:
+            found = self.cell.guest.wait_for(["grep", "^hctl ", out], timeout=30)
+        except GuestWaitError:
+            said = self.cell.guest.run(["cat", out], check=False).stdout
+            pytest.fail(f"the hostile drive {name} did not attach: {said[-800:]}")
+        line = found.stdout.split()
         served.hctl, served.sr, served.sg = line[1], line[2], line[3]
         return served
 
@@ -133,28 +127,40 @@ def seat(cell: CellEnv, drive: DriveNode) -> Iterator[Seat]:
     """
     guest = cell.guest
     guest.upload(ATTACKER, GUEST_ATTACKER, mode=0o644)
-    before = guest.run("stat -c '%U:%G %a' /dev/vhba_ctl", check=True).stdout.split()
-    guest.run("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl", check=True)
+    before = guest.run(["stat", "-c", "%U:%G %a", "/dev/vhba_ctl"]).stdout.split()
+    guest.sh("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl")
     try:
         yield Seat(cell)
     finally:
-        guest.run(f"pkill -TERM -f '{SERVING}'; sleep 1; pkill -KILL -f '{SERVING}'", timeout=60)
-        guest.run(f"chown {before[0]} /dev/vhba_ctl && chmod {before[1]} /dev/vhba_ctl")
+        term = command_text(["pkill", "-TERM", "-f", SERVING])
+        kill = command_text(["pkill", "-KILL", "-f", SERVING])
+        guest.sh(f"{term}; sleep 1; {kill}", timeout=60, check=False)
+        chown = command_text(["chown", before[0], "/dev/vhba_ctl"])
+        chmod = command_text(["chmod", before[1], "/dev/vhba_ctl"])
+        guest.sh(f"{chown} && {chmod}", check=False)
 
 
 def _wait_for_file(cell: CellEnv, path: str, seconds: int) -> bool:
-    """Whether ``path`` is non-empty within ``seconds`` (by the guest's clock)."""
-    result = cell.guest.run(
-        f"end=$(($(date +%s) + {seconds})); until test -s {path}; do "
-        '[ "$(date +%s)" -ge "$end" ] && exit 1; sleep 0.5; done',
-        timeout=seconds + 60,
-    )
-    return result.rc == 0
+    """Whether ``path`` is non-empty within ``seconds``."""
+    try:
+        cell.guest.wait_for(["test", "-s", path], timeout=seconds, interval=0.5)
+    except GuestWaitError:
+        return False
+    return True
+
+
+def _wait_gone(cell: CellEnv, pgrep: list[str], seconds: int) -> bool:
+    """Whether the processes ``pgrep`` finds are gone within ``seconds``."""
+    try:
+        cell.guest.wait_for(pgrep, timeout=seconds, interval=0.2, until_fails=True)
+    except GuestWaitError:
+        return False
+    return True
 
 
 def _seat_readable_image(cell: CellEnv) -> str:
     """cd1, readable by the seat user (the lab uploads media root-only)."""
-    cell.guest.run(f"chmod a+r {CD1}", check=True)
+    cell.guest.run(["chmod", "a+r", CD1])
     return CD1
 
 
@@ -177,9 +183,10 @@ def test_another_vhba_drive_cannot_be_a_backing(seat: Seat, drive: DriveNode) ->
 def test_file_on_a_vhba_drive_cannot_be_a_backing(seat: Seat, drive: DriveNode) -> None:
     """A backing on a filesystem mounted from a vhba drive stalls with that drive."""
     guest = seat.cell.guest
-    guest.run(f"mkdir -p /mnt/attacker && mount -o ro {drive.sr} /mnt/attacker", check=True)
+    mount = command_text(["mount", "-o", "ro", drive.sr, "/mnt/attacker"])
+    guest.sh(f"mkdir -p /mnt/attacker && {mount}")
     try:
-        name = guest.run("find /mnt/attacker -type f | head -1", check=True).stdout.strip()
+        name = guest.sh("find /mnt/attacker -type f | head -1").stdout.strip()
         assert name, "the cell's disc has no file"
         out = seat.run("backing", name)
         assert not out["results"][name].startswith("open:"), out
@@ -187,7 +194,7 @@ def test_file_on_a_vhba_drive_cannot_be_a_backing(seat: Seat, drive: DriveNode) 
             f"the module accepted {name}, a file on vhba drive {drive.sr}"
         )
     finally:
-        guest.run("umount /mnt/attacker", timeout=60)
+        guest.run(["umount", "/mnt/attacker"], timeout=60, check=False)
 
 
 def test_backing_the_kernel_cannot_read_is_refused(seat: Seat) -> None:
@@ -210,27 +217,27 @@ def test_given_up_read_is_never_handed_out(seat: Seat) -> None:
     guest = seat.cell.guest
     served = seat.serve("giveup", "--image", _seat_readable_image(seat.cell))
     dev = f"/sys/bus/scsi/devices/{served.hctl}"
-    guest.run(f"echo 2 > {dev}/timeout; echo 2 > {dev}/eh_timeout; rm -f /tmp/giveup.*", check=True)
+    timeout_attr, eh_attr = command_text([f"{dev}/timeout"]), command_text([f"{dev}/eh_timeout"])
+    guest.sh(f"echo 2 > {timeout_attr}; echo 2 > {eh_attr}; rm -f /tmp/giveup.*")
     reader = ["python3", GUEST_ATTACKER, "pread", served.sr, "--lba", "777",
               "--go", "/tmp/giveup.go", "--after", "/tmp/giveup.after"]  # fmt: skip
-    guest.run(f"nohup {_sh(reader)} >/tmp/giveup.out 2>&1 &", check=True)
+    guest.sh(f"nohup {command_text(reader)} >/tmp/giveup.out 2>&1 &")
     assert _wait_for_file(seat.cell, "/tmp/giveup.out", 60), "the reader never opened the drive"
     served.pause()
-    guest.run("touch /tmp/giveup.go", check=True)
+    guest.run(["touch", "/tmp/giveup.go"])
     finished = _wait_for_file(seat.cell, "/tmp/giveup.go.done", 150)
-    state = guest.run(f"cat {dev}/state").stdout.strip()
-    stuck = "" if finished else guest.run(
-        "ps -eo pid,stat,wchan:32,comm | awk '$2 ~ /D/'").stdout  # fmt: skip
+    state = guest.run(["cat", f"{dev}/state"], check=False).stdout.strip()
+    stuck = "" if finished else guest.sh(
+        "ps -eo pid,stat,wchan:32,comm | awk '$2 ~ /D/'", check=False).stdout  # fmt: skip
     served.resume()
-    guest.run("touch /tmp/giveup.after", check=True)
-    guest.run("for i in $(seq 100); do pgrep -f '[v]hba-attacker.py pread' >/dev/null || exit 0;"
-              " sleep 0.2; done", timeout=60)  # fmt: skip
+    guest.run(["touch", "/tmp/giveup.after"])
+    _wait_gone(seat.cell, ["pgrep", "-f", "[v]hba-attacker.py pread"], 20)
     served.stop()
     assert finished, (
         f"the READ neither completed nor failed within 150 s (device {state}); "
         f"tasks in D state:\n{stuck}"
     )
-    out = json.loads(guest.run("tail -1 /tmp/giveup.out", check=True).stdout)
+    out = json.loads(guest.run(["tail", "-1", "/tmp/giveup.out"]).stdout)
     assert out["outcome"] != "read 2048", f"the stalled READ succeeded: {out}"
     late = [r for r in served.records() if r["lba"] == 777 and r["phase"] >= 1]
     assert not late, (
@@ -266,24 +273,25 @@ def test_rmmod_races_closes_and_completions(seat: Seat) -> None:
         for round_ in range(3):
             drives = [seat.serve(f"race{round_}-{i}", "--image", image, "--direct")
                       for i in range(2)]  # fmt: skip
-            readers = " ".join(
-                f"dd if={d.sr} of=/dev/null bs=32k count=40 iflag=direct >/dev/null 2>&1 &"
-                for d in drives
-            )
-            race = guest.run(
-                f"{readers} sleep 0.3; pkill -KILL -f '{SERVING}'; "
+            reads = [["dd", f"if={d.sr}", "of=/dev/null", "bs=32k", "count=40", "iflag=direct"]
+                     for d in drives]  # fmt: skip
+            readers = " ".join(f"{command_text(dd)} >/dev/null 2>&1 &" for dd in reads)
+            # One script, not a poll from the host: the race is rmmod tried at once
+            # after the kill, while the closes and completions are still running.
+            race = guest.sh(
+                f"{readers} sleep 0.3; {command_text(['pkill', '-KILL', '-f', SERVING])}; "
                 "for i in $(seq 100); do timeout -s KILL 10 rmmod vhba 2>/dev/null && exit 0; "
                 "test $? = 137 && { echo HUNG; exit 1; }; sleep 0.1; done; exit 1",
                 timeout=120,
+                check=False,
             )
             assert "HUNG" not in race.stdout, f"round {round_}: rmmod hung"
             assert race.rc == 0, f"round {round_}: rmmod never succeeded: {race.stderr}"
-            guest.run("pkill -x dd; insmod /root/vhba.ko && udevadm settle -t 20", check=True,
-                      timeout=60)  # fmt: skip
-            guest.run("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl", check=True)
+            guest.sh("pkill -x dd; insmod /root/vhba.ko && udevadm settle -t 20", timeout=60)
+            guest.sh("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl")
     finally:
         restart_drive(seat.cell)
-        guest.run("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl")
+        guest.sh("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl", check=False)
 
 
 # ------------------------------------------------------------ isolation
@@ -295,22 +303,23 @@ def test_stalled_drive_does_not_starve_another(
     served = seat.serve("stall", "--image", _seat_readable_image(seat.cell))
     flood = ["python3", GUEST_ATTACKER, "flood", served.sr, "--count", "64",
              "--go", "/tmp/flood.go"]  # fmt: skip
-    guest.run(f"rm -f /tmp/flood.*; nohup {_sh(flood)} >/tmp/flood.out 2>&1 &", check=True)
+    guest.sh(f"rm -f /tmp/flood.*; nohup {command_text(flood)} >/tmp/flood.out 2>&1 &")
     assert _wait_for_file(seat.cell, "/tmp/flood.out", 90), "the flood never opened the drive"
     served.pause()
-    guest.run("touch /tmp/flood.go; sleep 3", check=True)
+    guest.sh("touch /tmp/flood.go; sleep 3")
     started = time.monotonic()
     other = guest.run(
-        f"timeout 25 dd if={drive.sr} of=/dev/null bs=2048 count=16 skip=1000 iflag=direct",
+        ["timeout", "25", "dd", f"if={drive.sr}", "of=/dev/null", "bs=2048", "count=16",
+         "skip=1000", "iflag=direct"],
         timeout=60,
-    )
+        check=False,
+    )  # fmt: skip
     latency = time.monotonic() - started
     record_property("other_drive_read_s", round(latency, 3))
     served.resume()
-    ended = guest.run("for i in $(seq 300); do pgrep -f '[v]hba-attacker.py flood' >/dev/null "
-                      "|| exit 0; sleep 0.2; done; exit 1", timeout=120)  # fmt: skip
+    ended = _wait_gone(seat.cell, ["pgrep", "-f", "[v]hba-attacker.py flood"], 60)
     served.stop()
-    assert ended.rc == 0, "the flood of READs never ended"
+    assert ended, "the flood of READs never ended"
     assert other.rc == 0 and latency < 10, (
         f"a read on {drive.sr} took {latency:.1f} s (rc {other.rc}: {other.stderr[-200:]}) "
         "while another drive's responder stalled with 64 commands queued"
@@ -379,7 +388,10 @@ def test_random_campaign(
     print(f"random campaign seed {seed}")
     out = seat.run("fuzz", "--seed", str(seed), "--ops", "20000", "--seconds", "60", timeout=180)
     assert out["ops"] >= 1000, f"seed {seed}: only {out['ops']} calls in 60 s: {out}"
-    read = seat.cell.guest.run(f"dd if={drive.sr} of=/dev/null bs=2048 count=16 iflag=direct")
+    read = seat.cell.guest.run(
+        ["dd", f"if={drive.sr}", "of=/dev/null", "bs=2048", "count=16", "iflag=direct"],
+        check=False,
+    )
     assert read.rc == 0, f"seed {seed}: the cell's drive stopped reading: {read.stderr}"
 
 
@@ -398,12 +410,13 @@ class FuseBacking:
     image: str = f"{FUSE_MOUNT}/image"
 
     def signal(self, sig: str) -> None:
-        self.seat.cell.guest.run(f"pkill -{sig} -f '{FUSE_SERVER}'", check=True)
+        self.seat.cell.guest.run(["pkill", f"-{sig}", "-f", FUSE_SERVER])
 
     def serve_direct(self, name: str) -> Served:
         """The seat user's drive, its image on FUSE, its READs served by the module."""
         served = self.seat.serve(name, "--image", self.image, "--direct")
-        out = self.seat.cell.guest.run(f"grep '^direct ' /tmp/attacker-{name}.out").stdout.split()
+        grep = ["grep", "^direct ", f"/tmp/attacker-{name}.out"]
+        out = self.seat.cell.guest.run(grep).stdout.split()
         if out[1:] == ["ENOTTY"]:
             served.stop()
             pytest.skip("the module has no direct reads (an extension of ours)")
@@ -415,20 +428,24 @@ class FuseBacking:
 def fuse_backing(seat: Seat) -> Iterator[FuseBacking]:
     guest = seat.cell.guest
     guest.upload(FUSEFS, GUEST_FUSEFS, mode=0o644)
-    guest.run("modprobe fuse", timeout=60)
-    guest.run(
-        f"mkdir -p {FUSE_MOUNT} && (nohup python3 {GUEST_FUSEFS} {FUSE_MOUNT} --size 4194304 "
-        f">/tmp/fusefs.out 2>&1 &) && for i in $(seq 200); do grep -q ready /tmp/fusefs.out "
-        "&& exit 0; sleep 0.1; done; cat /tmp/fusefs.out >&2; exit 1",
-        timeout=60,
-        check=True,
-    )
+    guest.run(["modprobe", "fuse"], timeout=60, check=False)
+    fusefs = ["python3", GUEST_FUSEFS, FUSE_MOUNT, "--size", "4194304"]
+    guest.run(["mkdir", "-p", FUSE_MOUNT])
+    guest.sh(f"(nohup {command_text(fusefs)} >/tmp/fusefs.out 2>&1 &)")
+    try:
+        guest.wait_for(["grep", "-q", "ready", "/tmp/fusefs.out"], timeout=20)
+    except GuestWaitError:
+        said = guest.run(["cat", "/tmp/fusefs.out"], check=False).stdout
+        pytest.fail(f"the FUSE server did not come up: {said[-800:]}")
     try:
         yield FuseBacking(seat)
     finally:
-        guest.run(f"pkill -USR2 -f '{FUSE_SERVER}'")
-        guest.run(f"pkill -TERM -f '{SERVING}'; sleep 1", timeout=60)
-        guest.run(f"pkill -TERM -f '{FUSE_SERVER}'; sleep 3; umount -l {FUSE_MOUNT}", timeout=60)
+        guest.run(["pkill", "-USR2", "-f", FUSE_SERVER], check=False)
+        drives = command_text(["pkill", "-TERM", "-f", SERVING])
+        guest.sh(f"{drives}; sleep 1", timeout=60, check=False)
+        server = command_text(["pkill", "-TERM", "-f", FUSE_SERVER])
+        umount = command_text(["umount", "-l", FUSE_MOUNT])
+        guest.sh(f"{server}; sleep 3; {umount}", timeout=60, check=False)
 
 
 def test_direct_reads_carry_the_responders_credentials(
@@ -437,11 +454,9 @@ def test_direct_reads_carry_the_responders_credentials(
     """The module's work item must read the backing as the seat user, not as root."""
     guest = seat.cell.guest
     served = fuse_backing.serve_direct("creds")
-    uid = guest.run(f"id -u {SEAT_USER}", check=True).stdout.strip()
-    block = guest.run(
-        f"dd if={served.sr} bs=2048 count=1 skip=5 iflag=direct 2>/dev/null | head -c 60",
-        check=True,
-    ).stdout
+    uid = guest.run(["id", "-u", SEAT_USER]).stdout.strip()
+    dd = command_text(["dd", f"if={served.sr}", "bs=2048", "count=1", "skip=5", "iflag=direct"])
+    block = guest.sh(f"{dd} 2>/dev/null | head -c 60").stdout
     served.stop()
     assert "blk=0000000005" in block, f"not the image's block 5: {block!r}"
     assert not [r for r in served.records() if r["lba"] == 5], "READ went to the responder"
@@ -460,26 +475,30 @@ def test_stalled_backing_cannot_wedge_abort_close_or_rmmod(
     seat.cell.drive.stop()  # so that only the attacker's fd pins the module
     served = fuse_backing.serve_direct("stalled")
     dev = f"/sys/bus/scsi/devices/{served.hctl}"
-    guest.run(f"echo 2 > {dev}/timeout; echo 2 > {dev}/eh_timeout", check=True)
+    timeout_attr, eh_attr = command_text([f"{dev}/timeout"]), command_text([f"{dev}/eh_timeout"])
+    guest.sh(f"echo 2 > {timeout_attr}; echo 2 > {eh_attr}")
     fuse_backing.signal("USR1")
     try:
-        guest.run(
-            "rm -f /tmp/stalled.rc; "
-            f"(dd if={served.sr} of=/dev/null bs=2048 count=1 skip=9 iflag=direct; "
-            "echo $? >/tmp/stalled.rc) >/tmp/stalled.dd 2>&1 &",
-            check=True,
+        dd = ["dd", f"if={served.sr}", "of=/dev/null", "bs=2048", "count=1", "skip=9",
+              "iflag=direct"]  # fmt: skip
+        guest.sh(
+            f"rm -f /tmp/stalled.rc; ({command_text(dd)}; "
+            "echo $? >/tmp/stalled.rc) >/tmp/stalled.dd 2>&1 &"
         )
         failed = _wait_for_file(seat.cell, "/tmp/stalled.rc", 60)
-        stuck = guest.run("ps -eo pid,stat,wchan:32,comm | awk '$2 ~ /D/'").stdout
+        stuck = guest.sh("ps -eo pid,stat,wchan:32,comm | awk '$2 ~ /D/'", check=False).stdout
         assert failed, f"a READ from a stalled backing is still waiting:\n{stuck}"
         started = time.monotonic()
         served.stop()
         assert time.monotonic() - started < 20, "close() waited for the stalled backing"
-        rmmod = guest.run("timeout -s KILL 20 rmmod vhba; echo rc=$?", timeout=60).stdout
+        rmmod = guest.sh(
+            "timeout -s KILL 20 rmmod vhba; echo rc=$?", timeout=60, check=False
+        ).stdout
         assert "rc=137" not in rmmod, f"rmmod hung on the stalled backing:\n{stuck}"
     finally:
         fuse_backing.signal("USR2")
-        guest.run("rm -f /tmp/stalled.rc; for i in $(seq 100); do grep -qw ^vhba /proc/modules "
-                  "|| exit 0; rmmod vhba 2>/dev/null; sleep 0.2; done", timeout=60)  # fmt: skip
+        guest.run(["rm", "-f", "/tmp/stalled.rc"])
+        if guest.run(["grep", "-qw", "^vhba", "/proc/modules"], check=False).rc == 0:
+            rmmod_eventually(guest)
         restart_drive(seat.cell)
-        guest.run("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl")
+        guest.sh("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl", check=False)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,34 +25,30 @@ from scsi_helpers import (
     restart_drive,
     restore_cd1,
     sg_raw,
+    upload_mixed_cd,
     wait_props,
 )
 
-from lab.cellenv import GUEST_MEDIA, CellEnv
+from lab.cellenv import CellEnv
 from lab.drives import DriveNode
-from lab.media import MixedDisc, build_mixed_cd
+from lab.guest import command_text
+from lab.media import MixedDisc
 
 CDAUDIO = Path(__file__).resolve().parent / "guest" / "cdaudio.py"
 GUEST_CDAUDIO = "/usr/local/lib/vhba-cdaudio.py"
-GUEST_DIR = f"{GUEST_MEDIA}/mixed"
 SECTOR = 2352
 
 
 @pytest.fixture
 def mixed(cell: CellEnv, drive: DriveNode) -> Iterator[tuple[MixedDisc, DriveNode]]:
     """The mixed disc in drive 0 (built for this cell, uploaded once); cd1 back afterwards."""
-    disc = build_mixed_cd(cell.cell_dir / "mixed-cd", seed=18)
-    guest = cell.guest
     assert cell.drive is not None
     if not cell.drive.running():  # an earlier group (the attacker's) may have stopped it
         restart_drive(cell)
         drive = cell.nodes[0]
-    if guest.run(f"test -f {GUEST_DIR}/{disc.cue.name}").rc != 0:
-        guest.run(f"mkdir -p -m 755 {GUEST_DIR}", check=True)
-        for path in disc.files:
-            guest.upload(path, f"{GUEST_DIR}/{path.name}", mode=0o644)
-        guest.upload(CDAUDIO, GUEST_CDAUDIO, mode=0o755)
-    insert(cell, f"{GUEST_DIR}/{disc.cue.name}", size=disc.leadout * 2048)
+    disc, cue = upload_mixed_cd(cell)
+    cell.guest.upload(CDAUDIO, GUEST_CDAUDIO, mode=0o755)
+    insert(cell, cue, size=disc.leadout * 2048)
     try:
         yield disc, drive
     finally:
@@ -62,7 +57,7 @@ def mixed(cell: CellEnv, drive: DriveNode) -> Iterator[tuple[MixedDisc, DriveNod
 
 def _cdaudio(cell: CellEnv, node: str, *args: str) -> dict:
     argv = ["python3", GUEST_CDAUDIO, node, *args]
-    out = cell.guest.run(shlex.join(argv), timeout=300, check=True).stdout
+    out = cell.guest.run(argv, timeout=300).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert "error" not in result, f"{' '.join(args)}: {result['error']}"
     return result
@@ -90,7 +85,9 @@ def test_udev_counts_the_tracks(cell: CellEnv, mixed: tuple[MixedDisc, DriveNode
 
 def test_cd_info_agrees_with_the_sheet(cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]) -> None:
     disc, node = mixed
-    res = cell.guest.run(f"cd-info --no-cddb --no-device-info -C {node.sr}", timeout=300)
+    res = cell.guest.run(
+        ["cd-info", "--no-cddb", "--no-device-info", "-C", node.sr], timeout=300, check=False
+    )
     rows = re.findall(r"^\s*(\d+): \d\d:\d\d:\d\d\s+(\d+)\s+(\w+)", res.stdout, re.MULTILINE)
     got = [(int(n), int(lsn), kind) for n, lsn, kind in rows]
     want = [(t.number, t.start, "audio" if t.audio else "data") for t in disc.tracks]
@@ -99,10 +96,11 @@ def test_cd_info_agrees_with_the_sheet(cell: CellEnv, mixed: tuple[MixedDisc, Dr
 
 def test_cdrdao_reads_the_same_toc(cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]) -> None:
     _, node = mixed
-    res = cell.guest.run(
-        f"rm -f /tmp/mixed.toc; cdrdao read-toc --device {node.sg} --fast-toc /tmp/mixed.toc"
-        " && cat /tmp/mixed.toc",
+    read_toc = ["cdrdao", "read-toc", "--device", node.sg, "--fast-toc", "/tmp/mixed.toc"]
+    res = cell.guest.sh(
+        f"rm -f /tmp/mixed.toc; {command_text(read_toc)} && cat /tmp/mixed.toc",
         timeout=600,
+        check=False,
     )
     assert res.rc == 0, f"cdrdao read-toc failed (rc {res.rc}): {res.stderr[-1500:]}"
     assert re.findall(r"^TRACK (\w+)", res.stdout, re.MULTILINE) == [
@@ -117,10 +115,12 @@ def test_cdparanoia_rips_each_track_bit_exactly(
     disc, node = mixed
     want = disc.track(track)
     out = f"/tmp/rip-{track}.raw"
-    res = cell.guest.run(
-        f"rm -f {out}; cdparanoia -q -Z -r -d {node.sr} {track} {out} && sha256sum {out}"
-        f" && stat -c %s {out}",
+    rip = command_text(["cdparanoia", "-q", "-Z", "-r", "-d", node.sr, track, out])
+    res = cell.guest.sh(
+        f"{command_text(['rm', '-f', out])}; {rip} && {command_text(['sha256sum', out])}"
+        f" && {command_text(['stat', '-c', '%s', out])}",
         timeout=600,
+        check=False,
     )
     assert res.rc == 0, f"cdparanoia failed (rc {res.rc}): {res.stderr[-1500:]}"
     digest, size = res.stdout.split()[0], int(res.stdout.split()[-1])

@@ -200,7 +200,7 @@ class CellEnv:
             self.broken = f"the {self.spec.module} module did not load: {exc}"
             return
         with self.phase("media_upload"):
-            guest.run(f"mkdir -p -m 755 {GUEST_MEDIA}", check=True)
+            guest.run(["mkdir", "-p", "-m", "755", GUEST_MEDIA])
             for name, medium in self.media.items():
                 guest.upload(medium.path, f"{GUEST_MEDIA}/{name}.iso")
         self.drive = make_drive(self.spec.responder, guest)
@@ -261,7 +261,7 @@ class CellEnv:
                     self.drive.fetch_logs(self.cell_dir)
             if self.booted is not None and not self.qemu_gone():
                 with contextlib.suppress(LabError, OSError):
-                    dmesg = self.booted.guest.run("dmesg", timeout=60).stdout
+                    dmesg = self.booted.guest.run(["dmesg"], timeout=60, check=False).stdout
                     (self.cell_dir / "dmesg.txt").write_text(dmesg)
         finally:
             self._stack.close()

@@ -338,7 +338,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
                 signal.pause()
             return 0
         if cmd:
-            result = booted.guest.run(shlex.join(cmd), timeout=3600)
+            result = booted.guest.run(cmd, timeout=3600, check=False)
             sys.stdout.write(result.stdout)
             sys.stderr.write(result.stderr)
             return result.rc

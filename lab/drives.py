@@ -8,7 +8,6 @@ the suite finds /dev/srN and /dev/sgN through sysfs, never by a fixed name.
 from __future__ import annotations
 
 import json
-import shlex
 import tempfile
 import time
 from collections.abc import Sequence
@@ -16,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from lab.errors import GuestCommandError
-from lab.guest import Guest
+from lab.errors import GuestCommandError, GuestWaitError
+from lab.guest import CommandResult, Guest, command_text, poll
 
 # World-readable, so the responder can also run as an unprivileged user.
 GUEST_PYZ = "/usr/local/lib/vhba-responder.pyz"
 # "[v]" keeps pgrep/pkill from matching the shell command line that runs them.
 _PATTERN = "[v]hba-responder.pyz serve"
+# The session bus CdemuDaemon.start() runs ("[d]": as above).
+_BUS_PATTERN = "[d]bus-daemon --session --fork --print-address=1"
 STATE = "/run/vhba-responder"
 LOGS = "/var/log/vhba-responder"
 
@@ -79,19 +80,29 @@ def make_drive(kind: str, guest: Guest) -> Drive:
 
 def find_nodes(guest: Guest, hctl: str, timeout: float = 20.0) -> DriveNode:
     """Wait until sr and sg are bound to ``hctl`` and udev has created their nodes."""
-    sysfs = f"/sys/bus/scsi/devices/{hctl}"
-    script = (
-        f"for i in $(seq {int(timeout * 10)}); do "
-        f"b=$(ls {sysfs}/block 2>/dev/null); "
-        f"g=$(basename $(readlink {sysfs}/generic) 2>/dev/null); "
-        'if [ -n "$b" ] && [ -n "$g" ] && [ -b /dev/$b ] && [ -c /dev/$g ]; then '
-        'echo "$b $g"; exit 0; fi; sleep 0.1; done; exit 1'
+    sysfs = command_text([f"/sys/bus/scsi/devices/{hctl}"])
+    probe = (
+        f'b=$(ls {sysfs}/block 2>/dev/null); g=$(basename "$(readlink {sysfs}/generic)"); '
+        '[ -n "$b" ] && [ -n "$g" ] && [ -b "/dev/$b" ] && [ -c "/dev/$g" ] && echo "$b $g"'
     )
-    result = guest.run(script, timeout=timeout + 30)
-    if result.rc != 0:
-        raise GuestCommandError(f"no sr/sg device appeared for {hctl} within {timeout:.0f} s")
+    try:
+        result = poll(lambda: guest.sh(probe, check=False), timeout * guest.patience, 0.1)
+    except GuestWaitError:
+        raise GuestCommandError(
+            f"no sr/sg device appeared for {hctl} within {timeout:.0f} s"
+        ) from None
     block, generic = result.stdout.split()
     return DriveNode(hctl, f"/dev/{block}", f"/dev/{generic}")
+
+
+def wait_gone(guest: Guest, pgrep_args: Sequence[str], timeout: float) -> bool:
+    """Poll (from the host) until ``pgrep pgrep_args`` finds no process; False on timeout."""
+    deadline = time.monotonic() + timeout * guest.patience
+    while guest.run(["pgrep", *pgrep_args], check=False).rc == 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 class OurResponder:
@@ -139,34 +150,27 @@ class OurResponder:
             args += ["--device", medium or "-"]
         for fault in faults or []:
             args += ["--fault", fault]
-        inner = shlex.join(args)
         if self.user != "root":
-            inner = f"runuser -u {shlex.quote(self.user)} -- {inner}"
-        owner = (
-            f"chown -R {shlex.quote(self.user)} {STATE} {LOGS} && " if self.user != "root" else ""
-        )
-        self.guest.run(
-            f"mkdir -p {STATE} {LOGS} && {owner}rm -f {STATE}/ready.json && "
-            f"(setsid {inner} </dev/null >{LOGS}/stdout.log 2>&1 &)",
-            check=True,
-        )
-        ready = self.guest.run(
-            f"for i in $(seq {int(timeout * 10)}); do test -s {STATE}/ready.json && "
-            f"cat {STATE}/ready.json && exit 0; sleep 0.1; done; "
-            f"cat {LOGS}/stdout.log >&2; exit 1",
-            timeout=timeout + 30,
-        )
-        if ready.rc != 0:
+            args = ["runuser", "-u", self.user, "--", *args]
+        self.guest.run(["mkdir", "-p", STATE, LOGS])
+        if self.user != "root":
+            self.guest.run(["chown", "-R", self.user, STATE, LOGS])
+        self.guest.run(["rm", "-f", f"{STATE}/ready.json"])
+        self.guest.sh(f"(setsid {command_text(args)} </dev/null >{LOGS}/stdout.log 2>&1 &)")
+        try:
+            self.guest.wait_for(["test", "-s", f"{STATE}/ready.json"], timeout=timeout)
+        except GuestWaitError:
+            out = self.guest.run(["cat", f"{LOGS}/stdout.log"], check=False).stdout
             raise GuestCommandError(
-                f"responder did not become ready in {timeout:.0f} s: {ready.stderr.strip()}"
-            )
-        info = json.loads(ready.stdout)
+                f"responder did not become ready in {timeout:.0f} s: {out.strip()}"
+            ) from None
+        info = json.loads(self.guest.run(["cat", f"{STATE}/ready.json"]).stdout)
         self.nodes = [find_nodes(self.guest, dev["hctl"]) for dev in info["devices"]]
         return self.nodes
 
     def ctl(self, *words: str, check: bool = True) -> dict[str, object]:
-        cmd = shlex.join(["python3", GUEST_PYZ, "ctl", "--control", f"{STATE}/ctl.sock", *words])
-        result = self.guest.run(cmd, timeout=60)
+        argv = ["python3", GUEST_PYZ, "ctl", "--control", f"{STATE}/ctl.sock", *words]
+        result = self.guest.run(argv, timeout=60, check=False)
         if check and result.rc != 0:
             raise GuestCommandError(f"responder ctl {' '.join(words)} failed: {result.stderr}")
         try:
@@ -181,15 +185,12 @@ class OurResponder:
         self.ctl("eject", str(index))
 
     def running(self) -> bool:
-        return self.guest.run(f"pgrep -f '{_PATTERN}'").rc == 0
+        return self.guest.run(["pgrep", "-f", _PATTERN], check=False).rc == 0
 
     def stop(self, timeout: float = 20.0) -> None:
-        self.guest.run(
-            f"pkill -TERM -f '{_PATTERN}'; for i in $(seq {int(timeout * 10)}); do "
-            f"pgrep -f '{_PATTERN}' >/dev/null || exit 0; sleep 0.1; done; "
-            f"pkill -KILL -f '{_PATTERN}'; exit 1",
-            timeout=timeout + 30,
-        )
+        self.guest.run(["pkill", "-TERM", "-f", _PATTERN], check=False)
+        if not wait_gone(self.guest, ["-f", _PATTERN], timeout):
+            self.guest.run(["pkill", "-KILL", "-f", _PATTERN], check=False)
         self.nodes = []
 
     def fetch_logs(self, dest: Path) -> dict[str, Path]:
@@ -218,12 +219,18 @@ class CdemuDaemon:
     def __init__(self, guest: Guest) -> None:
         self.guest = guest
         self.nodes: list[DriveNode] = []
+        self._bus: str | None = None  # the session bus address, once read
 
     def ship(self) -> None:
         """Nothing to upload: the daemon is part of every guest image."""
 
-    def _env(self) -> str:
-        return f"DBUS_SESSION_BUS_ADDRESS=$(cat {self.BUS_FILE})"
+    def _cdemu(self, *words: str, check: bool = True) -> CommandResult:
+        """``cdemu WORDS`` on the daemon's session bus (its address is in BUS_FILE)."""
+        if self._bus is None:
+            self._bus = self.guest.run(["cat", self.BUS_FILE]).stdout.strip()
+        return self.guest.run(
+            ["env", f"DBUS_SESSION_BUS_ADDRESS={self._bus}", "cdemu", *words], check=check
+        )
 
     def start(
         self, media: list[str | None], faults: list[str] | None = None, timeout: float = 30.0
@@ -231,15 +238,16 @@ class CdemuDaemon:
         if faults:
             raise GuestCommandError("cdemu-daemon has no fault injection; use our responder")
         count = len(media)
-        self.guest.run(
-            f"mkdir -p {LOGS}; dbus-daemon --session --fork --print-address=1 > {self.BUS_FILE} && "
-            f"export {self._env()} && (setsid cdemu-daemon --num-devices={count} "
-            f"--logfile={LOGS}/cdemu-daemon.log "
-            f"</dev/null >{LOGS}/stdout.log 2>&1 &)",
-            check=True,
-        )
+        self.guest.run(["mkdir", "-p", LOGS])
+        self.guest.sh(f"dbus-daemon --session --fork --print-address=1 > {self.BUS_FILE}")
+        self._bus = bus = self.guest.run(["cat", self.BUS_FILE]).stdout.strip()
+        daemon = [
+            "setsid", "env", f"DBUS_SESSION_BUS_ADDRESS={bus}", "cdemu-daemon",
+            f"--num-devices={count}", f"--logfile={LOGS}/cdemu-daemon.log",
+        ]  # fmt: skip
+        self.guest.sh(f"({command_text(daemon)} </dev/null >{LOGS}/stdout.log 2>&1 &)")
         deadline = time.monotonic() + timeout
-        while self.guest.run(f"{self._env()} cdemu status").rc != 0:
+        while self._cdemu("status", check=False).rc != 0:
             if time.monotonic() > deadline:
                 raise GuestCommandError("cdemu-daemon did not answer on its session bus")
             time.sleep(0.5)
@@ -255,7 +263,7 @@ class CdemuDaemon:
     def _hctl(self, index: int, deadline: float) -> str:
         """Map cdemu's device index to H:C:T:L via its sr name and sysfs."""
         while True:
-            out = self.guest.run(f"{self._env()} cdemu device-mapping").stdout
+            out = self._cdemu("device-mapping", check=False).stdout
             for line in out.splitlines():
                 words = line.split()
                 if (
@@ -265,15 +273,15 @@ class CdemuDaemon:
                     and words[1].startswith("/dev/sr")
                 ):
                     sr = Path(words[1]).name
-                    found = self.guest.run(f"basename $(readlink -f /sys/block/{sr}/device)")
-                    return found.stdout.strip()
+                    found = self.guest.run(["readlink", "-f", f"/sys/block/{sr}/device"])
+                    return Path(found.stdout.strip()).name
             if time.monotonic() > deadline:
                 raise GuestCommandError(f"cdemu-daemon never mapped device {index}: {out}")
             time.sleep(0.5)
 
     def loaded(self, index: int) -> bool:
         """Whether cdemu says drive ``index`` holds a disc (``cdemu status``)."""
-        out = self.guest.run(f"{self._env()} cdemu status", check=True).stdout
+        out = self._cdemu("status").stdout
         for line in out.splitlines():
             words = line.split()
             if len(words) >= 2 and words[0] == str(index):
@@ -284,7 +292,7 @@ class CdemuDaemon:
         # cdemu refuses to load over a disc ("AlreadyLoaded"): swap like a user would.
         if self.loaded(index):
             self.eject(index)
-        self.guest.run(f"{self._env()} cdemu load {index} {shlex.quote(path)}", check=True)
+        self._cdemu("load", str(index), path)
 
     def eject(self, index: int) -> None:
         """Unload, and let the eject play out before anything else happens.
@@ -295,19 +303,19 @@ class CdemuDaemon:
         that eject arrives is thrown out again (seen as a drive that stays
         empty after ``cdemu load`` succeeded).
         """
-        self.guest.run(f"{self._env()} cdemu unload {index}", check=True)
-        self.guest.run(f"sleep {EJECT_SETTLE_S}; udevadm settle -t 20", timeout=60)
+        self._cdemu("unload", str(index))
+        time.sleep(EJECT_SETTLE_S)
+        self.guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
 
     def running(self) -> bool:
-        return self.guest.run("pgrep -x cdemu-daemon").rc == 0
+        return self.guest.run(["pgrep", "-x", "cdemu-daemon"], check=False).rc == 0
 
     def stop(self, timeout: float = 20.0) -> None:
-        self.guest.run(
-            f"pkill -TERM -x cdemu-daemon; for i in $(seq {int(timeout * 10)}); do "
-            "pgrep -x cdemu-daemon >/dev/null || exit 0; sleep 0.1; done; "
-            "pkill -KILL -x cdemu-daemon",
-            timeout=timeout + 30,
-        )
+        self.guest.run(["pkill", "-TERM", "-x", "cdemu-daemon"], check=False)
+        if not wait_gone(self.guest, ["-x", "cdemu-daemon"], timeout):
+            self.guest.run(["pkill", "-KILL", "-x", "cdemu-daemon"], check=False)
+        self.guest.run(["pkill", "-f", _BUS_PATTERN], check=False)  # the bus start() began
+        self._bus = None
         self.nodes = []
 
     def fetch_logs(self, dest: Path) -> dict[str, Path]:

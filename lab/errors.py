@@ -66,5 +66,9 @@ class GuestLostError(GuestCommandError):
     """Not one command's failure: the channel into the guest is gone (see lab.cellstate)."""
 
 
+class GuestWaitError(GuestCommandError):
+    """A condition polled from the host (``Guest.wait_for``) never came true in time."""
+
+
 class ModuleBuildError(LabError):
     pass

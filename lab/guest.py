@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
 import logging
 import secrets
@@ -15,15 +16,46 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Union
 
 import paramiko
 
-from lab.errors import GuestCommandError, GuestLostError
+from lab.errors import GuestCommandError, GuestLostError, GuestWaitError
 
 log = logging.getLogger(__name__)
+
+
+#: One word of a guest command line.
+Arg = Union[str, int, PurePath]
+
+
+def command_text(argv: Sequence[Arg]) -> str:
+    """``argv`` as bash text: the one place the lab quotes a guest command."""
+    if isinstance(argv, (str, bytes)):
+        raise TypeError("a guest command is an argv list; shell text goes to Guest.sh()")
+    return shlex.join(str(arg) for arg in argv)
+
+
+def poll(
+    attempt: Callable[[], CommandResult], timeout: float, interval: float, fails: bool = False
+) -> CommandResult:
+    """Call ``attempt`` until it succeeds (``fails``: until it fails) or ``timeout`` runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = attempt()
+        if (result.rc == 0) != fails:
+            return result
+        if time.monotonic() >= deadline:
+            still = "succeeding" if fails else "failing"
+            raise GuestWaitError(
+                f"guest command still {still} after {timeout:.0f} s (rc {result.rc}): "
+                f"{result.cmd}\nstdout: {result.stdout.strip()[-1000:]}\n"
+                f"stderr: {result.stderr.strip()[-1000:]}"
+            )
+        time.sleep(interval)
 
 
 @dataclass(frozen=True)
@@ -171,30 +203,72 @@ class Guest:
         return transport
 
     def run(
-        self, cmd: str, timeout: float = 120.0, check: bool = False, stdin: bytes | None = None
+        self,
+        argv: Sequence[Arg],
+        *,
+        timeout: float = 120.0,
+        check: bool = True,
+        stdin: bytes | None = None,
     ) -> CommandResult:
-        """Run ``cmd`` with bash in the guest; give up on it after ``timeout`` seconds.
+        """Run one program in the guest: ``argv`` is quoted by :func:`command_text`.
 
-        Commands without ``stdin`` go to one long-lived bash (:meth:`_run_in_shell`):
+        ``check`` (the default) raises :class:`GuestCommandError`, carrying the
+        command, its exit code and its output, when the exit code is not 0;
+        callers that act on the exit code pass ``check=False``.
+        """
+        return self.sh(command_text(argv), timeout=timeout, check=check, stdin=stdin)
+
+    def sh(
+        self,
+        script: str,
+        *,
+        timeout: float = 120.0,
+        check: bool = True,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        """Run shell text with bash in the guest: for pipelines and redirections.
+
+        A plain command goes through :meth:`run` instead, so that only
+        :func:`command_text` quotes.  The guest gives up on it after ``timeout``
+        seconds (times ``patience``).
+
+        Scripts without ``stdin`` go to one long-lived bash (:meth:`_run_in_shell`):
         under TCG an ssh session per command costs 150-250 ms, a command in a
-        running shell only the fork of its subshell.  Commands with ``stdin``
+        running shell only the fork of its subshell.  Scripts with ``stdin``
         (and any issued while the shell is busy in another thread) get their own
-        ssh session as before.  Either way the command runs in a fresh subshell
-        with stdin from /dev/null, so ``cd``, ``export`` or ``exit`` stay inside it.
+        ssh session.  Either way the script runs in a fresh subshell with stdin
+        from /dev/null, so ``cd``, ``export`` or ``exit`` stay inside it.
         """
         timeout *= self.patience
-        with self._channel(f"command {cmd[:200]!r}"):
+        with self._channel(f"command {script[:200]!r}"):
             if stdin is None and self._shell_lock.acquire(blocking=False):
                 try:
-                    rc, out, err = self._run_in_shell(cmd, timeout)
+                    rc, out, err = self._run_in_shell(script, timeout)
                 finally:
                     self._shell_lock.release()
             else:
-                rc, out, err = self.run_session(cmd, timeout, stdin)
-        result = CommandResult(cmd, rc, out.decode(errors="replace"), err.decode(errors="replace"))
-        if check:
-            result.check()
-        return result
+                rc, out, err = self.run_session(script, timeout, stdin)
+        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+        result = CommandResult(script, rc, stdout, stderr)
+        return result.check() if check else result
+
+    def wait_for(
+        self,
+        argv: Sequence[Arg],
+        *,
+        timeout: float,
+        interval: float = 0.1,
+        until_fails: bool = False,
+    ) -> CommandResult:
+        """Run ``argv`` until it exits 0 (``until_fails``: until it does not, e.g. a
+        ``pgrep`` for a process that must end); the polling loop runs here, on the host.
+
+        Each try is one round trip on the long-lived shell.  Raises
+        :class:`GuestWaitError` with the last try's output after
+        ``timeout`` seconds (times ``patience``).
+        """
+        attempt = functools.partial(self.run, argv, check=False)
+        return poll(attempt, timeout * self.patience, interval, until_fails)
 
     def _timed_out(self, cmd: str, timeout: float, out: bytes) -> GuestCommandError:
         return GuestCommandError(
@@ -309,4 +383,4 @@ class Guest:
             sftp.get(remote, str(local))
 
     def write_text(self, remote: str, text: str) -> None:
-        self.run(f"cat > {shlex.quote(remote)}", stdin=text.encode(), check=True)
+        self.sh(f"cat > {command_text([remote])}", stdin=text.encode())

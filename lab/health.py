@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import GuestLostError, LabError
+from lab.guest import command_text
 from lab.sanitizers import Finding, parse_kmemleak, scan_kmsg
 
 # Kernel log lines that mean the kernel is unhealthy (the blktests list).
@@ -108,18 +108,12 @@ class KernelHealth:
             self.kmemleak = self._kmemleak_probe()
         marker = f"vhba-lab: test start {test_name} {time.time():.6f}"
         with self.phase("health_checks"):
-            out = (
-                self.guest()
-                .run(
-                    f"echo {shlex.quote(marker)} > /dev/kmsg && {READ_TAINT}",
-                    check=True,
-                )
-                .stdout
-            )
+            mark = f"echo {command_text([marker])} > /dev/kmsg && {READ_TAINT}"
+            out = self.guest().sh(mark).stdout
         return Health(marker, int(out.strip()))
 
     def taint(self) -> int:
-        return int(self.guest().run("cat /proc/sys/kernel/tainted", check=True).stdout.strip())
+        return int(self.guest().run(["cat", "/proc/sys/kernel/tainted"]).stdout.strip())
 
     def end(self, health: Health, out: Path) -> HealthVerdict:
         """Save the test's dmesg slice to ``out``; say what is wrong with the kernel, if anything.
@@ -131,8 +125,8 @@ class KernelHealth:
         """
         with self.phase("health_checks"):
             # grep -A: the marker line and everything after it
-            slice_cmd = f"dmesg | grep -F -A 1000000 -- {shlex.quote(health.marker)}"
-            res = self.guest().run(f"{READ_TAINT}; {slice_cmd}", timeout=60)
+            slice_cmd = f"dmesg | grep -F -A 1000000 -- {command_text([health.marker])}"
+            res = self.guest().sh(f"{READ_TAINT}; {slice_cmd}", timeout=60, check=False)
         taint_line, _, dmesg = res.stdout.partition("\n")
         _, _, after = dmesg.partition(health.marker)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +173,7 @@ class KernelHealth:
         """Whether kmemleak works here; what boot and set-up left goes to the cell dir."""
         with self.phase("kmemleak_scans"):
             try:
-                res = self.guest().run(KMEMLEAK_PROBE, timeout=600)
+                res = self.guest().sh(KMEMLEAK_PROBE, timeout=600, check=False)
             except GuestLostError:
                 raise
             except LabError as exc:
@@ -196,7 +190,7 @@ class KernelHealth:
         """kmemleak's read-back after a scan: the leaks since the last one ("" if none)."""
         with self.phase("kmemleak_scans"):
             try:
-                res = self.guest().run(KMEMLEAK_SCAN, timeout=600)
+                res = self.guest().sh(KMEMLEAK_SCAN, timeout=600, check=False)
             except GuestLostError:
                 raise
             except LabError as exc:

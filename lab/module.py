@@ -121,17 +121,17 @@ def load_module(guest: Guest, ko: Path, params: str = "") -> None:
     """Insert ``ko`` into the guest and wait for /dev/vhba_ctl."""
     guest.upload(ko, "/root/vhba.ko")
     # insmod does not resolve dependencies: load the SCSI stack sr/sg need first.
-    result = guest.run(
-        "modprobe -a scsi_mod sr_mod sg cdrom 2>/dev/null; "
-        f"insmod /root/vhba.ko {params} && udevadm settle -t 20 && test -c /dev/vhba_ctl",
-        timeout=120,
-    )
+    guest.run(["modprobe", "-a", "scsi_mod", "sr_mod", "sg", "cdrom"], check=False)
+    result = guest.run(["insmod", "/root/vhba.ko", *params.split()], timeout=120, check=False)
+    if result.rc == 0:
+        guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
+        result = guest.run(["test", "-c", "/dev/vhba_ctl"], check=False)
     if result.rc != 0:
-        dmesg = guest.run("dmesg | tail -20").stdout
+        dmesg = guest.sh("dmesg | tail -20", check=False).stdout
         raise GuestCommandError(
             f"loading vhba.ko failed (rc {result.rc}): {result.stderr.strip()}\n{dmesg}"
         )
 
 
 def unload_module(guest: Guest) -> None:
-    guest.run("rmmod vhba", timeout=60, check=True)
+    guest.run(["rmmod", "vhba"], timeout=60)

@@ -135,7 +135,8 @@ def _make_warm(image: Image, shape: Shape, say: Callable[[str], None]) -> Path:
                 guest = _wait_ssh(machine, image, COLD_BOOT_TIMEOUT * shape.patience, shape)
                 boot_s = time.monotonic() - started
                 # Settle: let udev finish so a restored guest starts from a quiet state.
-                guest.run("udevadm settle -t 30; sync", timeout=60)
+                guest.run(["udevadm", "settle", "-t", "30"], timeout=60, check=False)
+                guest.run(["sync"], timeout=60, check=False)
                 guest.close()
                 machine.savevm(SNAPSHOT_TAG)
             break
@@ -247,7 +248,7 @@ def boot(
     try:
         if warm:
             # A restored guest's clock stops at savevm time; make it now.
-            guest.run(f"date -u -s @{time.time():.3f} >/dev/null", check=True)
+            guest.run(["date", "-u", "-s", f"@{time.time():.3f}"])
         ready = time.monotonic() - started
         say(
             f"guest {image.abi} ready in {ready:.1f} s ({'warm' if warm else 'cold'}, {accel.name})"

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
-from lab.errors import GuestCommandError, GuestLostError
-from lab.guest import CommandResult
+from lab.errors import GuestCommandError, GuestLostError, GuestWaitError
+from lab.guest import Arg, CommandResult, command_text, poll
 
 
 class LocalChannel:
@@ -27,24 +27,49 @@ class LocalChannel:
         self.alive = alive
 
     def run(
-        self, cmd: str, timeout: float = 120.0, check: bool = False, stdin: bytes | None = None
+        self,
+        argv: Sequence[Arg],
+        *,
+        timeout: float = 120.0,
+        check: bool = True,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        return self.sh(command_text(argv), timeout=timeout, check=check, stdin=stdin)
+
+    def sh(
+        self,
+        script: str,
+        *,
+        timeout: float = 120.0,
+        check: bool = True,
+        stdin: bytes | None = None,
     ) -> CommandResult:
         if self.alive is not None and not self.alive():
             raise GuestLostError("the guest's QEMU process is not running")
         try:
             proc = subprocess.run(
-                ["sh", "-c", cmd], input=stdin or b"", capture_output=True, timeout=timeout
+                ["sh", "-c", script], input=stdin or b"", capture_output=True, timeout=timeout
             )
         except subprocess.TimeoutExpired as exc:
             out = (exc.stdout or b"").decode(errors="replace")
             raise GuestCommandError(
-                f"guest command timed out after {timeout:.0f} s: {cmd}\npartial stdout: {out}"
+                f"guest command timed out after {timeout:.0f} s: {script}\npartial stdout: {out}"
             ) from exc
         result = CommandResult(
-            cmd, proc.returncode, proc.stdout.decode(errors="replace"),
+            script, proc.returncode, proc.stdout.decode(errors="replace"),
             proc.stderr.decode(errors="replace"),
         )  # fmt: skip
         return result.check() if check else result
+
+    def wait_for(
+        self,
+        argv: Sequence[Arg],
+        *,
+        timeout: float,
+        interval: float = 0.1,
+        until_fails: bool = False,
+    ) -> CommandResult:
+        return poll(lambda: self.run(argv, check=False), timeout, interval, until_fails)
 
     def write_text(self, remote: str, text: str) -> None:
         Path(remote).write_text(text)
@@ -57,32 +82,53 @@ def check_channel(channel: object, scratch: str, kill: Callable[[], None] | None
     say GuestLostError at once, not after a reconnect timeout.
     """
     run = channel.run  # type: ignore[attr-defined]
+    sh = channel.sh  # type: ignore[attr-defined]
     # Output, both streams and the exit code come back separately and whole.
-    res = run("printf 'out\\n'; printf 'err\\n' >&2; exit 3")
+    res = sh("printf 'out\\n'; printf 'err\\n' >&2; exit 3", check=False)
     assert (res.rc, res.stdout, res.stderr) == (3, "out\n", "err\n")
-    big = run("head -c 300000 /dev/zero | tr '\\0' x")
+    big = sh("head -c 300000 /dev/zero | tr '\\0' x")
     assert big.rc == 0 and big.stdout == "x" * 300000, "output must not be cut short"
+    # An argv reaches the program word for word: nothing in it is shell syntax.
+    words = ["a b", "$(echo no)", "it's", '"q"', "*", "; exit 9", "", "línea"]
+    assert run(["printf", "%s|", *words]).stdout == "|".join(words) + "|"
+    with pytest.raises(TypeError):
+        run("echo shell text is not an argv")
     # stdin reaches the command.
-    assert run("cat", stdin=b"fed through stdin").stdout == "fed through stdin"
-    # check=True: the error carries the command, the exit code and the output.
+    assert run(["cat"], stdin=b"fed through stdin").stdout == "fed through stdin"
+    # Exit codes are checked by default; the error carries the command, the exit
+    # code and the output.
     with pytest.raises(GuestCommandError) as failed:
-        run("echo some-output; echo some-error >&2; exit 7", check=True)
+        sh("echo some-output; echo some-error >&2; exit 7")
     text = str(failed.value)
     assert "rc 7" in text and "exit 7" in text and "some-output" in text and "some-error" in text
     assert not isinstance(failed.value, GuestLostError), "a failing command is no lost guest"
+    with pytest.raises(GuestCommandError, match="rc 1"):
+        run(["false"])
+    assert run(["false"], check=False).rc == 1
     # A command that outlives its timeout is stopped, and the channel still works after.
     started = time.monotonic()
     with pytest.raises(GuestCommandError, match="timed out after 2 s") as slow:
-        run("echo begun; sleep 30", timeout=2)
+        sh("echo begun; sleep 30", timeout=2)
     assert time.monotonic() - started < 20
     assert not isinstance(slow.value, GuestLostError)
-    assert run("echo again").stdout == "again\n"
+    assert run(["echo", "again"]).stdout == "again\n"
     # Files written through the channel are there, byte for byte.
     channel.write_text(f"{scratch}/contract.txt", "línea\n")  # type: ignore[attr-defined]
-    assert run(f"cat {scratch}/contract.txt").stdout == "línea\n"
+    assert run(["cat", f"{scratch}/contract.txt"]).stdout == "línea\n"
+    # wait_for polls from the host until the command succeeds, or says it never did.
+    flag = f"{scratch}/flag"
+    sh(f"(sleep 1; touch {flag}) >/dev/null 2>&1 &")
+    assert channel.wait_for(["test", "-e", flag], timeout=20).rc == 0  # type: ignore[attr-defined]
+    with pytest.raises(GuestWaitError, match="still failing after 1 s"):
+        channel.wait_for(["test", "-e", f"{scratch}/never"], timeout=1)  # type: ignore[attr-defined]
+    sh(f"(sleep 1; rm {flag}) >/dev/null 2>&1 &")
+    gone = channel.wait_for(["test", "-e", flag], timeout=20, until_fails=True)  # type: ignore[attr-defined]
+    assert gone.rc == 1
+    with pytest.raises(GuestWaitError, match="still succeeding after 1 s"):
+        channel.wait_for(["true"], timeout=1, until_fails=True)  # type: ignore[attr-defined]
     if kill is not None:
         kill()
         started = time.monotonic()
         with pytest.raises(GuestLostError):
-            run("true")
+            run(["true"])
         assert time.monotonic() - started < 10, "a dead guest must be told at once"

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from lab.errors import GuestLostError
-from lab.guest import CommandResult
+from lab.guest import Arg, CommandResult, command_text
 from lab.health import KMEMLEAK_PROBE
 
 
@@ -28,7 +28,10 @@ class KmsgGuest:
         self.alive = alive
         self.marker = ""
 
-    def run(self, cmd: str, timeout: float = 0, check: bool = False) -> CommandResult:
+    def run(self, argv: Sequence[Arg], timeout: float = 0, check: bool = True) -> CommandResult:
+        return self.sh(command_text(argv), timeout=timeout, check=check)
+
+    def sh(self, cmd: str, timeout: float = 0, check: bool = True) -> CommandResult:
         if not self.alive():
             raise GuestLostError(f"lost the ssh connection (QEMU is not running) during {cmd}")
         if cmd == KMEMLEAK_PROBE:

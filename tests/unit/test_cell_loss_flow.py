@@ -79,7 +79,7 @@ def test_1_before(cell):
 
 def test_2_loses_the_guest(cell):
     cell.booted.machine.die()
-    cell.guest.run("sg_inq /dev/sg1")
+    cell.guest.run(["sg_inq", "/dev/sg1"])
 
 
 def test_3_after(cell):
