@@ -11,8 +11,9 @@ A cell goes wrong in two different ways and the report must tell them apart:
   whether the module can be blamed); the test that saw it carries that
   cause and every later test is skipped.
 
-Everything a person needs to judge the cell lands in its directory: the
-build log, the serial log, the full dmesg, the responder log and CDB trace.
+Everything a person needs to judge the cell lands in its directory (the
+build log, the serial log, the full dmesg, the responder log and CDB trace),
+listed in its cell.json by :class:`lab.cellrecord.CellRecorder`.
 
 Around each test the kernel's health is checked (``CellEnv.health``,
 :mod:`lab.health`): sanitizer reports of debug kernels make the test
@@ -22,13 +23,12 @@ SANITIZER with the bug named; BUG/WARNING lines and new taint bits fail it.
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.cellrecord import CellRecorder
 from lab.cells import CellSpec
 from lab.cellstate import CellLoss, CellState, LossKind, classify_loss
 from lab.context import LabContext
@@ -100,15 +100,13 @@ class CellEnv:
     loss_reported: bool = False  # a test already carries the loss
     module_loaded: bool = False
     _serial_mark: int = 0  # serial log size when the cell became ready
-    started: float = field(default_factory=time.monotonic)
-    # Seconds per bring-up / tear-down step, written to cell.json so a slow cell
-    # says where its time went (bench.lab reports these).
-    phases: dict[str, float] = field(default_factory=dict)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    record: CellRecorder = field(init=False)  # cell.json, timings, artifacts (lab.cellrecord)
     health: KernelHealth = field(init=False)  # the checks around every test (lab.health)
 
     def __post_init__(self) -> None:
-        self.health = KernelHealth(lambda: self.guest, self.cell_dir, self.phase)
+        self.record = CellRecorder(self.cell_dir, self.spec.responder)
+        self.health = KernelHealth(lambda: self.guest, self.cell_dir, self.record.phase)
 
     # -- bring-up -------------------------------------------------------------
     def setup(self) -> None:
@@ -167,9 +165,9 @@ class CellEnv:
     def _bring_up(self) -> None:
         # A debug kernel goes the --kernel DIR way: built (or taken from its cache) here.
         self.kernel = self.ctx.resolve_one(self.spec.kernel)
-        with self.phase("image"):
+        with self.record.phase("image"):
             self.image = self.ctx.image_for(self.kernel)
-        with self.phase("module_build"):
+        with self.record.phase("module_build"):
             self.build = build_module(
                 self.image,
                 self.cell_dir / "build.log",
@@ -180,7 +178,7 @@ class CellEnv:
         if not self.build.ok:
             self.broken = f"the {self.spec.module} module did not build for {self.kernel.abi}"
             return
-        with self.phase("guest_ready"):
+        with self.record.phase("guest_ready"):
             tuning = boot_tuning(self.spec.kernel, self.ctx.accel.name)
             booting = boot(
                 self.image, self.cell_dir / "guest", self.ctx.accel,
@@ -191,7 +189,7 @@ class CellEnv:
         guest = self.booted.guest
         assert self.build.ko is not None
         try:
-            with self.phase("module_load"):
+            with self.record.phase("module_load"):
                 self.module_loaded = True  # from here on the kernel may run module code
                 load_module(guest, self.build.ko)
         except GuestLostError:
@@ -199,29 +197,19 @@ class CellEnv:
         except LabError as exc:
             self.broken = f"the {self.spec.module} module did not load: {exc}"
             return
-        with self.phase("media_upload"):
+        with self.record.phase("media_upload"):
             guest.run(["mkdir", "-p", "-m", "755", GUEST_MEDIA])
             for name, medium in self.media.items():
                 guest.upload(medium.path, f"{GUEST_MEDIA}/{name}.iso")
         self.drive = make_drive(self.spec.responder, guest)
         try:
-            with self.phase("drive_start"):
+            with self.record.phase("drive_start"):
                 self.drive.ship()
                 self.nodes = self.drive.start([f"{GUEST_MEDIA}/cd1.iso"], faults=self.faults)
         except GuestLostError:
             raise
         except LabError as exc:
             self.broken = f"the drive did not attach: {exc}"
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Add the time spent in the block to ``phases[name]``."""
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            spent = time.monotonic() - start
-            self.phases[name] = round(self.phases.get(name, 0.0) + spent, 2)
 
     def _source(self) -> Path:
         from lab.module import MODULE_SOURCE
@@ -265,12 +253,8 @@ class CellEnv:
                     (self.cell_dir / "dmesg.txt").write_text(dmesg)
         finally:
             self._stack.close()
-            guest_dir = self.cell_dir / "guest"
-            serials = [guest_dir / "serial.log", *sorted(guest_dir.glob("serial-attempt*.log"))]
-            for serial in serials:
-                if serial.exists():
-                    shutil.copy2(serial, self.cell_dir / serial.name)
-            self.phases["teardown"] = round(time.monotonic() - start, 2)
+            self.record.keep_serial_logs(self.cell_dir / "guest")
+            self.record.phases["teardown"] = round(time.monotonic() - start, 2)
             self._write_cell_json(status)
 
     def _provenance(self) -> dict[str, str]:
@@ -285,19 +269,6 @@ class CellEnv:
         if self.build is not None and self.build.ko is not None and self.build.ko.exists():
             info["ko_sha256"] = sha256_file(self.build.ko)
         return info
-
-    def artifacts(self) -> dict[str, str]:
-        names = {
-            "build_log": "build.log", "serial": "serial.log", "dmesg": "dmesg.txt",
-            "responder_log": "responder.log", "cdb_trace": "trace.jsonl",
-            # kmemleak kernels only: leaks from boot and set-up, and why scans stopped
-            "kmemleak_baseline": "kmemleak-baseline.txt", "kmemleak_notes": "kmemleak-notes.txt",
-        }  # fmt: skip
-        if self.spec.responder == "cdemu":
-            names["responder_log"] = "cdemu-daemon.log"
-        for retry in sorted(self.cell_dir.glob("serial-attempt*.log")):  # failed boots (retried)
-            names[retry.stem.replace("-", "_")] = retry.name
-        return {label: name for label, name in names.items() if (self.cell_dir / name).exists()}
 
     def _write_cell_json(self, status: str) -> None:
         kernel = self.kernel
@@ -317,17 +288,14 @@ class CellEnv:
             "broken": self.broken,
             "loss": self.loss.to_json() if self.loss else None,
             "boot_retries": list(self.booted.retried) if self.booted else [],
-            "duration_s": round(time.monotonic() - self.started, 1),
             "ready_seconds": self.booted.ready_seconds if self.booted else None,
             "build": {
                 "ok": self.build.ok, "warnings": self.build.warnings,
                 "seconds": self.build.seconds,
             } if self.build else None,
-            "phases_s": self.phases,
             "module_provenance": self._provenance(),
-            "artifacts": self.artifacts(),
         }  # fmt: skip
-        (self.cell_dir / "cell.json").write_text(json.dumps(info, indent=2) + "\n")
+        self.record.write(info)
 
 
 def _one_line(exc: BaseException) -> str:
