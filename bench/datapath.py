@@ -50,7 +50,7 @@ from bench.stats import (
 )
 from lab.context import LabContext
 from lab.drives import CdemuDaemon, Drive, DriveNode, OurResponder, find_nodes
-from lab.errors import GuestWaitError, LabError
+from lab.errors import GuestLostError, GuestWaitError, LabError
 from lab.guest import Guest
 from lab.module import build_module, load_module, require_built
 from lab.paths import cache_root, repo_root
@@ -312,8 +312,12 @@ class DataPathBench:
     def deactivate(self) -> None:
         self.guest.run(["umount", MOUNT], check=False)
         if self.drive is not None:
-            with contextlib.suppress(LabError, OSError):
+            try:
                 self.drive.stop()
+            except GuestLostError:
+                raise
+            except (LabError, OSError):
+                pass
             self.drive = None
 
     def device_info(self, node: DriveNode) -> dict[str, Any]:

@@ -124,7 +124,8 @@ def load_module(guest: Guest, ko: Path, params: str = "") -> None:
     guest.run(["modprobe", "-a", "scsi_mod", "sr_mod", "sg", "cdrom"], check=False)
     result = guest.run(["insmod", "/root/vhba.ko", *params.split()], timeout=120, check=False)
     if result.rc == 0:
-        guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
+        result = guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
+    if result.rc == 0:
         result = guest.run(["test", "-c", "/dev/vhba_ctl"], check=False)
     if result.rc != 0:
         dmesg = guest.sh("dmesg | tail -20", check=False).stdout
