@@ -12,6 +12,7 @@ import base64
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.cellenv import GUEST_MEDIA
@@ -276,15 +277,20 @@ def insert(
         cell.guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
 
 
+def upload_sheet(cell: CellEnv, files: tuple[Path, ...], guest_dir: str) -> str:
+    """A CUE sheet (first of ``files``) and its BIN files in ``guest_dir``, uploaded once."""
+    cue = f"{guest_dir}/{files[0].name}"
+    if cell.guest.run(["test", "-f", cue], check=False).rc != 0:
+        cell.guest.run(["mkdir", "-p", "-m", "755", guest_dir])
+        for path in files:
+            cell.guest.upload(path, f"{guest_dir}/{path.name}", mode=0o644)
+    return cue
+
+
 def upload_mixed_cd(cell: CellEnv) -> tuple[MixedDisc, str]:
     """The mixed CD (CUE/BIN) built for the cell and uploaded once; (disc, its sheet's path)."""
     disc = build_mixed_cd(cell.cell_dir / "mixed-cd", seed=18)
-    cue = f"{MIXED_DIR}/{disc.cue.name}"
-    if cell.guest.run(["test", "-f", cue], check=False).rc != 0:
-        cell.guest.run(["mkdir", "-p", "-m", "755", MIXED_DIR])
-        for path in disc.files:
-            cell.guest.upload(path, f"{MIXED_DIR}/{path.name}", mode=0o644)
-    return disc, cue
+    return disc, upload_sheet(cell, disc.files, MIXED_DIR)
 
 
 def restore_cd1(cell: CellEnv) -> None:

@@ -7,11 +7,14 @@ layer's CDROMREADAUDIO), raw READ CD transfers of odd sizes (with and
 without sub-channel) must come back exact, PLAY AUDIO's position must move,
 and the data track must still mount.  These are the paths Linux sends to an
 audio or mixed disc: 2352-byte sectors, transfers that are multiples of
-neither 2048 nor a page.
+neither 2048 nor a page.  A second disc (``lab.media.build_raw_cd``) keeps its
+data in raw sectors (MODE1/2352, MODE2/2352 XA form 1): READ(10) must find the
+user data inside them, READ CD must return the BIN's own bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -26,17 +29,19 @@ from scsi_helpers import (
     restore_cd1,
     sg_raw,
     upload_mixed_cd,
+    upload_sheet,
     wait_props,
 )
 
-from lab.cellenv import CellEnv
+from lab.cellenv import GUEST_MEDIA, CellEnv
 from lab.drives import DriveNode
 from lab.guest import command_text
-from lab.media import MixedDisc
+from lab.media import MixedDisc, RawDisc, build_raw_cd
 
 CDAUDIO = Path(__file__).resolve().parent / "guest" / "cdaudio.py"
 GUEST_CDAUDIO = "/usr/local/lib/vhba-cdaudio.py"
 SECTOR = 2352
+RAW_DIR = f"{GUEST_MEDIA}/raw"
 
 
 @pytest.fixture
@@ -200,3 +205,71 @@ def test_the_data_track_mounts(cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]
     disc, node = mixed
     got = mounted_checksums(cell.guest, node.sr, "iso9660", list(disc.data.files))
     assert not checksum_mismatches(disc.data.files, got)
+
+
+@pytest.fixture
+def raw_cd(cell: CellEnv, drive: DriveNode) -> Iterator[tuple[RawDisc, DriveNode]]:
+    """A disc of raw data sectors (MODE1/2352, MODE2/2352 XA form 1) in drive 0."""
+    assert cell.drive is not None
+    if not cell.drive.running():
+        restart_drive(cell)
+        drive = cell.nodes[0]
+    disc = build_raw_cd(cell.cell_dir / "raw-cd", seed=19)
+    cue = upload_sheet(cell, disc.files, RAW_DIR)
+    insert(cell, cue, size=disc.leadout * 2048)
+    try:
+        yield disc, drive
+    finally:
+        restore_cd1(cell)
+
+
+def _read_cd(lba: int, sector_type: int, flags: int) -> bytes:
+    """READ CD of one sector: expected ``sector_type`` (0 any, 2 Mode 1, 4 form 1), ``flags``."""
+    return bytes((0xBE, sector_type << 2, *lba.to_bytes(4, "big"), 0, 0, 1, flags, 0, 0))
+
+
+def test_the_raw_mode1_track_mounts(cell: CellEnv, raw_cd: tuple[RawDisc, DriveNode]) -> None:
+    """READ(10) of a MODE1/2352 track: the user data inside the BIN's raw sectors."""
+    disc, node = raw_cd
+    got = mounted_checksums(cell.guest, node.sr, "iso9660", list(disc.mode1.files))
+    assert not checksum_mismatches(disc.mode1.files, got)
+
+
+def test_read_10_of_the_mode2_track_is_its_form1_data(
+    cell: CellEnv, raw_cd: tuple[RawDisc, DriveNode]
+) -> None:
+    disc, node = raw_cd
+    dd = ["dd", f"if={node.sr}", "bs=2048", f"skip={disc.mode2_start}", "count=4",
+          "iflag=direct", "status=none"]  # fmt: skip
+    got = cell.guest.sh(f"{command_text(dd)} | sha256sum").stdout.split()[0]
+    assert got == hashlib.sha256(disc.mode2_data[: 4 * 2048]).hexdigest()
+
+
+@pytest.mark.parametrize("where", ["mode1", "mode1_last", "mode2_first", "mode2_last"])
+def test_read_cd_returns_the_bins_raw_sectors(
+    cell: CellEnv, raw_cd: tuple[RawDisc, DriveNode], where: str
+) -> None:
+    """Sync, header, (sub-header,) user data, EDC/ECC: the BIN's bytes, not recomputed ones."""
+    disc, node = raw_cd
+    lba = {"mode1": 16, "mode1_last": disc.mode2_start - 1, "mode2_first": disc.mode2_start,
+           "mode2_last": disc.leadout - 1}[where]  # fmt: skip
+    res = sg_raw(cell.guest, node.sg, _read_cd(lba, 0, 0xF8), alloc=SECTOR)
+    assert res.good, res.describe()
+    assert res.data == disc.raw(lba), f"LBA {lba}: READ CD differs from the BIN's sector"
+
+
+def test_read_cd_of_form1_user_data(cell: CellEnv, raw_cd: tuple[RawDisc, DriveNode]) -> None:
+    disc, node = raw_cd
+    res = sg_raw(cell.guest, node.sg, _read_cd(disc.mode2_start + 1, 4, 0x10), alloc=2048)
+    assert res.good, res.describe()
+    assert res.data == disc.mode2_data[2048:4096]
+
+
+def test_read_cd_refuses_the_wrong_sector_type(
+    cell: CellEnv, raw_cd: tuple[RawDisc, DriveNode]
+) -> None:
+    """Mode 1 asked of an XA sector: CHECK CONDITION, ILLEGAL MODE FOR THIS TRACK (05/64/00)."""
+    disc, node = raw_cd
+    res = sg_raw(cell.guest, node.sg, _read_cd(disc.mode2_start, 2, 0x10), alloc=2048)
+    assert res.status == "Check Condition" and res.sense is not None, res.describe()
+    assert (res.sense.key, res.sense.asc) == (0x5, 0x64), res.describe()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pycdlib
 
 from lab.digest import sha256_file
+from vhba_responder import cdsector
 
 
 @dataclass(frozen=True)
@@ -177,3 +178,62 @@ def build_mixed_cd(out_dir: Path, seed: int) -> MixedDisc:
     )
     files = (cue, data.path, out_dir / "audio.bin", out_dir / "last.bin")
     return MixedDisc(cue, files, tracks, leadout, data)
+
+
+@dataclass(frozen=True)
+class RawDisc:
+    """A CUE/BIN disc of raw 2352-byte data sectors built by :func:`build_raw_cd`."""
+
+    cue: Path
+    files: tuple[Path, ...]
+    bin: Path  # every sector of the disc, as the drive must return it raw
+    mode1: Medium  # the ISO9660 that track 1 (MODE1/2352) carries
+    mode2_start: int  # LBA of track 2 (MODE2/2352, XA form 1 sectors)
+    mode2_data: bytes  # the user data of track 2's sectors, 2048 bytes each
+    leadout: int
+
+    def raw(self, lba: int) -> bytes:
+        with self.bin.open("rb") as fh:
+            fh.seek(lba * _SECTOR)
+            return fh.read(_SECTOR)
+
+
+def _mode2_form1(lba: int, user: bytes) -> bytes:
+    """A CD-ROM XA Mode 2 Form 1 sector: the header is zero while the ECC is computed."""
+    sector = bytearray(_SECTOR)
+    sector[:12] = cdsector.SYNC
+    subheader = bytes((0, 0, 0x08, 0))  # file, channel, submode: data, coding
+    sector[16:24] = subheader * 2
+    sector[24:2072] = user
+    sector[2072:2076] = cdsector.edc(bytes(sector[16:2072])).to_bytes(4, "little")
+    cdsector.add_ecc(sector)
+    sector[12:16] = cdsector.header(lba, 2)
+    return bytes(sector)
+
+
+def build_raw_cd(out_dir: Path, seed: int, mode2_sectors: int = 40) -> RawDisc:
+    """Track 1: an ISO as raw MODE1/2352 sectors; track 2: MODE2/2352 (XA form 1), one BIN.
+
+    The BIN holds the sectors as a disc has them (sync, header, EDC/ECC), so a
+    drive must serve READ(10) from the user data inside them and READ CD with
+    the BIN's own bytes, never recompute them.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    iso = build_iso(out_dir / "raw-data.iso", "VHBALAB_RAW", seed, {"/RAW.BIN": 60_000})
+    data = iso.path.read_bytes()
+    blocks = len(data) // 2048
+    mode2_data = random.Random(seed).randbytes(mode2_sectors * 2048)
+    raw = out_dir / "raw.bin"
+    with raw.open("wb") as fh:
+        for lba in range(blocks):
+            fh.write(cdsector.mode1_sector(lba, data[lba * 2048 : (lba + 1) * 2048]))
+        for n in range(mode2_sectors):
+            fh.write(_mode2_form1(blocks + n, mode2_data[n * 2048 : (n + 1) * 2048]))
+    frames = blocks
+    start2 = f"{frames // 4500:02d}:{frames // 75 % 60:02d}:{frames % 75:02d}"
+    cue = out_dir / "raw.cue"
+    cue.write_text(
+        'FILE "raw.bin" BINARY\n  TRACK 01 MODE1/2352\n    INDEX 01 00:00:00\n'
+        f"  TRACK 02 MODE2/2352\n    INDEX 01 {start2}\n"
+    )
+    return RawDisc(cue, (cue, raw), raw, iso, blocks, mode2_data, blocks + mode2_sectors)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from lab.media import build_mixed_cd
+from lab.media import build_mixed_cd, build_raw_cd
 from vhba_responder.cue import parse_cue
 from vhba_responder.media import Medium
 
@@ -35,3 +35,20 @@ def test_the_same_seed_gives_the_same_audio(tmp_path: Path) -> None:
     one = build_mixed_cd(tmp_path / "a", seed=3)
     two = build_mixed_cd(tmp_path / "b", seed=3)
     assert [t.span_sha256 for t in one.tracks[1:]] == [t.span_sha256 for t in two.tracks[1:]]
+
+
+def test_the_raw_cd_holds_its_iso_and_xa_data_in_raw_sectors(tmp_path: Path) -> None:
+    disc = build_raw_cd(tmp_path, seed=5, mode2_sectors=4)
+    sheet = parse_cue(disc.cue.read_text(), disc.cue.name)
+    assert [t.mode for t in sheet.tracks] == ["MODE1/2352", "MODE2/2352"]
+    medium = Medium.open(disc.cue)
+    assert [t.start for t in medium.layout.tracks] == [0, disc.mode2_start]
+    assert medium.layout.leadout == disc.leadout == disc.mode2_start + 4
+    iso = disc.mode1.path.read_bytes()
+    assert medium.read_blocks(0, len(iso) // 2048) == iso  # READ(10): user data of raw sectors
+    xa = medium.read_blocks(disc.mode2_start, 4)
+    assert xa == disc.mode2_data
+    first = disc.raw(disc.mode2_start)
+    assert first[15] == 2 and first[16:24] == bytes((0, 0, 8, 0)) * 2  # mode 2, form 1 data
+    assert medium.raw_sector(disc.mode2_start) == first
+    assert medium.raw_sector(16) == disc.raw(16)
