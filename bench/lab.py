@@ -18,6 +18,10 @@ Figures (seconds, medians where repeated):
   against the baseline of one ssh session per command, timed in the same run.
 * warm_cell: ``vhba-lab run --cell 6.12-ours-ours --quick`` end to end as a
   subprocess, with its cell.json phases and the slowest tests from tests.jsonl.
+* cold_boots (``--boots N``): N cold boots through the lab's own boot path,
+  which retries an attempt that dies before ssh once: how many attempts
+  failed and why (the flake rate of this kernel under this QEMU and accel),
+  how many boots failed even after the retry, and the median time to ssh.
 
 Each phase with a target (warm cell <= 30 s, guest ready <= 5 s) gets a
 "why" note when it misses it.  Ratios are against the targets.
@@ -106,6 +110,42 @@ def boot_phase(ctx: LabContext, image: Any, work: Path, warm_reps: int) -> dict[
     out["warm_ready_values"] = [round(v, 2) for v in readies]
     out["shutdown_s"] = _median(shutdowns)
     return out
+
+
+def boots_phase(ctx: LabContext, image: Any, work: Path, count: int) -> dict[str, Any]:
+    """``count`` cold boots; every failed attempt is named (see lab.session.boot)."""
+    readies: list[float] = []
+    failed_attempts: list[str] = []
+    failed_boots: list[str] = []
+    for i in range(count):
+        ctx.say(f"cold boot {i + 1}/{count}")
+        try:
+            with boot(image, work / f"boots{i}", ctx.accel, warm=False) as booted:
+                readies.append(booted.ready_seconds)
+                failed_attempts += booted.retried
+        except LabError as exc:  # both attempts failed
+            failed_boots.append(str(exc).splitlines()[0][:300])
+        shutil.rmtree(work / f"boots{i}", ignore_errors=True)
+    attempts = count + len(failed_attempts) + len(failed_boots)  # a failed boot is 2 attempts
+    bad = len(failed_attempts) + 2 * len(failed_boots)
+    return {
+        "qemu": _qemu_version(),
+        "boots": count,
+        "attempts": attempts,
+        "failed_attempts": bad,
+        "attempt_failure_rate": round(bad / attempts, 4) if attempts else None,
+        "failed_boots": len(failed_boots),
+        "failures": failed_attempts + failed_boots,
+        "cold_ready_s": _median(readies),
+        "cold_ready_max_s": round(max(readies), 1) if readies else None,
+    }
+
+
+def _qemu_version() -> str:
+    from lab.accel import qemu_binary
+
+    out = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.splitlines()[0] if out.stdout else "unknown"
 
 
 #: Commands timed both ways in one guest: the lab's long-lived shell (Guest.run) and
@@ -247,6 +287,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     report["image"] = {"image_for_s": image_for_s, **image_phase(ctx, kernel, image, args.cold)}
     try:
+        if args.boots:
+            report["cold_boots"] = boots_phase(ctx, image, work, args.boots)
         report["boot"] = boot_phase(ctx, image, work, args.warm_reps)
         if not args.no_cell:
             report["cell"] = cell_phase(ctx, args.cell, args.out / f"lab-{stamp}-runs")
@@ -276,6 +318,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-cell", action="store_true", help="skip the warm single-cell run")
     p.add_argument("--cell", default="6.12-ours-ours", help="cell to time (default 6.12-ours-ours)")
     p.add_argument("--warm-reps", type=int, default=3, help="warm boots to time (default 3)")
+    p.add_argument("--boots", type=int, default=0, metavar="N",
+                   help="also boot cold N times, count failed attempts (flake rate)")  # fmt: skip
     p.add_argument("--kernel", default="6.12")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=None)
     p.add_argument("--out", type=Path, default=Path("reports/bench"), help="output directory")
