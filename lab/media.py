@@ -97,6 +97,12 @@ def build_iso(out: Path, label: str, seed: int, layout: dict[str, int] | None = 
     return Medium(out, label, files)
 
 
+def _iso_once(out: Path, label: str, seed: int, layout: dict[str, int]) -> Medium:
+    """The ISO already at ``out``, else a new one: a rebuilt ISO differs in its volume
+    dates, and a disc built around it must keep the bytes a guest was given."""
+    return Medium.load(out) or build_iso(out, label, seed, layout)
+
+
 @dataclass(frozen=True)
 class DiscTrack:
     """One track of a :class:`MixedDisc` as every reader should see it."""
@@ -136,7 +142,7 @@ def build_mixed_cd(out_dir: Path, seed: int) -> MixedDisc:
     that is in no file reads as zeros).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = build_iso(out_dir / "data.iso", "VHBALAB_MIXED", seed, {"/TRACK1.BIN": 100_000})
+    data = _iso_once(out_dir / "data.iso", "VHBALAB_MIXED", seed, {"/TRACK1.BIN": 100_000})
     rng = random.Random(seed)
     n = _AUDIO_LAYOUT
     pregap2, audio2, audio3, audio4 = (
@@ -219,7 +225,7 @@ def build_raw_cd(out_dir: Path, seed: int, mode2_sectors: int = 40) -> RawDisc:
     the BIN's own bytes, never recompute them.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    iso = build_iso(out_dir / "raw-data.iso", "VHBALAB_RAW", seed, {"/RAW.BIN": 60_000})
+    iso = _iso_once(out_dir / "raw-data.iso", "VHBALAB_RAW", seed, {"/RAW.BIN": 60_000})
     data = iso.path.read_bytes()
     blocks = len(data) // 2048
     mode2_data = random.Random(seed).randbytes(mode2_sectors * 2048)

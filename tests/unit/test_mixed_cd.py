@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 from lab.media import build_mixed_cd, build_raw_cd
@@ -52,3 +53,12 @@ def test_the_raw_cd_holds_its_iso_and_xa_data_in_raw_sectors(tmp_path: Path) -> 
     assert first[15] == 2 and first[16:24] == bytes((0, 0, 8, 0)) * 2  # mode 2, form 1 data
     assert medium.raw_sector(disc.mode2_start) == first
     assert medium.raw_sector(16) == disc.raw(16)
+
+
+def test_a_disc_built_again_keeps_the_bytes_a_guest_was_given(tmp_path: Path) -> None:
+    """Each test builds its disc again; the ISO inside must not change (its volume dates)."""
+    first = build_raw_cd(tmp_path, seed=5, mode2_sectors=1).bin.read_bytes()
+    mixed = build_mixed_cd(tmp_path / "mixed", seed=5).data.sha256
+    time.sleep(1.1)  # ISO9660 dates have one-second resolution
+    assert build_raw_cd(tmp_path, seed=5, mode2_sectors=1).bin.read_bytes() == first
+    assert build_mixed_cd(tmp_path / "mixed", seed=5).data.sha256 == mixed

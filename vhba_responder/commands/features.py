@@ -64,7 +64,9 @@ def _random_readable(dev: Device) -> bytes:
 
 
 def _cd_read(dev: Device) -> bytes:
-    return bytes(4)  # no DAP, no C2 pointers, no CD-Text
+    # C2 flags: READ CD returns C2 pointers (all zero: an image has no read errors).
+    # No DAP, no CD-Text (READ TOC format 5 is not modelled).
+    return bytes((0x02, 0, 0, 0))
 
 
 def _cd_audio_play(dev: Device) -> bytes:

@@ -44,13 +44,13 @@ def _capabilities(dev: Device) -> bytes:
     page[1] = len(page) - 2
     page[2] = 0x08 | 0x02 | 0x01  # reads DVD-ROM, CD-RW, CD-R
     page[3] = 0x00  # writes nothing
-    page[4] = 0x40  # multi-session
-    page[5] = 0x00  # no CD-DA commands, no C2, no ISRC/UPC
+    page[4] = 0x40 | 0x01  # multi-session, audio play
+    page[5] = 0x10 | 0x02 | 0x01  # C2 pointers, accurate CD-DA stream, CD-DA commands
     lock_state = 0x02 if dev.state.locked else 0x00
     page[6] = (1 << 5) | 0x08 | lock_state | 0x01  # tray loader, eject, lock state, lock
     page[7] = 0x00
     page[8:10] = be16(MAX_READ_SPEED_KBPS)  # maximum read speed (obsolete field, sr reads it)
-    page[10:12] = be16(0)  # no volume levels (no audio)
+    page[10:12] = be16(256)  # volume levels, as feature 0x0103 says
     page[12:14] = be16(BUFFER_KB)
     page[14:16] = be16(speed)  # current read speed (obsolete field)
     # 16..27 write speeds / copy management / rotation control: all zero.

@@ -216,3 +216,18 @@ def test_get_configuration_lists_cd_audio_play(disc) -> None:
     dev, _, _ = disc
     conf = ok(dev, 0x46, 2, 0x01, 0x03, 0, 0, 0, 0, 64, 0)
     assert be(conf[8:10]) == 0x0103 and conf[10] & 1
+
+
+def test_capabilities_claim_what_read_cd_and_play_audio_serve(disc) -> None:
+    """CD Read's C2 flag and page 2A's CD-DA, C2 and audio play bits match the commands
+    the drive answers (C2 pointers: all zero, an image has no read errors); CD-Text,
+    SCAN and per-channel volume/mute are not modelled and stay unclaimed."""
+    dev, _, _ = disc
+    conf = ok(dev, 0x46, 2, 0x00, 0x1E, 0, 0, 0, 0, 64, 0)
+    assert be(conf[8:10]) == 0x001E and conf[12] & 0x03 == 0x02  # C2 flags, no CD-Text
+    play = ok(dev, 0x46, 2, 0x01, 0x03, 0, 0, 0, 0, 64, 0)
+    assert play[12] & 0x07 == 0 and be(play[14:16]) == 256  # no SCAN/SCM/SV; 256 levels
+    page = ok(dev, 0x1A, 0x08, 0x2A, 0, 128, 0)[4:]
+    assert page[4] & 0x01, "audio play"
+    assert page[5] & 0x13 == 0x13, "CD-DA commands, accurate CD-DA stream, C2 pointers"
+    assert be(page[10:12]) == 256, "volume levels, as feature 0x0103 says"
