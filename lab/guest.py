@@ -102,7 +102,61 @@ class SshIdentity:
 _CHANNEL_ERRORS = (paramiko.SSHException, EOFError, ConnectionError, socket.timeout)
 
 
-class Guest:
+class CommandChannel:
+    """``run(argv)`` and ``wait_for(argv)`` for a channel that implements ``sh(script)``.
+
+    :class:`Guest` is one; the unit tests' stand-ins are others, so argv
+    quoting, exit-code checks and polling behave the same in both.
+    """
+
+    patience: float = 1.0  # multiplies timeouts (a sanitizer kernel under TCG is slow)
+
+    def sh(
+        self,
+        script: str,
+        *,
+        timeout: float = 120.0,
+        check: bool = True,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        raise NotImplementedError
+
+    def run(
+        self,
+        argv: Sequence[Arg],
+        *,
+        timeout: float = 120.0,
+        check: bool = True,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        """Run one program in the guest: ``argv`` is quoted by :func:`command_text`.
+
+        ``check`` (the default) raises :class:`GuestCommandError`, carrying the
+        command, its exit code and its output, when the exit code is not 0;
+        callers that act on the exit code pass ``check=False``.
+        """
+        return self.sh(command_text(argv), timeout=timeout, check=check, stdin=stdin)
+
+    def wait_for(
+        self,
+        argv: Sequence[Arg],
+        *,
+        timeout: float,
+        interval: float = 0.1,
+        until_fails: bool = False,
+    ) -> CommandResult:
+        """Run ``argv`` until it exits 0 (``until_fails``: until it does not, e.g. a
+        ``pgrep`` for a process that must end); the polling loop runs here, on the host.
+
+        Each try is one round trip on the long-lived shell.  Raises
+        :class:`GuestWaitError` with the last try's output after
+        ``timeout`` seconds (times ``patience``).
+        """
+        attempt = functools.partial(self.run, argv, check=False)
+        return poll(attempt, timeout * self.patience, interval, until_fails)
+
+
+class Guest(CommandChannel):
     """Run commands in and move files to/from a guest over SSH.
 
     ``alive`` (the QEMU process's liveness) lets a dead guest be told at once:
@@ -202,22 +256,6 @@ class Guest:
         assert transport is not None
         return transport
 
-    def run(
-        self,
-        argv: Sequence[Arg],
-        *,
-        timeout: float = 120.0,
-        check: bool = True,
-        stdin: bytes | None = None,
-    ) -> CommandResult:
-        """Run one program in the guest: ``argv`` is quoted by :func:`command_text`.
-
-        ``check`` (the default) raises :class:`GuestCommandError`, carrying the
-        command, its exit code and its output, when the exit code is not 0;
-        callers that act on the exit code pass ``check=False``.
-        """
-        return self.sh(command_text(argv), timeout=timeout, check=check, stdin=stdin)
-
     def sh(
         self,
         script: str,
@@ -251,24 +289,6 @@ class Guest:
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         result = CommandResult(script, rc, stdout, stderr)
         return result.check() if check else result
-
-    def wait_for(
-        self,
-        argv: Sequence[Arg],
-        *,
-        timeout: float,
-        interval: float = 0.1,
-        until_fails: bool = False,
-    ) -> CommandResult:
-        """Run ``argv`` until it exits 0 (``until_fails``: until it does not, e.g. a
-        ``pgrep`` for a process that must end); the polling loop runs here, on the host.
-
-        Each try is one round trip on the long-lived shell.  Raises
-        :class:`GuestWaitError` with the last try's output after
-        ``timeout`` seconds (times ``patience``).
-        """
-        attempt = functools.partial(self.run, argv, check=False)
-        return poll(attempt, timeout * self.patience, interval, until_fails)
 
     def _timed_out(self, cmd: str, timeout: float, out: bytes) -> GuestCommandError:
         return GuestCommandError(

@@ -11,30 +11,20 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from lab.errors import GuestCommandError, GuestLostError, GuestWaitError
-from lab.guest import Arg, CommandResult, command_text, poll
+from lab.guest import CommandChannel, CommandResult
 
 
-class LocalChannel:
+class LocalChannel(CommandChannel):
     """A guest channel that runs commands with the host's sh: the fake side of the contract."""
 
     def __init__(self, alive: Callable[[], bool] | None = None) -> None:
         self.alive = alive
-
-    def run(
-        self,
-        argv: Sequence[Arg],
-        *,
-        timeout: float = 120.0,
-        check: bool = True,
-        stdin: bytes | None = None,
-    ) -> CommandResult:
-        return self.sh(command_text(argv), timeout=timeout, check=check, stdin=stdin)
 
     def sh(
         self,
@@ -60,16 +50,6 @@ class LocalChannel:
             proc.stderr.decode(errors="replace"),
         )  # fmt: skip
         return result.check() if check else result
-
-    def wait_for(
-        self,
-        argv: Sequence[Arg],
-        *,
-        timeout: float,
-        interval: float = 0.1,
-        until_fails: bool = False,
-    ) -> CommandResult:
-        return poll(lambda: self.run(argv, check=False), timeout, interval, until_fails)
 
     def write_text(self, remote: str, text: str) -> None:
         Path(remote).write_text(text)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from lab.errors import GuestLostError
-from lab.guest import Arg, CommandResult, command_text
+from lab.guest import CommandChannel, CommandResult
 from lab.health import KMEMLEAK_PROBE
 
 
-class KmsgGuest:
+class KmsgGuest(CommandChannel):
     """``tail(test)`` is the kernel log a test leaves after its start marker;
     ``alive()`` False makes every command a lost guest."""
 
@@ -28,10 +28,9 @@ class KmsgGuest:
         self.alive = alive
         self.marker = ""
 
-    def run(self, argv: Sequence[Arg], timeout: float = 0, check: bool = True) -> CommandResult:
-        return self.sh(command_text(argv), timeout=timeout, check=check)
-
-    def sh(self, cmd: str, timeout: float = 0, check: bool = True) -> CommandResult:
+    def sh(
+        self, cmd: str, timeout: float = 0, check: bool = True, stdin: bytes | None = None
+    ) -> CommandResult:
         if not self.alive():
             raise GuestLostError(f"lost the ssh connection (QEMU is not running) during {cmd}")
         if cmd == KMEMLEAK_PROBE:

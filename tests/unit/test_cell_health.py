@@ -4,11 +4,11 @@ and name a debug kernel's sanitizer reports (saved one file each) instead."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.guest import Arg, CommandResult, command_text
+from lab.guest import CommandChannel, CommandResult
 from lab.health import KMEMLEAK_PROBE, KMEMLEAK_SCAN, MAX_SAVED_FINDINGS, Health, KernelHealth
 from lab.sanitizers import Kind
 
@@ -16,7 +16,7 @@ SAMPLES = Path(__file__).parent / "fixtures" / "sanitizers"
 
 
 @dataclass
-class FakeGuest:
+class FakeGuest(CommandChannel):
     dmesg: str
     taint: int
     ran: list[str] = field(default_factory=list)
@@ -24,10 +24,9 @@ class FakeGuest:
     kmemleak_rc: int = 0
     baseline: str = ""
 
-    def run(self, argv: Sequence[Arg], timeout: float = 0, check: bool = True) -> CommandResult:
-        return self.sh(command_text(argv), timeout=timeout, check=check)
-
-    def sh(self, cmd: str, timeout: float = 0, check: bool = True) -> CommandResult:
+    def sh(
+        self, cmd: str, timeout: float = 0, check: bool = True, stdin: bytes | None = None
+    ) -> CommandResult:
         """Answers the health commands: taint (+ marker), taint + dmesg from the marker,
         and kmemleak's probe and scans."""
         self.ran.append(cmd)
