@@ -24,6 +24,7 @@ from lab.guest import Guest
 from lab.media import MixedDisc
 
 SECTOR = 2352
+CDEMU_DAEMON = "/usr/bin/cdemu-daemon"
 Fields = dict[str, object]
 
 
@@ -43,6 +44,8 @@ def pair(cell: CellEnv) -> Iterator[Pair]:
     if cell.broken:
         pytest.skip(f"cell broken: {cell.broken}")
     assert cell.drive is not None
+    if cell.guest.run(["test", "-x", CDEMU_DAEMON], check=False).rc != 0:
+        pytest.skip("this release's guest image has no cdemu-daemon (guest-images/*.packages)")
     if not cell.drive.running():  # an earlier group (the attacker's) may have stopped it
         restart_drive(cell)
     disc, cue = upload_mixed_cd(cell)
