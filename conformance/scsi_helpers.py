@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.cellenv import GUEST_MEDIA
-from lab.drives import GUEST_PYZ
 from lab.errors import GuestWaitError
 from lab.guest import command_text
 from lab.media import MixedDisc, build_mixed_cd
+from lab.module import insert_module, module_loaded
 
 if TYPE_CHECKING:
     from lab.cellenv import CellEnv
@@ -381,18 +381,8 @@ def restart_drive(
     """
     assert cell.drive is not None
     cell.drive.stop()
-    if cell.guest.run(["grep", "-qw", "^vhba", "/proc/modules"], check=False).rc != 0:
-        cell.guest.sh(
-            "insmod /root/vhba.ko && udevadm settle -t 20 && test -c /dev/vhba_ctl", timeout=120
-        )
+    if not module_loaded(cell.guest):
+        insert_module(cell.guest)
     traced = {"trace": True} if trace else {}
     cell.nodes = cell.drive.start(media or [CD1], faults=cell.faults or None, **traced)
     cell.guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
-
-
-def responder_pids(cell: CellEnv) -> list[int]:
-    """Process ids of the cell's responder (our zipapp or cdemu-daemon) in the guest."""
-    ours = cell.spec.responder == "ours"
-    pattern = ["-f", f"{GUEST_PYZ} serve"] if ours else ["-x", "cdemu-daemon"]
-    out = cell.guest.run(["pgrep", *pattern], check=False).stdout
-    return [int(p) for p in out.split()]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 from scsi_helpers import (
-    responder_pids,
     restart_drive,
     rmmod_eventually,
     tur_until_good,
@@ -18,10 +17,8 @@ from scsi_helpers import (
 
 from lab.cellenv import CellEnv
 from lab.drives import DriveNode
-
-
-def _module_loaded(cell: CellEnv) -> bool:
-    return cell.guest.run(["grep", "-qw", "^vhba", "/proc/modules"], check=False).rc == 0
+from lab.errors import GuestCommandError
+from lab.module import insert_module, module_loaded
 
 
 def test_rmmod_refused_while_served(cell: CellEnv, drive: DriveNode) -> None:
@@ -29,11 +26,11 @@ def test_rmmod_refused_while_served(cell: CellEnv, drive: DriveNode) -> None:
     try:
         assert res.rc != 0, "rmmod vhba succeeded with a responder attached"
         assert "in use" in res.stderr, res.stderr
-        assert _module_loaded(cell)
+        assert module_loaded(cell.guest)
         state = tur_until_good(cell.guest, drive.sg)
         assert state.good, f"drive broken by the refused rmmod: {state.describe()}"
     finally:
-        if not _module_loaded(cell):
+        if not module_loaded(cell.guest):
             restart_drive(cell)
 
 
@@ -50,11 +47,10 @@ def test_stop_removes_device_then_rmmod_and_reload(cell: CellEnv, drive: DriveNo
         assert cell.guest.run(["test", "-e", "/dev/vhba_ctl"], check=False).rc != 0, (
             "/dev/vhba_ctl after rmmod"
         )
-        res = cell.guest.sh(
-            "insmod /root/vhba.ko && udevadm settle -t 20", timeout=120, check=False
-        )
-        assert res.rc == 0, f"insmod after rmmod: {res.stderr}"
-        assert cell.guest.run(["test", "-c", "/dev/vhba_ctl"], check=False).rc == 0
+        try:
+            insert_module(cell.guest)
+        except GuestCommandError as exc:
+            pytest.fail(f"insmod after rmmod: {exc}")
         restart_drive(cell)
         assert tur_until_good(cell.guest, cell.nodes[0].sg).good, "reloaded drive not ready"
         size = cell.guest.run(["blockdev", "--getsize64", cell.nodes[0].sr]).stdout.strip()
@@ -65,7 +61,8 @@ def test_stop_removes_device_then_rmmod_and_reload(cell: CellEnv, drive: DriveNo
 
 def test_sigkill_responder_removes_device(cell: CellEnv, drive: DriveNode) -> None:
     """An idle responder killed with SIGKILL: the kernel cleans up on close."""
-    pids = responder_pids(cell)
+    assert cell.drive is not None
+    pids = cell.drive.pids()
     if not pids:
         pytest.fail("no responder process found")
     try:

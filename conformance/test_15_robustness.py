@@ -9,9 +9,9 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from scsi_helpers import rmmod_eventually, wait_gone
+from scsi_helpers import restart_drive, rmmod_eventually, wait_gone
 
-from lab.cellenv import GUEST_MEDIA, CellEnv
+from lab.cellenv import CellEnv
 from lab.drives import DriveNode, OurResponder
 from lab.guest import command_text
 
@@ -45,15 +45,6 @@ GARBAGE_SCRIPT = textwrap.dedent(
     print("closed")
     """
 )
-
-
-def _restart_drive(cell: CellEnv) -> None:
-    """Bring the cell back to its normal state: module loaded, cd1 served on drive 0."""
-    assert cell.drive is not None
-    cell.drive.stop()
-    if cell.guest.run(["grep", "-qw", "^vhba", "/proc/modules"], check=False).rc != 0:
-        cell.guest.sh("insmod /root/vhba.ko && udevadm settle -t 20")
-    cell.nodes = cell.drive.start([f"{GUEST_MEDIA}/cd1.iso"], faults=cell.faults)
 
 
 @pytest.fixture
@@ -101,7 +92,7 @@ def test_responder_dying_mid_command_fails_io_and_removes_the_device(
         rc, err = rmmod_eventually(cell.guest)
         assert rc == 0, f"module pinned after its responder died: {err}"
     finally:
-        _restart_drive(cell)
+        restart_drive(cell)
 
 
 def test_stalled_responder_is_timed_out_and_aborted(cell: CellEnv, our_drive: DriveNode) -> None:
@@ -126,4 +117,4 @@ def test_stalled_responder_is_timed_out_and_aborted(cell: CellEnv, our_drive: Dr
         rc, err = rmmod_eventually(cell.guest)
         assert rc == 0, f"module pinned after an aborted command: {err}"
     finally:
-        _restart_drive(cell)
+        restart_drive(cell)

@@ -18,7 +18,6 @@ from scsi_helpers import (
     CD2,
     insert,
     our_responder_only,
-    responder_pids,
     restart_drive,
     rmmod_eventually,
     sg_raw,
@@ -147,7 +146,7 @@ def test_responder_killed_under_direct_reads_fails_io_cleanly(
         while reads_done() - before < 500:
             assert time.monotonic() < deadline, "fio did not get going within 60 s"
             time.sleep(0.1)
-        pids = responder_pids(cell)
+        pids = untraced.pids()
         assert pids, "no responder running"
         cell.guest.run(["kill", "-KILL", *pids])
         try:

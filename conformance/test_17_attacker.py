@@ -28,6 +28,7 @@ from lab.cellenv import CellEnv
 from lab.drives import DriveNode
 from lab.errors import GuestWaitError
 from lab.guest import command_text
+from lab.module import insert_module
 
 ATTACKER = Path(__file__).resolve().parent / "guest" / "attacker.py"
 GUEST_ATTACKER = "/usr/local/lib/vhba-attacker.py"
@@ -287,7 +288,8 @@ def test_rmmod_races_closes_and_completions(seat: Seat) -> None:
             )
             assert "HUNG" not in race.stdout, f"round {round_}: rmmod hung"
             assert race.rc == 0, f"round {round_}: rmmod never succeeded: {race.stderr}"
-            guest.sh("pkill -x dd; insmod /root/vhba.ko && udevadm settle -t 20", timeout=60)
+            guest.run(["pkill", "-x", "dd"], check=False)
+            insert_module(guest)
             guest.sh("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl")
     finally:
         restart_drive(seat.cell)

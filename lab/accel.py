@@ -21,6 +21,7 @@ from lab.errors import UsageError
 
 CHOICES = ("auto", "kvm", "tcg")
 ENV_VAR = "VHBA_LAB_ACCEL"
+QEMU_ENV_VAR = "VHBA_LAB_QEMU"
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,19 @@ class AccelChoice:
 
 
 def qemu_binary() -> str:
-    """Path of qemu-system-x86_64, with an install hint when it is missing."""
+    """Path of qemu-system-x86_64, with an install hint when it is missing.
+
+    ``$VHBA_LAB_QEMU`` names another one (e.g. a newer QEMU unpacked beside
+    the host's, behind a wrapper that adds its ``-L`` firmware paths).
+    """
+    chosen = os.environ.get(QEMU_ENV_VAR)
+    if chosen:
+        if not (Path(chosen).is_file() and os.access(chosen, os.X_OK)):
+            raise UsageError(
+                f"{QEMU_ENV_VAR}={chosen} is not an executable file: point it at a "
+                "qemu-system-x86_64 or unset it"
+            )
+        return chosen
     found = shutil.which("qemu-system-x86_64")
     if not found:
         raise UsageError(

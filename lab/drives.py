@@ -1,7 +1,7 @@
 """The userspace side of /dev/vhba_ctl in a guest: our responder or cdemu-daemon.
 
 Both present the same small interface to the conformance suite (start with
-media, load, eject, stop, fetch logs), and both report their SCSI address so
+media, load, eject, pids, stop, fetch logs), and both report their SCSI address so
 the suite finds /dev/srN and /dev/sgN through sysfs, never by a fixed name.
 """
 
@@ -60,6 +60,10 @@ class Drive(Protocol):
 
     def eject(self, index: int) -> None: ...
 
+    def pids(self) -> list[int]:
+        """Process ids of the drive's program in the guest (empty: not running)."""
+        ...
+
     def running(self) -> bool: ...
 
     def stop(self, timeout: float = 20.0) -> None: ...
@@ -93,6 +97,11 @@ def find_nodes(guest: Guest, hctl: str, timeout: float = 20.0) -> DriveNode:
         ) from None
     block, generic = result.stdout.split()
     return DriveNode(hctl, f"/dev/{block}", f"/dev/{generic}")
+
+
+def _pgrep(guest: Guest, pgrep_args: Sequence[str]) -> list[int]:
+    """Process ids ``pgrep pgrep_args`` finds in the guest."""
+    return [int(pid) for pid in guest.run(["pgrep", *pgrep_args], check=False).stdout.split()]
 
 
 def wait_gone(guest: Guest, pgrep_args: Sequence[str], timeout: float) -> bool:
@@ -184,8 +193,11 @@ class OurResponder:
     def eject(self, index: int) -> None:
         self.ctl("eject", str(index))
 
+    def pids(self) -> list[int]:
+        return _pgrep(self.guest, ["-f", _PATTERN])
+
     def running(self) -> bool:
-        return self.guest.run(["pgrep", "-f", _PATTERN], check=False).rc == 0
+        return bool(self.pids())
 
     def stop(self, timeout: float = 20.0) -> None:
         self.guest.run(["pkill", "-TERM", "-f", _PATTERN], check=False)
@@ -307,8 +319,11 @@ class CdemuDaemon:
         time.sleep(EJECT_SETTLE_S)
         self.guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
 
+    def pids(self) -> list[int]:
+        return _pgrep(self.guest, ["-x", "cdemu-daemon"])
+
     def running(self) -> bool:
-        return self.guest.run(["pgrep", "-x", "cdemu-daemon"], check=False).rc == 0
+        return bool(self.pids())
 
     def stop(self, timeout: float = 20.0) -> None:
         self.guest.run(["pkill", "-TERM", "-x", "cdemu-daemon"], check=False)

@@ -117,12 +117,24 @@ def require_built(result: BuildResult) -> Path:
     return result.ko
 
 
+GUEST_KO = "/root/vhba.ko"
+
+
 def load_module(guest: Guest, ko: Path, params: str = "") -> None:
-    """Insert ``ko`` into the guest and wait for /dev/vhba_ctl."""
-    guest.upload(ko, "/root/vhba.ko")
+    """Put ``ko`` into the guest and insert it (see :func:`insert_module`)."""
+    guest.upload(ko, GUEST_KO)
+    insert_module(guest, params)
+
+
+def insert_module(guest: Guest, params: str = "") -> None:
+    """Insert the uploaded module and wait for /dev/vhba_ctl.
+
+    The one way the lab and the suite (re)load vhba: a failure carries the
+    module's last kernel messages.
+    """
     # insmod does not resolve dependencies: load the SCSI stack sr/sg need first.
     guest.run(["modprobe", "-a", "scsi_mod", "sr_mod", "sg", "cdrom"], check=False)
-    result = guest.run(["insmod", "/root/vhba.ko", *params.split()], timeout=120, check=False)
+    result = guest.run(["insmod", GUEST_KO, *params.split()], timeout=120, check=False)
     if result.rc == 0:
         result = guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
     if result.rc == 0:
@@ -134,5 +146,5 @@ def load_module(guest: Guest, ko: Path, params: str = "") -> None:
         )
 
 
-def unload_module(guest: Guest) -> None:
-    guest.run(["rmmod", "vhba"], timeout=60)
+def module_loaded(guest: Guest) -> bool:
+    return guest.run(["grep", "-qw", "^vhba", "/proc/modules"], check=False).rc == 0

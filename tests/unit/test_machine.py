@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.accel import AccelChoice, choose_accel
+from lab.accel import AccelChoice, choose_accel, qemu_binary
 from lab.errors import UsageError
 from lab.machine import Machine, MachineSpec
 
@@ -108,3 +108,13 @@ def test_accel_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("VHBA_LAB_ACCEL", "hvf")
     with pytest.raises(UsageError, match="choose one of auto, kvm, tcg"):
         choose_accel(None)
+
+
+def test_qemu_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrapper = tmp_path / "qemu-system-x86_64"
+    wrapper.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("VHBA_LAB_QEMU", str(wrapper))
+    with pytest.raises(UsageError, match="not an executable file"):
+        qemu_binary()
+    wrapper.chmod(0o755)
+    assert qemu_binary() == str(wrapper)
