@@ -25,7 +25,7 @@ import pytest
 from scsi_helpers import CD1, restart_drive, rmmod_eventually
 
 from lab.cellenv import CellEnv
-from lab.drives import DriveNode
+from lab.drives import DriveNode, find_nodes
 from lab.errors import GuestWaitError
 from lab.guest import command_text
 from lab.module import insert_module
@@ -196,6 +196,34 @@ def test_file_on_a_vhba_drive_cannot_be_a_backing(seat: Seat, drive: DriveNode) 
         )
     finally:
         guest.run(["umount", "/mnt/attacker"], timeout=60, check=False)
+
+
+def test_file_on_a_loop_device_of_a_vhba_drive_cannot_be_a_backing(
+    seat: Seat, drive: DriveNode
+) -> None:
+    """Loop stacked on a vhba drive: the loop reads the drive, so it stalls with it.
+
+    Any seat user gets such a loop device from udisks (``udisksctl
+    loop-setup``); the module cannot see which file a loop device reads.
+    """
+    guest = seat.cell.guest
+    guest.run(["modprobe", "loop"], check=False)
+    loop = guest.run(["losetup", "-f", "--show", "-r", drive.sr]).stdout.strip()
+    try:
+        guest.run(["mkdir", "-p", "/mnt/attacker-loop"])
+        guest.run(["mount", "-o", "ro", loop, "/mnt/attacker-loop"], timeout=60)
+        try:
+            name = guest.sh("find /mnt/attacker-loop -type f | head -1").stdout.strip()
+            assert name, "the cell's disc has no file"
+            out = seat.run("backing", name)
+            assert not out["results"][name].startswith("open:"), out
+            assert out["results"][name] != "ok", (
+                f"the module accepted {name}, a file on {loop}, a loop device of {drive.sr}"
+            )
+        finally:
+            guest.run(["umount", "/mnt/attacker-loop"], timeout=60, check=False)
+    finally:
+        guest.run(["losetup", "-d", loop], check=False)
 
 
 def test_backing_the_kernel_cannot_read_is_refused(seat: Seat) -> None:
@@ -395,6 +423,79 @@ def test_random_campaign(
         check=False,
     )
     assert read.rc == 0, f"seed {seed}: the cell's drive stopped reading: {read.stderr}"
+
+
+# ------------------------------------------------------------ a 32-bit responder
+COMPAT32 = Path(__file__).resolve().parent / "guest" / "compat32.c"
+GUEST_COMPAT32 = "/usr/local/lib/vhba-compat32"
+# Freestanding: gcc's -m32 code generation and ld's elf_i386, no 32-bit libc.
+COMPAT32_CFLAGS = ["-m32", "-static", "-nostdlib", "-ffreestanding", "-fno-pic", "-no-pie",
+                   "-fno-stack-protector", "-fno-tree-loop-distribute-patterns", "-O2"]  # fmt: skip
+EFAULT, EINVAL, ENOTTY = -14, -22, -25
+
+
+def _build_compat32(cell: CellEnv) -> None:
+    """Build compat32.c in the guest, or skip saying why this cell cannot run it."""
+    guest = cell.guest
+    guest.upload(COMPAT32, "/tmp/compat32.c", mode=0o644)
+    built = guest.run(["gcc", *COMPAT32_CFLAGS, "-o", GUEST_COMPAT32, "/tmp/compat32.c"],
+                      timeout=120, check=False)  # fmt: skip
+    if built.rc != 0:
+        pytest.skip(f"this image cannot build a 32-bit program: {built.stderr.strip()[-300:]}")
+    ran = guest.run([GUEST_COMPAT32], check=False)
+    if "usage" not in ran.stdout:
+        pytest.skip(f"this kernel does not run 32-bit programs: {ran.stderr.strip()[-300:]}")
+
+
+def test_32bit_responder(seat: Seat) -> None:
+    """A 32-bit responder (a 32-bit cdemu-daemon): the compat ioctl path works.
+
+    Its ioctls answer as the native ones do (bad pointers EFAULT, unknown
+    commands ENOTTY), its drive attaches and reads back the image, and a
+    direct-read backing set from 32-bit code is the one the module reads.
+    """
+    cell = seat.cell
+    guest = cell.guest
+    _build_compat32(cell)
+    image = _seat_readable_image(cell)
+    blocks = cell.media["cd1"].size // 2048
+    out = "/tmp/compat32.out"
+    argv = ["runuser", "-u", SEAT_USER, "--", GUEST_COMPAT32, image, str(blocks)]
+    guest.sh(f"nohup {command_text(argv)} >{out} 2>&1 &")
+    try:
+        try:
+            guest.wait_for(["grep", "-q", "^ready", out], timeout=30)
+        except GuestWaitError:
+            said = guest.run(["cat", out], check=False).stdout
+            pytest.fail(f"the 32-bit responder did not get going: {said[-800:]}")
+        lines = guest.run(["cat", out]).stdout.splitlines()
+        ioctl = {w[1]: int(w[2]) for w in (line.split() for line in lines) if w[0] == "ioctl"}
+        assert ioctl["get_address"] == 0 and ioctl["get_devnum"] == 0, ioctl
+        assert ioctl["get_address_null"] == EFAULT, ioctl
+        assert ioctl["get_address_top"] == EFAULT, ioctl
+        assert ioctl["unknown"] == ENOTTY, ioctl
+        direct = ioctl["direct_read"] == 0
+        if direct:
+            assert ioctl["direct_read_null"] == EFAULT, ioctl
+            assert ioctl["direct_read_bad_block"] == EINVAL, ioctl
+        else:
+            assert ioctl["direct_read"] == ENOTTY, f"direct reads refused from 32-bit: {ioctl}"
+        hctl = next(line.split()[1] for line in lines if line.startswith("hctl "))
+        node = find_nodes(guest, hctl)
+        inquiry = guest.run(["sg_inq", node.sg]).stdout
+        assert "LAB32" in inquiry, f"INQUIRY of the 32-bit drive: {inquiry}"
+        want = guest.run(["sha256sum", image]).stdout.split()[0]
+        read = ["dd", f"if={node.sr}", "bs=2048", f"count={blocks}", "iflag=direct"]
+        got = guest.sh(f"{command_text(read)} 2>/dev/null | sha256sum", timeout=120)
+        assert got.stdout.split()[0] == want, "the 32-bit drive read back other bytes"
+        served = guest.run(["grep", "-c", "^read ", out], check=False).stdout.strip()
+        if direct:
+            assert served == "0", f"{served} READs reached the responder despite its backing"
+        else:
+            assert int(served) > 0, "no READ reached the 32-bit responder"
+    finally:
+        guest.run(["pkill", "-TERM", "-u", SEAT_USER, "-f", GUEST_COMPAT32], check=False)
+        _wait_gone(cell, ["pgrep", "-f", f"[{GUEST_COMPAT32[0]}]{GUEST_COMPAT32[1:]}"], 20)
 
 
 # ------------------------------------------------------------ a backing served by FUSE
