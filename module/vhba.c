@@ -60,6 +60,7 @@
 #include <linux/vmalloc.h>
 #include <linux/ratelimit.h>
 #include <linux/magic.h>
+#include <linux/major.h>
 #include <scsi/scsi.h>
 #include <scsi/scsi_cmnd.h>
 #include <scsi/scsi_device.h>
@@ -1125,6 +1126,19 @@ static bool vhba_file_on_vhba(struct file *file)
 }
 
 /*
+ * Whether @file lives on a loop device.  Which file a loop device reads is
+ * not visible to modules, and any seat user can set one up (udisks): one
+ * reading a vhba drive would make a direct read wait on that drive's
+ * responder just as a file on the drive itself would.
+ */
+static bool vhba_file_on_loop(struct file *file)
+{
+	struct block_device *bdev = file_inode(file)->i_sb->s_bdev;
+
+	return bdev && bdev->bd_disk && bdev->bd_disk->major == LOOP_MAJOR;
+}
+
+/*
  * Whether @file's data live in RAM: tmpfs (memfd files included), whose
  * reads wait for nothing a user controls.  By superblock magic, which every
  * kernel has (shmem_mapping() is not exported before 6.x).
@@ -1136,8 +1150,8 @@ static bool vhba_file_in_memory(struct file *file)
 
 /*
  * A backing for @arg: a regular file open for reading, that the kernel can
- * read, not on a vhba drive and not on a stacked filesystem (whose lower
- * layer might be one), and an image that fits in loff_t.  Block devices
+ * read, not on a vhba drive, a loop device or a stacked filesystem (whose
+ * lower layer might be a vhba drive), and an image that fits in loff_t.  Block devices
  * are refused: a drive's own node, or one stacked on it, would deadlock.
  * Process context; the backing keeps the caller's credentials.
  */
@@ -1165,7 +1179,8 @@ static struct vhba_backing *vhba_backing_new(const struct vhba_direct_read *arg)
 	ret = -EINVAL;
 	if (!S_ISREG(file_inode(file)->i_mode) ||
 	    !vhba_file_kernel_readable(file) ||
-	    vhba_sb_stacked(file_inode(file)->i_sb) || vhba_file_on_vhba(file))
+	    vhba_sb_stacked(file_inode(file)->i_sb) || vhba_file_on_vhba(file) ||
+	    vhba_file_on_loop(file))
 		goto err_put_file;
 	ret = -ENOMEM;
 	backing = kzalloc(sizeof(*backing), GFP_KERNEL);
