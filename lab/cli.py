@@ -15,13 +15,22 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from lab.context import LabContext
 from lab.errors import LabError, UsageError
 
 if TYPE_CHECKING:
     from lab.kernel_install import AnyKernel
+
+
+def _workers(text: str) -> int | None:
+    """``-n``: a positive count, or ``auto`` (None: chosen from the host)."""
+    if text == "auto":
+        return None
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of cells or auto")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +65,17 @@ def _add_module_option(parser: argparse.ArgumentParser, known_as: bool = False) 
         )  # fmt: skip
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the README's exit code for a usage error (3, not argparse's 2,
+    which the lab keeps for harness errors)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(UsageError.exit_code, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vhba-lab",
         description="Test the VHBA kernel module on real Debian kernels in QEMU guests.",
     )
@@ -140,7 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this cell, e.g. 6.12-ours-ours (repeatable)",
     )
     p.add_argument("-k", dest="keyword", help="only tests matching this pytest -k expression")
-    p.add_argument("-n", dest="workers", type=int, default=1, help="cells in parallel")
+    p.add_argument(
+        "-n",
+        dest="workers",
+        type=_workers,
+        default=None,
+        metavar="N|auto",
+        help="cells in parallel (default auto: as many guests as the host's cores and RAM hold)",
+    )
     p.add_argument("--reports", type=Path, default=Path("reports"), help="reports directory")
     p.add_argument("--quick", action="store_true", help="skip the slow tests (large media)")
     p.add_argument(

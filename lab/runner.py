@@ -206,13 +206,44 @@ def _previous_run(reports: Path) -> Run | None:
         return None
 
 
-def run_matrix(ctx: LabContext, config: RunConfig, reports: Path, *, workers: int = 1) -> Run:
+#: What one guest takes of the host: a core for its vCPUs' TCG threads (or KVM
+#: exits) and RAM for QEMU's resident size (~1.5-2.5 GB for a 2 GiB guest).
+GUEST_CORES = 1
+GUEST_RAM_BYTES = 3 << 30
+
+
+def auto_workers(cells: int, cpus: int, mem_available: int) -> int:
+    """How many cells to run at once: as many guests as the host's cores and RAM hold."""
+    fit = min(cpus // GUEST_CORES, mem_available // GUEST_RAM_BYTES)
+    return max(1, min(cells, fit))
+
+
+def _mem_available() -> int:
+    """MemAvailable from /proc/meminfo, in bytes (one guest's worth if unreadable)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return GUEST_RAM_BYTES
+
+
+def run_matrix(
+    ctx: LabContext, config: RunConfig, reports: Path, *, workers: int | None = None
+) -> Run:
+    """Run every cell of ``config``; ``workers`` cells at once (None: :func:`auto_workers`)."""
     started = dt.datetime.now(dt.timezone.utc)
     run_id = started.strftime("%Y%m%d-%H%M%S")
     run_dir = reports / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     cells = config.specs()
-    ctx.say(f"run {run_id}: {len(cells)} cells on {ctx.accel.name} ({ctx.accel.reason})")
+    if workers is None:
+        workers = auto_workers(len(cells), os.cpu_count() or 1, _mem_available())
+    ctx.say(
+        f"run {run_id}: {len(cells)} cells on {ctx.accel.name} ({ctx.accel.reason}), "
+        f"{workers} at a time"
+    )
     for spec in cells:
         ctx.say(f"  cell {spec.cell_id}")
     config_file = config.write(run_dir.resolve())

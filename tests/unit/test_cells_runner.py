@@ -11,7 +11,7 @@ from lab.cells import CellSpec, default_cells
 from lab.errors import UsageError
 from lab.results import Status
 from lab.runconfig import RunConfig
-from lab.runner import _cell_result, reproducer
+from lab.runner import _cell_result, auto_workers, reproducer
 from lab.sanitizers import Kind
 
 TCG = RunConfig(cells=(), accel="tcg")
@@ -123,3 +123,11 @@ def test_an_odd_measurement_is_dropped_not_fatal_to_the_report(tmp_path: Path) -
     row = {**TEST, "measurements": {"ok": 1, "flag": True, "blob": [1, 2], "text": "a\nb"}}
     cell = _cell_result(CellSpec("6.12"), _cell_dir(tmp_path, INFO, [row]), TCG)
     assert cell.tests[0].measurements == {"ok": 1, "text": "a b"}
+
+
+def test_auto_workers_is_what_cores_and_ram_hold() -> None:
+    gib = 1 << 30
+    assert auto_workers(cells=14, cpus=2, mem_available=24 * gib) == 2  # this kind of host
+    assert auto_workers(cells=14, cpus=64, mem_available=24 * gib) == 8  # RAM-bound
+    assert auto_workers(cells=3, cpus=64, mem_available=256 * gib) == 3  # no idle workers
+    assert auto_workers(cells=5, cpus=1, mem_available=1 * gib) == 1  # never zero
