@@ -181,21 +181,25 @@ def test_another_vhba_drive_cannot_be_a_backing(seat: Seat, drive: DriveNode) ->
     assert out["results"][drive.sr] != "ok", f"the module accepted vhba drive {drive.sr}"
 
 
-def test_file_on_a_vhba_drive_cannot_be_a_backing(seat: Seat, drive: DriveNode) -> None:
-    """A backing on a filesystem mounted from a vhba drive stalls with that drive."""
+def _assert_file_on_refused(seat: Seat, device: str, what: str) -> None:
+    """Mount ``device`` read-only; the seat user's drive must not get one of its files."""
     guest = seat.cell.guest
-    mount = command_text(["mount", "-o", "ro", drive.sr, "/mnt/attacker"])
-    guest.sh(f"mkdir -p /mnt/attacker && {mount}")
+    mnt = "/mnt/attacker"
+    guest.run(["mkdir", "-p", mnt])
+    guest.run(["mount", "-o", "ro", device, mnt], timeout=60)
     try:
-        name = guest.sh("find /mnt/attacker -type f | head -1").stdout.strip()
+        name = guest.sh(f"find {mnt} -type f | head -1").stdout.strip()
         assert name, "the cell's disc has no file"
         out = seat.run("backing", name)
         assert not out["results"][name].startswith("open:"), out
-        assert out["results"][name] != "ok", (
-            f"the module accepted {name}, a file on vhba drive {drive.sr}"
-        )
+        assert out["results"][name] != "ok", f"the module accepted {name}, a file on {what}"
     finally:
-        guest.run(["umount", "/mnt/attacker"], timeout=60, check=False)
+        guest.run(["umount", mnt], timeout=60, check=False)
+
+
+def test_file_on_a_vhba_drive_cannot_be_a_backing(seat: Seat, drive: DriveNode) -> None:
+    """A backing on a filesystem mounted from a vhba drive stalls with that drive."""
+    _assert_file_on_refused(seat, drive.sr, f"vhba drive {drive.sr}")
 
 
 def test_file_on_a_loop_device_of_a_vhba_drive_cannot_be_a_backing(
@@ -210,18 +214,7 @@ def test_file_on_a_loop_device_of_a_vhba_drive_cannot_be_a_backing(
     guest.run(["modprobe", "loop"], check=False)
     loop = guest.run(["losetup", "-f", "--show", "-r", drive.sr]).stdout.strip()
     try:
-        guest.run(["mkdir", "-p", "/mnt/attacker-loop"])
-        guest.run(["mount", "-o", "ro", loop, "/mnt/attacker-loop"], timeout=60)
-        try:
-            name = guest.sh("find /mnt/attacker-loop -type f | head -1").stdout.strip()
-            assert name, "the cell's disc has no file"
-            out = seat.run("backing", name)
-            assert not out["results"][name].startswith("open:"), out
-            assert out["results"][name] != "ok", (
-                f"the module accepted {name}, a file on {loop}, a loop device of {drive.sr}"
-            )
-        finally:
-            guest.run(["umount", "/mnt/attacker-loop"], timeout=60, check=False)
+        _assert_file_on_refused(seat, loop, f"{loop}, a loop device of vhba drive {drive.sr}")
     finally:
         guest.run(["losetup", "-d", loop], check=False)
 
