@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -44,20 +45,48 @@ SECTOR = 2352
 RAW_DIR = f"{GUEST_MEDIA}/raw"
 
 
-@pytest.fixture
-def mixed(cell: CellEnv, drive: DriveNode) -> Iterator[tuple[MixedDisc, DriveNode]]:
-    """The mixed disc in drive 0 (built for this cell, uploaded once); cd1 back afterwards."""
-    assert cell.drive is not None
-    if not cell.drive.running():  # an earlier group (the attacker's) may have stopped it
-        restart_drive(cell)
-        drive = cell.nodes[0]
-    disc, cue = upload_mixed_cd(cell)
+@dataclass
+class Tray:
+    """Which of this module's discs drive 0 holds: each goes in once, not once per test.
+
+    A disc change costs seconds (the load, Linux seeing the new size, udev);
+    the tests only read, so consecutive tests on one disc share its insertion.
+    """
+
+    cell: CellEnv
+    holds: str | None = None
+
+    def hold(self, name: str, cue: str, size: int) -> DriveNode:
+        assert self.cell.drive is not None
+        if not self.cell.drive.running():  # an earlier group (the attacker's) may stop it
+            restart_drive(self.cell)
+            self.holds = None
+        if self.holds != name:
+            self.holds = None  # until the insertion has succeeded
+            insert(self.cell, cue, size=size)
+            self.holds = name
+        return self.cell.nodes[0]
+
+
+@pytest.fixture(scope="module")
+def tray(cell: CellEnv) -> Iterator[Tray]:
+    """Drive 0's disc for this module; cd1 back in it afterwards."""
+    if cell.broken:
+        pytest.skip(f"cell broken: {cell.broken}")
     cell.guest.upload(CDAUDIO, GUEST_CDAUDIO, mode=0o755)
-    insert(cell, cue, size=disc.leadout * 2048)
+    held = Tray(cell)
     try:
-        yield disc, drive
+        yield held
     finally:
-        restore_cd1(cell)
+        if held.holds is not None and not cell.broken:
+            restore_cd1(cell)
+
+
+@pytest.fixture
+def mixed(cell: CellEnv, drive: DriveNode, tray: Tray) -> tuple[MixedDisc, DriveNode]:
+    """The mixed disc (built for this cell, uploaded once) in drive 0."""
+    disc, cue = upload_mixed_cd(cell)
+    return disc, tray.hold("mixed", cue, disc.leadout * 2048)
 
 
 def _cdaudio(cell: CellEnv, node: str, *args: str) -> dict:
@@ -208,19 +237,11 @@ def test_the_data_track_mounts(cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]
 
 
 @pytest.fixture
-def raw_cd(cell: CellEnv, drive: DriveNode) -> Iterator[tuple[RawDisc, DriveNode]]:
+def raw_cd(cell: CellEnv, drive: DriveNode, tray: Tray) -> tuple[RawDisc, DriveNode]:
     """A disc of raw data sectors (MODE1/2352, MODE2/2352 XA form 1) in drive 0."""
-    assert cell.drive is not None
-    if not cell.drive.running():
-        restart_drive(cell)
-        drive = cell.nodes[0]
     disc = build_raw_cd(cell.cell_dir / "raw-cd", seed=19)
     cue = upload_sheet(cell, disc.files, RAW_DIR)
-    insert(cell, cue, size=disc.leadout * 2048)
-    try:
-        yield disc, drive
-    finally:
-        restore_cd1(cell)
+    return disc, tray.hold("raw", cue, disc.leadout * 2048)
 
 
 def _read_cd(lba: int, sector_type: int, flags: int) -> bytes:
