@@ -52,7 +52,7 @@ from lab.context import LabContext
 from lab.drives import CdemuDaemon, Drive, DriveNode, OurResponder, find_nodes
 from lab.errors import GuestLostError, GuestWaitError, LabError
 from lab.guest import Guest
-from lab.module import build_module, load_module, require_built
+from lab.module import build_module, load_module, module_loaded, require_built
 from lab.paths import cache_root, repo_root
 from lab.session import boot
 
@@ -246,8 +246,7 @@ class DataPathBench:
         want = (module, params)
         if self.loaded == want:
             return
-        loaded = self.guest.run(["test", "-e", "/sys/module/vhba"], check=False).rc == 0
-        if self.loaded is not None or loaded:
+        if self.loaded is not None or module_loaded(self.guest):
             # The drive's devices go away asynchronously after it closes its fds.
             try:
                 self.guest.wait_for(["rmmod", "vhba"], timeout=30, interval=0.5)
