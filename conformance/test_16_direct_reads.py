@@ -67,12 +67,15 @@ def test_reads_bypass_the_responder_and_return_the_image(
     assert before["direct_reads"] == _expect_direct(cell), before
     cd1 = cell.media["cd1"]
     assert _sha_of_disc(cell, node, cd1.size) == cd1.sha256
-    served = _drive_status(untraced)["commands"] - before["commands"]
+    served = _drive_status(untraced)["reads"] - before["reads"]
     reads = -(-cd1.size // BS)
     if cell.spec.module == "ours":
-        assert served < reads // 4, f"{served} commands reached the responder for {reads} READs"
+        # Direct reads are on and every READ is in range: none may reach us.
+        # (Counting all commands instead counted the kernel's media polling,
+        # ~1 per 2 s: a slow debug kernel's read took long enough to pass 25%.)
+        assert served == 0, f"{served} of {reads} READs reached the responder"
     else:  # upstream vhba has no direct reads: every READ came to us
-        assert served >= reads, f"only {served} commands for {reads} READs"
+        assert served >= reads, f"only {served} READs reached the responder, of {reads}"
 
 
 def test_an_image_in_ram_is_read_straight_and_exactly(
@@ -88,10 +91,10 @@ def test_an_image_in_ram_is_read_straight_and_exactly(
         before = _drive_status(cell.drive)
         cd1 = cell.media["cd1"]
         assert _sha_of_disc(cell, node, cd1.size) == cd1.sha256
-        served = _drive_status(cell.drive)["commands"] - before["commands"]
+        served = _drive_status(cell.drive)["reads"] - before["reads"]
         reads = -(-cd1.size // BS)
         if cell.spec.module == "ours":
-            assert served < reads // 4, f"{served} commands reached the responder"
+            assert served == 0, f"{served} of {reads} READs reached the responder"
     finally:
         restart_drive(cell)
         cell.guest.run(["rm", "-f", "/dev/shm/cd1.iso"], check=False)

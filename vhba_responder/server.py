@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_MS = 200
 DIE_EXIT_CODE = 70
 DEFAULT_THREADS = 4
+# READ(10) and READ(12): the commands the module's direct reads take off the responder.
+DIRECT_READ_OPCODES = frozenset((0x28, 0xA8))
 
 
 @dataclass
@@ -57,6 +59,9 @@ class Endpoint:
     address: Address | None = None
     threads: list[threading.Thread] = field(default_factory=list, repr=False)
     commands: int = 0  # requests read so far (shown by `ctl status`)
+    # READ(10)/READ(12) among them: the media polling a kernel does meanwhile
+    # (GET EVENT STATUS, TEST UNIT READY) says nothing about direct reads.
+    reads: int = 0
     closed: bool = False  # the fd reported an error or hang-up: its threads stop
     # Only the leader waits for and reads requests.
     leader: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -70,6 +75,7 @@ class Endpoint:
             "devnum": self.device.devnum,
             "hctl": str(self.address) if self.address else None,
             "commands": self.commands,
+            "reads": self.reads,
         }
 
 
@@ -187,6 +193,8 @@ class Server:
                 continue
             if req is not None:
                 ep.commands += 1
+                if req.cdb[:1] and req.cdb[0] in DIRECT_READ_OPCODES:
+                    ep.reads += 1
                 return req
         return None
 

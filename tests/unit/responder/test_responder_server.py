@@ -81,6 +81,18 @@ def test_status_counts_commands(served):
     assert server.endpoints[0].describe()["commands"] == 3
 
 
+def test_status_counts_reads_apart_from_other_commands(served):
+    k, _, server, _ = served
+    k.send(1, bytes(6), 0)  # TEST UNIT READY
+    k.recv()
+    for tag, cdb in ((2, bytes([0x28, 0, 0, 0, 0, 16, 0, 0, 1, 0])),
+                     (3, bytes([0xA8, 0, 0, 0, 0, 16, 0, 0, 0, 1, 0, 0]))):  # fmt: skip
+        k.send(tag, cdb, 2048)
+        k.recv()
+    status = server.endpoints[0].describe()
+    assert (status["commands"], status["reads"]) == (3, 2)
+
+
 def test_check_condition_carries_sense(served):
     k, _, _, _ = served
     k.send(9, bytes([0xF7, 0, 0, 0, 0, 0]), 0)
