@@ -211,7 +211,7 @@ def sg_get_config(guest: Guest, dev: str, *args: str) -> Config:
 
 # ------------------------------------------------------------ guest state
 def udev_props(guest: Guest, sr: str) -> dict[str, str]:
-    guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
+    guest.settle()
     out = guest.run(["udevadm", "info", "-q", "property", "-n", sr], timeout=60, check=False).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
@@ -269,12 +269,14 @@ def insert(
 ) -> None:
     """Operator swaps the disc in drive 0 for ``path``; wait until Linux sees its size."""
     assert cell.drive is not None
+    # udev's probes of the last drive or disc hold it open, its door locked
+    cell.guest.settle()
     cell.drive.load(0, path)
     if size is not None:
         target = node or cell.nodes[0]
         seen = wait_size(cell.guest, target.sr, size)
         assert seen == size, f"after loading {path} {target.sr} has size {seen}, expected {size}"
-        cell.guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
+        cell.guest.settle()
 
 
 def upload_sheet(cell: CellEnv, files: tuple[Path, ...], guest_dir: str) -> str:
@@ -385,4 +387,4 @@ def restart_drive(
         insert_module(cell.guest)
     traced = {"trace": True} if trace else {}
     cell.nodes = cell.drive.start(media or [CD1], faults=cell.faults or None, **traced)
-    cell.guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
+    cell.guest.settle()

@@ -38,7 +38,7 @@ def reference(cell: CellEnv, drive: DriveNode) -> Iterator[DriveNode]:
     try:
         seen = wait_size(cell.guest, sr, cell.media["cd1"].size, timeout=30)
         assert seen == cell.media["cd1"].size, f"reference {sr} size {seen} after insert"
-        cell.guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
+        cell.guest.settle()
         yield DriveNode(hctl, sr, sg)
     finally:
         machine.change_medium(None)

@@ -317,7 +317,7 @@ class CdemuDaemon:
         """
         self._cdemu("unload", str(index))
         time.sleep(EJECT_SETTLE_S)
-        self.guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
+        self.guest.settle()
 
     def pids(self) -> list[int]:
         return _pgrep(self.guest, ["-x", "cdemu-daemon"])

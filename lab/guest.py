@@ -156,6 +156,19 @@ class CommandChannel:
         return poll(attempt, timeout * self.patience, interval, until_fails)
 
 
+    def settle(self, seconds: float = 20.0) -> bool:
+        """Wait until udev has handled the events queued so far; False if it is still busy.
+
+        Udev's probes of a new drive or disc (cdrom_id, blkid) hold it open, and
+        Linux locks a CD-ROM's door while it is open: a disc change tried before
+        they end is refused with MEDIUM REMOVAL PREVENTED.  ``seconds`` times
+        ``patience``: a sanitizer kernel's udev takes longer than a plain one's.
+        """
+        limit = max(1, round(seconds * self.patience))
+        argv = ["udevadm", "settle", "-t", str(limit)]
+        return self.run(argv, timeout=limit + 60, check=False).rc == 0
+
+
 class Guest(CommandChannel):
     """Run commands in and move files to/from a guest over SSH.
 

@@ -136,8 +136,7 @@ def insert_module(guest: Guest, params: str = "") -> None:
     guest.run(["modprobe", "-a", "scsi_mod", "sr_mod", "sg", "cdrom"], check=False)
     result = guest.run(["insmod", GUEST_KO, *params.split()], timeout=120, check=False)
     if result.rc == 0:
-        result = guest.run(["udevadm", "settle", "-t", "20"], timeout=60, check=False)
-    if result.rc == 0:
+        guest.settle()  # udev creates /dev/vhba_ctl
         result = guest.run(["test", "-c", "/dev/vhba_ctl"], check=False)
     if result.rc != 0:
         dmesg = guest.sh("dmesg | tail -20", check=False).stdout
