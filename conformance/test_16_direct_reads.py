@@ -59,7 +59,7 @@ def _expect_direct(cell: CellEnv) -> str:
 
 
 def test_reads_bypass_the_responder_and_return_the_image(
-    cell: CellEnv, untraced: OurResponder
+    cell: CellEnv, untraced: OurResponder, record_property: pytest.RecordProperty
 ) -> None:
     node = cell.nodes[0]
     tur_until_good(cell.guest, node.sg)
@@ -67,7 +67,10 @@ def test_reads_bypass_the_responder_and_return_the_image(
     assert before["direct_reads"] == _expect_direct(cell), before
     cd1 = cell.media["cd1"]
     assert _sha_of_disc(cell, node, cd1.size) == cd1.sha256
-    served = _drive_status(untraced)["reads"] - before["reads"]
+    after = _drive_status(untraced)
+    served = after["reads"] - before["reads"]
+    record_property("responder_reads", served)
+    record_property("responder_other_commands", after["commands"] - before["commands"] - served)
     reads = -(-cd1.size // BS)
     if cell.spec.module == "ours":
         # Direct reads are on and every READ is in range: none may reach us.
