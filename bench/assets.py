@@ -21,8 +21,8 @@ import uuid
 from pathlib import Path
 
 from bench.stats import iso_layout
-from lab.digest import sha256_file
-from lab.images import Image
+from lab.build.images import Image
+from lab.catalogue.digest import sha256_file
 from lab.paths import cache_root
 
 BENCH_CACHE = cache_root() / "bench"

@@ -48,13 +48,13 @@ from bench.stats import (
     ratio_table,
     summarize,
 )
+from lab.cell.drives import CdemuDaemon, Drive, DriveNode, OurResponder, find_nodes
+from lab.cell.module import build_module, load_module, module_loaded, require_built
 from lab.context import LabContext
-from lab.drives import CdemuDaemon, Drive, DriveNode, OurResponder, find_nodes
 from lab.errors import GuestLostError, GuestWaitError, LabError
-from lab.guest import Guest
-from lab.module import build_module, load_module, module_loaded, require_built
 from lab.paths import cache_root, repo_root
-from lab.session import boot
+from lab.vm.guest import Guest
+from lab.vm.session import boot
 
 GUEST_DIR = "/root/bench"
 GUEST_ISO_DISK = f"{GUEST_DIR}/bench.iso"  # --backing disk: the guest's virtio-blk disk
@@ -345,7 +345,7 @@ class DataPathBench:
         try:
             nbytes, secs = parse_dd(res.stderr)
         except ValueError:
-            # lab.guest.Guest.run can return before the last stderr bytes arrive
+            # lab.vm.guest.Guest.run can return before the last stderr bytes arrive
             # (it stops reading once the exit status is in): measure again, once.
             if not retry:
                 raise

@@ -42,11 +42,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab.build.images import ImageStore
 from lab.context import LabContext
 from lab.errors import LabError
-from lab.images import ImageStore
 from lab.paths import cache_root, repo_root
-from lab.session import boot
+from lab.vm.session import boot
 
 TARGETS = {"warm_cell_s": 30.0, "warm_ready_s": 5.0}
 
@@ -113,7 +113,7 @@ def boot_phase(ctx: LabContext, image: Any, work: Path, warm_reps: int) -> dict[
 
 
 def boots_phase(ctx: LabContext, image: Any, work: Path, count: int) -> dict[str, Any]:
-    """``count`` cold boots; every failed attempt is named (see lab.session.boot)."""
+    """``count`` cold boots; every failed attempt is named (see lab.vm.session.boot)."""
     readies: list[float] = []
     failed_attempts: list[str] = []
     failed_boots: list[str] = []
@@ -142,7 +142,7 @@ def boots_phase(ctx: LabContext, image: Any, work: Path, count: int) -> dict[str
 
 
 def _qemu_version() -> str:
-    from lab.accel import qemu_binary
+    from lab.vm.accel import qemu_binary
 
     out = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True, check=False)
     return out.stdout.splitlines()[0] if out.stdout else "unknown"

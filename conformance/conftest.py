@@ -1,7 +1,7 @@
 """The conformance suite's harness: one guest per cell, shared by that cell's tests.
 
 Cells come from the run configuration ``vhba-lab run`` writes (``--lab-config``,
-:mod:`lab.runconfig`; ids like ``6.12-ours-ours``); each becomes
+:mod:`lab.run.config`; ids like ``6.12-ours-ours``); each becomes
 a session-scoped ``cell`` fixture parameter grouped with ``xdist_group`` so
 that, under ``--dist loadgroup``, one worker owns one cell and its guest.
 
@@ -14,7 +14,7 @@ finding and links its report text.
 
 A cell whose guest is lost (set-up failed even after the boot retry, QEMU
 died, ssh went silent) is broken once: the test that saw it is recorded
-with the cause :mod:`lab.cellstate` names (ERROR for infrastructure, FAIL
+with the cause :mod:`lab.cell.state` names (ERROR for infrastructure, FAIL
 for a kernel panic with the module in), and every later test of the cell is
 skipped with "cell broken: <cause>".  Results are written by the
 worker that ran the test into ``<run-dir>/cells/<cell>/tests.jsonl``; the
@@ -30,16 +30,16 @@ from pathlib import Path
 
 import pytest
 
-from lab import records
-from lab.cellenv import CellEnv, media_set
-from lab.cells import REFERENCE_KERNEL, CellSpec
-from lab.cellstate import CellLoss
+from lab.build.module_source import module_source
+from lab.cell.env import CellEnv, media_set
+from lab.cell.health import HealthVerdict
+from lab.cell.spec import REFERENCE_KERNEL, CellSpec
+from lab.cell.state import CellLoss
 from lab.context import LabContext
 from lab.errors import GuestLostError
-from lab.health import HealthVerdict
-from lab.module_source import module_source
-from lab.results import clean_measurements
-from lab.runconfig import RunConfig
+from lab.report.results import clean_measurements
+from lab.run import records
+from lab.run.config import RunConfig
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--lab-config",
         type=Path,
         default=None,
-        help="the run configuration written by 'vhba-lab run' (lab/runconfig.py; default: "
+        help="the run configuration written by 'vhba-lab run' (lab/run/config.py; default: "
         f"the reference cell {REFERENCE_KERNEL}-ours-ours with automatic accelerator)",
     )
     group.addoption(
@@ -165,7 +165,7 @@ def drive(cell: CellEnv):
 
 
 def _test_name(item: pytest.Item) -> tuple[str, str]:
-    """(group, name) of a collected test; see :func:`lab.records.test_name`."""
+    """(group, name) of a collected test; see :func:`lab.run.records.test_name`."""
     callspec = getattr(item, "callspec", None)
     cell = callspec.params.get("cell") if callspec is not None else None
     return records.test_name(
@@ -246,7 +246,7 @@ def _record(item: pytest.Item, report: pytest.TestReport, cell_id: str) -> None:
     hit = item.stash.get(SANITIZER_HIT, None) if report.when == "call" else None
     loss = item.stash.get(LOSS, None)
     if loss is not None:
-        status = loss.status.value  # ERROR unless the kernel blamed the module (lab.cellstate)
+        status = loss.status.value  # ERROR unless the kernel blamed the module (lab.cell.state)
     elif hit is not None:
         status = "sanitizer"  # the kernel proved a bug: worse than anything the test said
     elif report.skipped:

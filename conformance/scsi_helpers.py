@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.cellenv import GUEST_MEDIA
+from lab.build.media import MixedDisc, build_mixed_cd
+from lab.cell.env import GUEST_MEDIA
+from lab.cell.module import insert_module, module_loaded
 from lab.errors import GuestWaitError
-from lab.guest import command_text
-from lab.media import MixedDisc, build_mixed_cd
-from lab.module import insert_module, module_loaded
+from lab.vm.guest import command_text
 
 if TYPE_CHECKING:
-    from lab.cellenv import CellEnv
-    from lab.drives import DriveNode
-    from lab.guest import Guest
+    from lab.cell.drives import DriveNode
+    from lab.cell.env import CellEnv
+    from lab.vm.guest import Guest
 
 CD1 = f"{GUEST_MEDIA}/cd1.iso"
 MIXED_DIR = f"{GUEST_MEDIA}/mixed"  # the mixed CD of the CD audio groups

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.cellenv import CellEnv
+from lab.cell.env import CellEnv
 
 
 @pytest.mark.no_health

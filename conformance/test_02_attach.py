@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lab.cellenv import CellEnv
-from lab.drives import DriveNode
-from lab.guest import command_text
+from lab.cell.drives import DriveNode
+from lab.cell.env import CellEnv
+from lab.vm.guest import command_text
 
 
 def test_drive_attached(cell: CellEnv) -> None:

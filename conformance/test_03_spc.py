@@ -12,8 +12,8 @@ import re
 import pytest
 from scsi_helpers import expected_identity, parse_sense, sg_raw, tur
 
-from lab.cellenv import CellEnv
-from lab.drives import DriveNode
+from lab.cell.drives import DriveNode
+from lab.cell.env import CellEnv
 
 
 def _field(text: str, *labels: str) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from scsi_helpers import PROFILE_CD_ROM, parse_toc, sg_get_config, sg_raw
 
-from lab.cellenv import CellEnv
-from lab.drives import DriveNode
+from lab.cell.drives import DriveNode
+from lab.cell.env import CellEnv
 
 # Feature codes (MMC-6 table 88).
 PROFILE_LIST, CORE, REMOVABLE, RANDOM_READABLE, CD_READ, DVD_READ = 0, 1, 3, 0x10, 0x1E, 0x1F

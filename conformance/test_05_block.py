@@ -7,9 +7,9 @@ data-path bug (wrong offset, short transfer) as a checksum mismatch.
 
 from __future__ import annotations
 
-from lab.cellenv import GUEST_MEDIA, CellEnv
-from lab.drives import DriveNode
-from lab.guest import command_text
+from lab.cell.drives import DriveNode
+from lab.cell.env import GUEST_MEDIA, CellEnv
+from lab.vm.guest import command_text
 
 
 def _blockdev(cell: CellEnv, drive: DriveNode, flag: str) -> str:

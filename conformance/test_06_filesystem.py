@@ -22,9 +22,9 @@ from scsi_helpers import (
     sg_raw,
 )
 
-from lab.cellenv import GUEST_MEDIA, CellEnv
-from lab.drives import DriveNode
-from lab.guest import command_text
+from lab.cell.drives import DriveNode
+from lab.cell.env import GUEST_MEDIA, CellEnv
+from lab.vm.guest import command_text
 
 UDF_IMAGE = f"{GUEST_MEDIA}/dvd-udf.iso"
 UDF_IMAGE_MIB = 1200  # > 737,280,000 bytes: the responder presents it as DVD-ROM

@@ -24,8 +24,8 @@ from scsi_helpers import (
     wait_props,
 )
 
-from lab.cellenv import CellEnv
-from lab.drives import DriveNode
+from lab.cell.drives import DriveNode
+from lab.cell.env import CellEnv
 
 
 @pytest.fixture(autouse=True)

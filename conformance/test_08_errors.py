@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from scsi_helpers import restore_cd1, sg_raw
 
-from lab.cellenv import CellEnv
-from lab.drives import DriveNode
-from lab.guest import command_text
+from lab.cell.drives import DriveNode
+from lab.cell.env import CellEnv
+from lab.vm.guest import command_text
 
 
 @pytest.fixture

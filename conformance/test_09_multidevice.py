@@ -11,9 +11,9 @@ import hashlib
 
 from scsi_helpers import CD1, restart_drive, wait_size
 
-from lab.cellenv import CellEnv
-from lab.drives import DriveNode
-from lab.guest import command_text
+from lab.cell.drives import DriveNode
+from lab.cell.env import CellEnv
+from lab.vm.guest import command_text
 
 COUNT = 16
 HEAD = 64 * 1024

@@ -15,10 +15,10 @@ from scsi_helpers import (
     wait_gone,
 )
 
-from lab.cellenv import CellEnv
-from lab.drives import DriveNode
+from lab.cell.drives import DriveNode
+from lab.cell.env import CellEnv
+from lab.cell.module import insert_module, module_loaded
 from lab.errors import GuestCommandError
-from lab.module import insert_module, module_loaded
 
 
 def test_rmmod_refused_while_served(cell: CellEnv, drive: DriveNode) -> None:

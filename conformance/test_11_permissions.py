@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from scsi_helpers import CD1, restart_drive, tur_until_good
 
-from lab.cellenv import CellEnv
-from lab.drives import GUEST_PYZ, LOGS, STATE, DriveNode, OurResponder, find_nodes
-from lab.guest import command_text
+from lab.cell.drives import GUEST_PYZ, LOGS, STATE, DriveNode, OurResponder, find_nodes
+from lab.cell.env import CellEnv
+from lab.vm.guest import command_text
 
 RULE = Path(__file__).resolve().parents[1] / "module" / "udev" / "61-vhba-cdrom-group.rules"
 GUEST_RULE = "/etc/udev/rules.d/61-vhba-cdrom-group.rules"

@@ -20,8 +20,8 @@ from scsi_helpers import (
     wait_size,
 )
 
-from lab.cellenv import CellEnv
-from lab.drives import DriveNode
+from lab.cell.drives import DriveNode
+from lab.cell.env import CellEnv
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from lab.cellenv import CellEnv
-from lab.drives import DriveNode
-from lab.health import EXPECTED_TAINT
+from lab.cell.drives import DriveNode
+from lab.cell.env import CellEnv
+from lab.cell.health import EXPECTED_TAINT
 
 
 def test_no_gesn_tur_disagreement(cell: CellEnv, drive: DriveNode) -> None:

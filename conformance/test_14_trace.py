@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from scsi_helpers import restart_drive
 
-from lab.cellenv import CellEnv
-from lab.drives import LOGS, DriveNode
-from lab.guest import command_text
+from lab.cell.drives import LOGS, DriveNode
+from lab.cell.env import CellEnv
+from lab.vm.guest import command_text
 
 TRACE = f"{LOGS}/trace.jsonl"
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -11,9 +11,9 @@ import textwrap
 import pytest
 from scsi_helpers import restart_drive, rmmod_eventually, wait_gone
 
-from lab.cellenv import CellEnv
-from lab.drives import DriveNode, OurResponder
-from lab.guest import command_text
+from lab.cell.drives import DriveNode, OurResponder
+from lab.cell.env import CellEnv
+from lab.vm.guest import command_text
 
 # Runs in the guest: opens its own device, answers its first command with garbage
 # of every kind, then correctly, and prints what the kernel said to each write.

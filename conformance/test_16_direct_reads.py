@@ -25,10 +25,10 @@ from scsi_helpers import (
     wait_gone,
 )
 
-from lab.cellenv import CellEnv
-from lab.drives import DriveNode, OurResponder
+from lab.cell.drives import DriveNode, OurResponder
+from lab.cell.env import CellEnv
 from lab.errors import GuestWaitError
-from lab.guest import command_text
+from lab.vm.guest import command_text
 
 BS = 64 * 1024
 

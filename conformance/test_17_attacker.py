@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 from scsi_helpers import CD1, restart_drive, rmmod_eventually
 
-from lab.cellenv import CellEnv
-from lab.drives import DriveNode, find_nodes
+from lab.cell.drives import DriveNode, find_nodes
+from lab.cell.env import CellEnv
+from lab.cell.module import insert_module
 from lab.errors import GuestWaitError
-from lab.guest import command_text
-from lab.module import insert_module
+from lab.vm.guest import command_text
 
 ATTACKER = Path(__file__).resolve().parent / "guest" / "attacker.py"
 GUEST_ATTACKER = "/usr/local/lib/vhba-attacker.py"

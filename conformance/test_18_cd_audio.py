@@ -1,13 +1,13 @@
 """A mixed-mode CD (a data track, three CD-DA tracks) from CUE/BIN, read as users read it.
 
-The disc is built on the host (``lab.media.build_mixed_cd``), so what each
+The disc is built on the host (``lab.build.media.build_mixed_cd``), so what each
 track holds is known without asking any responder: the TOC must match the
 sheet, every audio track must rip bit-exactly (cdparanoia, and the cdrom
 layer's CDROMREADAUDIO), raw READ CD transfers of odd sizes (with and
 without sub-channel) must come back exact, PLAY AUDIO's position must move,
 and the data track must still mount.  These are the paths Linux sends to an
 audio or mixed disc: 2352-byte sectors, transfers that are multiples of
-neither 2048 nor a page.  A second disc (``lab.media.build_raw_cd``) keeps its
+neither 2048 nor a page.  A second disc (``lab.build.media.build_raw_cd``) keeps its
 data in raw sectors (MODE1/2352, MODE2/2352 XA form 1): READ(10) must find the
 user data inside them, READ CD must return the BIN's own bytes.
 """
@@ -34,10 +34,10 @@ from scsi_helpers import (
     wait_props,
 )
 
-from lab.cellenv import GUEST_MEDIA, CellEnv
-from lab.drives import DriveNode
-from lab.guest import command_text
-from lab.media import MixedDisc, RawDisc, build_raw_cd
+from lab.build.media import MixedDisc, RawDisc, build_raw_cd
+from lab.cell.drives import DriveNode
+from lab.cell.env import GUEST_MEDIA, CellEnv
+from lab.vm.guest import command_text
 
 CDAUDIO = Path(__file__).resolve().parent / "guest" / "cdaudio.py"
 GUEST_CDAUDIO = "/usr/local/lib/vhba-cdaudio.py"

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import pytest
 from scsi_helpers import insert, restart_drive, restore_cd1, sg_raw, upload_mixed_cd
 
-from lab.cellenv import CellEnv
-from lab.drives import CdemuDaemon, Drive, DriveNode, OurResponder
-from lab.guest import Guest
-from lab.media import MixedDisc
+from lab.build.media import MixedDisc
+from lab.cell.drives import CdemuDaemon, Drive, DriveNode, OurResponder
+from lab.cell.env import CellEnv
+from lab.vm.guest import Guest
 
 SECTOR = 2352
 CDEMU_DAEMON = "/usr/bin/cdemu-daemon"

@@ -21,7 +21,7 @@ from lab.context import LabContext
 from lab.errors import LabError, UsageError
 
 if TYPE_CHECKING:
-    from lab.kernel_install import AnyKernel
+    from lab.build.kernel_install import AnyKernel
 
 
 def _workers(text: str) -> int | None:
@@ -51,7 +51,7 @@ def _add_module_option(parser: argparse.ArgumentParser, known_as: bool = False) 
     parser.add_argument(
         "--module", metavar="PATH", default=None,
         help="test this vhba module tree or release tarball instead of ours "
-        "(e.g. an upstream vhba-module checkout; lab/module_source.py)",
+        "(e.g. an upstream vhba-module checkout; lab/build/module_source.py)",
     )  # fmt: skip
     parser.add_argument(
         "--module-name", metavar="NAME", default=None,
@@ -178,14 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--module-fault",
-        choices=("uaf",),  # lab.module.MODULE_FAULTS; not imported to keep the CLI light
+        choices=("uaf",),  # lab.cell.module.MODULE_FAULTS; not imported to keep the CLI light
         default=None,
         help="TEST ONLY: build our module with this deliberate bug (uaf: a use-after-free "
         "at close) to check that a debug kernel cell catches it",
     )
     p.add_argument(
         "--boot-fault",
-        choices=("panic", "panic-once"),  # lab.cellenv.BOOT_FAULTS
+        choices=("panic", "panic-once"),  # lab.cell.env.BOOT_FAULTS
         default=None,
         help="TEST ONLY: make the guest kernel panic before userspace on every boot attempt "
         "(panic) or on the first only (panic-once) to check the boot retry and the single ERROR",
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("matrix", help="print the default cells (e.g. as a CI job matrix)")
     p.add_argument(
         "--format", choices=["github", "gitlab", "lines"], default="lines",
-        help="github: the workflow's strategy.matrix; gitlab: the child pipeline (lab/ci.py)",
+        help="github: the workflow's strategy.matrix; gitlab: the child pipeline (lab/run/ci.py)",
     )  # fmt: skip
     p.add_argument("--kernels", nargs="+", default=None, metavar="K")
     _add_common(p)
@@ -222,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_kernels(args: argparse.Namespace) -> int:
     import json
 
-    from lab.debug_kernel import debug_states, format_debug_table, known_debug_names
-    from lab.kernels import format_table
+    from lab.build.debug_kernel import debug_states, format_debug_table, known_debug_names
+    from lab.catalogue.kernels import format_table
 
     ctx = LabContext.from_args(args)
     entries = ctx.catalogue.entries()
@@ -271,7 +271,7 @@ def cmd_images(args: argparse.Namespace) -> int:
             print(f"{entry.name}  {manifest.get('built_at', '?')}  {state}")
         return 0
     if args.action == "prune":
-        from lab.images import image_key
+        from lab.build.images import image_key
 
         # Without --all, keep exactly the images the current recipe and catalogue would use,
         # including those of debug kernels that are built (rebuilding one costs an hour).
@@ -301,7 +301,12 @@ def cmd_images(args: argparse.Namespace) -> int:
 def cmd_debug_kernel(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from lab.debug_kernel import debug_name, debug_states, format_debug_table, known_debug_names
+    from lab.build.debug_kernel import (
+        debug_name,
+        debug_states,
+        format_debug_table,
+        known_debug_names,
+    )
 
     ctx = LabContext.from_args(args)
     if args.action == "list":
@@ -319,7 +324,7 @@ def cmd_debug_kernel(args: argparse.Namespace) -> int:
 
 def _built_debug(ctx: LabContext) -> list[AnyKernel]:
     """Debug kernels already in the cache (never builds one)."""
-    from lab.debug_kernel import known_debug_names
+    from lab.build.debug_kernel import known_debug_names
 
     built: list[AnyKernel] = []
     for name in known_debug_names():
@@ -333,8 +338,8 @@ def _built_debug(ctx: LabContext) -> list[AnyKernel]:
 def cmd_shell(args: argparse.Namespace) -> int:
     import signal
 
-    from lab.debug_kernel import boot_tuning
-    from lab.session import boot
+    from lab.build.debug_kernel import boot_tuning
+    from lab.vm.session import boot
 
     ctx = LabContext.from_args(args)
     kernel = ctx.resolve_one(args.kernel)
@@ -349,7 +354,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
         kernel_args=tuning.kernel_args, patience=tuning.patience,
     ) as booted:  # fmt: skip
         if args.with_module:
-            from lab.module import build_module, load_module, require_built
+            from lab.cell.module import build_module, load_module, require_built
 
             ko = require_built(build_module(image, workdir / "module-build.log"))
             load_module(booted.guest, ko)

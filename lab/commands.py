@@ -8,14 +8,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lab.buildmatrix import matrix_table, run_compile_matrix, timestamp
+from lab.build.buildmatrix import matrix_table, run_compile_matrix, timestamp
 from lab.context import LabContext
 from lab.errors import UsageError
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from lab.module import MODULE_SOURCE
-    from lab.module_source import module_source
+    from lab.build.module_source import module_source
+    from lab.cell.module import MODULE_SOURCE
 
     ctx = LabContext.from_args(args)
     source = module_source(args.module, args.module_name).path if args.module else MODULE_SOURCE
@@ -30,8 +30,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lab.module_source import module_source
-    from lab.runner import run_config, run_matrix, select_cells
+    from lab.build.module_source import module_source
+    from lab.run.runner import run_config, run_matrix, select_cells
 
     ctx = LabContext.from_args(args)
     if args.module_known_as and not args.module:
@@ -50,8 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_matrix(args: argparse.Namespace) -> int:
     import json
 
-    from lab.ci import github_matrix, gitlab_pipeline
-    from lab.runner import select_cells
+    from lab.run.ci import github_matrix, gitlab_pipeline
+    from lab.run.runner import select_cells
 
     ctx = LabContext.from_args(args)
     cells = select_cells(ctx, args.kernels, [])
@@ -66,13 +66,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lab.report import merge_runs, write_report
-    from lab.results import load_run
+    from lab.report.results import load_run
+    from lab.report.write import merge_runs, write_report
 
     if args.action == "kcidb":
         import json
 
-        from lab.kcidb import kcidb_data
+        from lab.report.kcidb import kcidb_data
 
         if len(args.dirs) != 1:
             raise UsageError("'report kcidb' takes one run directory; merge several first")

@@ -13,13 +13,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lab.accel import AccelChoice, choose_accel
-from lab.apt_sources import Mirror, find_mirror
+from lab.build.debug_kernel import DebugKernelStore, DebugSpec, debug_series, debug_spec
+from lab.build.images import Image, ImageStore
+from lab.build.kernel_install import AnyKernel
+from lab.catalogue.apt_sources import Mirror, find_mirror
+from lab.catalogue.kernels import Catalogue, resolve_local
 from lab.config import Config, load_config
-from lab.debug_kernel import DebugKernelStore, DebugSpec, debug_series, debug_spec
-from lab.images import Image, ImageStore
-from lab.kernel_install import AnyKernel
-from lab.kernels import Catalogue, resolve_local
+from lab.vm.accel import AccelChoice, choose_accel
 
 
 @dataclass

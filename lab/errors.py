@@ -63,7 +63,7 @@ class GuestCommandError(LabError):
 
 
 class GuestLostError(GuestCommandError):
-    """Not one command's failure: the channel into the guest is gone (see lab.cellstate)."""
+    """Not one command's failure: the channel into the guest is gone (see lab.cell.state)."""
 
 
 class GuestWaitError(GuestCommandError):

@@ -1,6 +1,6 @@
 """What every guest channel promises, checked against the real one and the fake one.
 
-`lab.guest.Guest` (ssh into a booted guest) and :class:`LocalChannel` (the
+`lab.vm.guest.Guest` (ssh into a booted guest) and :class:`LocalChannel` (the
 unit tests' stand-in: ``sh -c`` on the host) must behave the same where the
 lab relies on it, or a unit test that passes with the fake proves nothing.
 tests/unit/test_guest_contract.py runs :func:`check_channel` on the fake,
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lab.errors import GuestCommandError, GuestLostError, GuestWaitError
-from lab.guest import CommandChannel, CommandResult
+from lab.vm.guest import CommandChannel, CommandResult
 
 
 class LocalChannel(CommandChannel):

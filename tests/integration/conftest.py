@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from lab.cells import REFERENCE_KERNEL
+from lab.build.images import Image
+from lab.catalogue.kernels import KernelEntry
+from lab.cell.spec import REFERENCE_KERNEL
 from lab.context import LabContext
-from lab.images import Image
-from lab.kernels import KernelEntry
 
 
 @pytest.fixture(scope="session")

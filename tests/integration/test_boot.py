@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from lab.build.images import Image
+from lab.catalogue.kernels import KernelEntry
 from lab.context import LabContext
 from lab.errors import BootTimeoutError, MachineError
-from lab.images import Image
-from lab.kernels import KernelEntry
-from lab.machine import Machine, MachineSpec
-from lab.session import BootRetried, boot
+from lab.vm.machine import Machine, MachineSpec
+from lab.vm.session import BootRetried, boot
 from tests.contract.guest_channel import check_channel
 
 pytestmark = pytest.mark.integration

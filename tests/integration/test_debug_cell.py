@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lab.context import LabContext
-from lab.results import load_run
+from lab.report.results import load_run
 
 pytestmark = pytest.mark.integration
 VHBA_LAB = [sys.executable, "-m", "lab.cli"]

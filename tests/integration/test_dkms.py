@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from lab.build.images import Image
+from lab.cell.module import MODULE_SOURCE
 from lab.context import LabContext
-from lab.guest import command_text
-from lab.images import Image
-from lab.module import MODULE_SOURCE
-from lab.session import boot
+from lab.vm.guest import command_text
+from lab.vm.session import boot
 
 pytestmark = pytest.mark.integration
 

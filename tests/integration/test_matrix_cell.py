@@ -15,9 +15,9 @@ from urllib.parse import unquote
 
 import pytest
 
-from lab.cells import REFERENCE_KERNEL
-from lab.images import Image
-from lab.results import load_run
+from lab.build.images import Image
+from lab.cell.spec import REFERENCE_KERNEL
+from lab.report.results import load_run
 
 pytestmark = pytest.mark.integration
 VHBA_LAB = [sys.executable, "-m", "lab.cli"]

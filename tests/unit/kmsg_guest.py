@@ -10,9 +10,9 @@ import re
 import shlex
 from collections.abc import Callable
 
+from lab.cell.health import KMEMLEAK_PROBE
 from lab.errors import GuestLostError
-from lab.guest import CommandChannel, CommandResult
-from lab.health import KMEMLEAK_PROBE
+from lab.vm.guest import CommandChannel, CommandResult
 
 
 class KmsgGuest(CommandChannel):

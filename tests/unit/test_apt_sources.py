@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.apt_sources import Mirror, find_mirror, parse_one_line, read_sources, suite_kind
+from lab.catalogue.apt_sources import Mirror, find_mirror, parse_one_line, read_sources, suite_kind
 from lab.config import Config
 from lab.errors import MirrorConfigError
 

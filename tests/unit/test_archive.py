@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fixtures.fake_mirror import ARCHIVE, FIXTURES, FakeMirror, fixture_packages
 
-from lab.archive import (
+from lab.catalogue.archive import (
     FRESH_SECONDS,
     PoolCache,
     download_deb,
@@ -20,8 +20,8 @@ from lab.archive import (
     reduce_packages,
     release_hashes,
 )
+from lab.catalogue.kernels import DebFile
 from lab.errors import ArchiveError, CacheCorruptError
-from lab.kernels import DebFile
 
 SUITE = "trixie"
 PACKAGES_XZ = f"{ARCHIVE}/dists/{SUITE}/main/binary-amd64/Packages.xz"

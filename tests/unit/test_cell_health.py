@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.guest import CommandChannel, CommandResult
-from lab.health import KMEMLEAK_PROBE, KMEMLEAK_SCAN, MAX_SAVED_FINDINGS, Health, KernelHealth
-from lab.sanitizers import Kind
+from lab.cell.health import KMEMLEAK_PROBE, KMEMLEAK_SCAN, MAX_SAVED_FINDINGS, Health, KernelHealth
+from lab.cell.sanitizers import Kind
+from lab.vm.guest import CommandChannel, CommandResult
 
 SAMPLES = Path(__file__).parent / "fixtures" / "sanitizers"
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.cells import CellSpec
-from lab.results import Run, Status
-from lab.runconfig import RunConfig
-from lab.runner import _cell_result
+from lab.cell.spec import CellSpec
+from lab.report.results import Run, Status
+from lab.run.config import RunConfig
+from lab.run.runner import _cell_result
 from tests.unit.throwaway_suite import CELL, run_suite
 from tests.unit.throwaway_suite import rows as suite_rows
 
@@ -30,8 +30,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from lab.cellenv import CellEnv
-from lab.cellstate import CellState
+from lab.cell.env import CellEnv
+from lab.cell.state import CellState
 from tests.unit.kmsg_guest import KmsgGuest
 
 SERIAL_AFTER_READY = {serial!r}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lab.cellrecord import CELL_FILE, CellRecorder
+from lab.cell.record import CELL_FILE, CellRecorder
 
 
 def test_cell_json_lists_timings_and_existing_artifacts_only(tmp_path: Path) -> None:

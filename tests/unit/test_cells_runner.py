@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from lab.cells import CellSpec, default_cells
+from lab.cell.sanitizers import Kind
+from lab.cell.spec import CellSpec, default_cells
 from lab.errors import UsageError
-from lab.results import Status
-from lab.runconfig import RunConfig
-from lab.runner import _cell_result, auto_workers, reproducer
-from lab.sanitizers import Kind
+from lab.report.results import Status
+from lab.run.config import RunConfig
+from lab.run.runner import _cell_result, auto_workers, reproducer
 
 TCG = RunConfig(cells=(), accel="tcg")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lab.cellstate import CellLoss, LossKind, classify_loss, kernel_complaint
-from lab.results import Status
+from lab.cell.state import CellLoss, LossKind, classify_loss, kernel_complaint
+from lab.report.results import Status
 
 PANIC = """\
 [  812.000000] BUG: unable to handle page fault for address: ffffc90000a3f000

@@ -11,11 +11,11 @@ import pytest
 import yaml
 from fixtures.fake_mirror import trixie_context
 
-from lab.cells import CellSpec, default_cells
-from lab.ci import CELL_REPORTS, MERGED, github_matrix, gitlab_pipeline
+from lab.build.images import image_key
+from lab.cell.spec import CellSpec, default_cells
 from lab.context import LabContext
-from lab.images import image_key
 from lab.paths import cache_root, repo_root
+from lab.run.ci import CELL_REPORTS, MERGED, github_matrix, gitlab_pipeline
 
 WORKFLOW = repo_root() / ".github" / "workflows" / "matrix.yml"
 GITLAB = repo_root() / ".gitlab-ci.yml"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from fixtures.fake_mirror import ARCHIVE, FakeMirror
 
-from lab.apt_sources import Mirror
+from lab.catalogue.apt_sources import Mirror
+from lab.catalogue.kernels import Catalogue
 from lab.config import Config, ExtraSuite, config_path, load_config
 from lab.errors import UsageError
-from lab.kernels import Catalogue
 
 CONFIGS = Path(__file__).parent / "fixtures" / "config"
 

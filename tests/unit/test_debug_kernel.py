@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from fixtures.fake_mirror import SECURITY, trixie_context
 
-from lab.cells import CellSpec
-from lab.debug_kernel import (
+from lab.build.debug_kernel import (
     DEBUG_OPTIONS,
     GUEST_OPTIONS,
     RECIPE_VERSION,
@@ -29,8 +28,9 @@ from lab.debug_kernel import (
     fragment_options,
     parse_config,
 )
+from lab.catalogue.kernels import DebFile, KernelEntry, LocalKernel
+from lab.cell.spec import CellSpec
 from lab.errors import CacheCorruptError, UnknownKernelError, UsageError
-from lab.kernels import DebFile, KernelEntry, LocalKernel
 
 WANTED_Y = (
     "KASAN", "KASAN_INLINE", "UBSAN", "UBSAN_BOUNDS", "UBSAN_SHIFT", "PROVE_LOCKING",
@@ -109,7 +109,7 @@ def test_dropped_or_changed_options_are_named_with_the_fix(tmp_path: Path) -> No
         "CONFIG_KASAN_INLINE: wanted y, got unset",
         "CONFIG_DEFAULT_HUNG_TASK_TIMEOUT: wanted 30, got 120",
     ]
-    with pytest.raises(DebugConfigError, match=r"KASAN_INLINE.*lab/debug_kernel\.py"):
+    with pytest.raises(DebugConfigError, match=r"KASAN_INLINE.*lab/build/debug_kernel\.py"):
         check_config(text, fragment_options(), tmp_path / ".config")
     enabled = _final_config(change={"MODULE_SIG": "y"})
     assert config_mismatches(enabled, {"MODULE_SIG": "n"}) == ["CONFIG_MODULE_SIG: wanted n, got y"]
@@ -250,7 +250,7 @@ def test_context_resolves_debug_names_from_the_catalogue(tmp_path: Path) -> None
 
 
 def test_debug_cells_are_validated_without_building(tmp_path: Path) -> None:
-    from lab.runner import select_cells
+    from lab.run.runner import select_cells
 
     ctx = trixie_context(tmp_path, debug_kernels=None)  # nothing may be built
     (spec,) = select_cells(ctx, None, ["6.12-debug-ours-ours"])
@@ -260,7 +260,7 @@ def test_debug_cells_are_validated_without_building(tmp_path: Path) -> None:
 
 
 def test_debug_kernels_boot_with_time_and_a_watchdog_above_the_suites_own_stalls() -> None:
-    from lab.debug_kernel import BootTuning, boot_tuning
+    from lab.build.debug_kernel import BootTuning, boot_tuning
 
     assert boot_tuning("6.12", "tcg") == BootTuning()
     assert boot_tuning("/home/me/linux", "kvm") == BootTuning()
@@ -270,9 +270,9 @@ def test_debug_kernels_boot_with_time_and_a_watchdog_above_the_suites_own_stalls
 
 
 def test_kernel_args_reach_every_boot_and_fault_args_only_their_attempt(tmp_path: Path) -> None:
-    from lab.accel import AccelChoice
-    from lab.images import Image
-    from lab.session import Shape
+    from lab.build.images import Image
+    from lab.vm.accel import AccelChoice
+    from lab.vm.session import Shape
 
     image = Image(tmp_path, "trixie", "6.12.118-debug")
     shape = Shape(AccelChoice("tcg", "test"), kernel_args="a=1")
@@ -286,8 +286,8 @@ def test_a_debug_cells_results_pass_the_report_schema(tmp_path: Path) -> None:
     """Seen in the first real debug cell: its report was refused for the series '6.12-debug'."""
     from datetime import datetime, timezone
 
-    from lab.report import write_report
-    from lab.results import Cell, Run, Status, TestResult, load_run
+    from lab.report.results import Cell, Run, Status, TestResult, load_run
+    from lab.report.write import write_report
 
     now = datetime(2026, 12, 2, tzinfo=timezone.utc)
     kernel = {"series": "6.12-debug", "version": "local:/cache/debug-kernels/6.12-debug-x/tree",

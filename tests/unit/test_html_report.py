@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from lab import summary
-from lab.html_report import write_html
-from lab.report import write_report
-from lab.results import Status
-from lab.summary import render as render_summary
+from lab.report import summary
+from lab.report.html import write_html
+from lab.report.results import Status
+from lab.report.summary import render as render_summary
+from lab.report.write import write_report
 
 _spec = importlib.util.spec_from_file_location(
     "_report_samples", Path(__file__).with_name("test_results.py")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.build.images import BOOT_FILES, ImageStore, recipe_packages
 from lab.errors import CacheCorruptError
-from lab.images import BOOT_FILES, ImageStore, recipe_packages
 
 
 def _entry(root: Path, abi: str = "6.12.1+deb13-amd64") -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from junitparser import Error, Failure, JUnitXml, Skipped
 
-from lab.junit import SETUP_CASE, write_junit
+from lab.report.junit import SETUP_CASE, write_junit
 
 _spec = importlib.util.spec_from_file_location(
     "_report_samples", Path(__file__).with_name("test_results.py")

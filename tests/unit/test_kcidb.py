@@ -12,10 +12,10 @@ import jsonschema
 import pytest
 from kcidb_io.schema import LATEST
 
+from lab.cell.sanitizers import Kind
 from lab.errors import UsageError
-from lab.kcidb import SCHEMA, kcidb_data
-from lab.results import Cell, Run, SanitizerFinding, Status, TestResult, load_run
-from lab.sanitizers import Kind
+from lab.report.kcidb import SCHEMA, kcidb_data
+from lab.report.results import Cell, Run, SanitizerFinding, Status, TestResult, load_run
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.build.kernel_install import LocalKernelInstall, kernel_install
+from lab.catalogue.kernels import resolve_local
 from lab.errors import ImageBuildError
-from lab.kernel_install import LocalKernelInstall, kernel_install
-from lab.kernels import resolve_local
 
 
 def _build_dir(tmp_path: Path, release: str = "6.19.0-rc1-bisect+") -> Path:

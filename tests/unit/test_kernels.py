@@ -8,10 +8,9 @@ import pytest
 from fixtures.fake_mirror import ARCHIVE, SECURITY, FakeMirror
 from rich.console import Console
 
-from lab.apt_sources import Mirror
-from lab.archive import ProgressEvent
-from lab.errors import UnknownKernelError, UsageError
-from lab.kernels import (
+from lab.catalogue.apt_sources import Mirror
+from lab.catalogue.archive import ProgressEvent
+from lab.catalogue.kernels import (
     SCAN_SUITES,
     Catalogue,
     KernelEntry,
@@ -20,6 +19,7 @@ from lab.kernels import (
     series_of,
     suite_release,
 )
+from lab.errors import UnknownKernelError, UsageError
 
 SERVED = (
     "bullseye", "bookworm", "bookworm-security", "bookworm-backports", "trixie",

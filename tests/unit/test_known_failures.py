@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import known_failures
 from lab.errors import UsageError
-from lab.known_failures import KnownFailure, apply, now_passing, parse
-from lab.results import Status
+from lab.report import known_failures
+from lab.report.known_failures import KnownFailure, apply, now_passing, parse
+from lab.report.results import Status
 
 _spec = importlib.util.spec_from_file_location(
     "_report_samples", Path(__file__).with_name("test_results.py")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.accel import AccelChoice, choose_accel, qemu_binary
 from lab.errors import UsageError
-from lab.machine import Machine, MachineSpec
+from lab.vm.accel import AccelChoice, choose_accel, qemu_binary
+from lab.vm.machine import Machine, MachineSpec
 
 
 def _spec(tmp_path: Path, **kw: object) -> MachineSpec:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.cells import REFERENCE_KERNEL, CellSpec
-from lab.report import write_report
-from lab.results import Run, Status, load_run
-from lab.runconfig import RunConfig
-from lab.runner import _cell_result
+from lab.cell.spec import REFERENCE_KERNEL, CellSpec
+from lab.report.results import Run, Status, load_run
+from lab.report.write import write_report
+from lab.run.config import RunConfig
+from lab.run.runner import _cell_result
 from tests.unit.throwaway_suite import CELL, run_suite
 from tests.unit.throwaway_suite import rows as suite_rows
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.cellenv import media_set
-from lab.media import Medium
+from lab.build.media import Medium
+from lab.cell.env import media_set
 
 
 def test_second_call_reuses_the_images(tmp_path: Path) -> None:

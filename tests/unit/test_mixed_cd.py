@@ -6,7 +6,7 @@ import hashlib
 import time
 from pathlib import Path
 
-from lab.media import build_mixed_cd, build_raw_cd
+from lab.build.media import build_mixed_cd, build_raw_cd
 from vhba_responder.cue import parse_cue
 from vhba_responder.media import Medium
 

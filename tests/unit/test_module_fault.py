@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.cells import CellSpec
+from lab.cell.module import MODULE_FAULTS
+from lab.cell.spec import CellSpec
 from lab.cli import build_parser
-from lab.module import MODULE_FAULTS
-from lab.runconfig import RunConfig
-from lab.runner import reproducer
+from lab.run.config import RunConfig
+from lab.run.runner import reproducer
 
 MAKEFILE = Path(__file__).resolve().parents[2] / "module" / "Makefile"
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from lab.cells import CellSpec
+from lab.build.module_source import default_name, module_source
+from lab.cell.spec import CellSpec
 from lab.errors import UsageError
-from lab.html_report import render
-from lab.module_source import default_name, module_source
-from lab.results import Cell, Run, Status, TestResult
-from lab.runconfig import RunConfig
-from lab.runner import reproducer
+from lab.report.html import render
+from lab.report.results import Cell, Run, Status, TestResult
+from lab.run.config import RunConfig
+from lab.run.runner import reproducer
 
 
 def _tree(root: Path, name: str = "vhba-module-20260313") -> Path:

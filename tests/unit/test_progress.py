@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from lab.progress import CellProgress, MatrixProgress, cell_of, status_line
+from lab.run.progress import CellProgress, MatrixProgress, cell_of, status_line
 
 CELLS = ["6.12-ours-ours", "6.12-debug-ours-ours"]
 

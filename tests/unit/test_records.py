@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import records
-from lab.results import Status
+from lab.report.results import Status
+from lab.run import records
 
 
 def test_records_round_trip_and_become_results(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.report import write_report
+from lab.report.write import write_report
 
 _spec = importlib.util.spec_from_file_location(
     "_report_samples", Path(__file__).with_name("test_results.py")
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
     reason="chromium is not installed (apt-get install -y chromium); CI installs it",
 )
-FAIL_RED = (0xCF, 0x22, 0x2E)  # --fail-bg in lab/html_report.py
+FAIL_RED = (0xCF, 0x22, 0x2E)  # --fail-bg in lab/report/html.py
 SANITIZER_PURPLE = (0x4A, 0x10, 0x70)  # --san-bg
 WINDOW = (1400, 900)
 

@@ -16,9 +16,9 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from lab.cell.sanitizers import Kind
 from lab.errors import LabError, UsageError
-from lab.report import merge_runs, write_report
-from lab.results import (
+from lab.report.results import (
     MAX_MEASUREMENT_CHARS,
     Cell,
     Run,
@@ -33,7 +33,7 @@ from lab.results import (
     validate,
     write_run,
 )
-from lab.sanitizers import Kind
+from lab.report.write import merge_runs, write_report
 
 T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=timezone.utc)
 HOST = {

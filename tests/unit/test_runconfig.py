@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from lab.runconfig import SCHEMA_VERSION, RunConfig, RunConfigError
-from lab.runner import run_config
+from lab.run.config import SCHEMA_VERSION, RunConfig, RunConfigError
+from lab.run.runner import run_config
 
 FULL = RunConfig(
     cells=("6.12-ours-ours", "7.3-upstream-ours"), accel="tcg", mirror="http://m.invalid/debian",
@@ -62,7 +62,7 @@ def test_the_parent_resolves_the_accelerator_and_mirrors_once() -> None:
         accel=SimpleNamespace(name="tcg"), mirror_override="http://m.invalid/debian",
         security_override="http://s.invalid/debian-security",
     )  # fmt: skip
-    from lab.cells import CellSpec
+    from lab.cell.spec import CellSpec
 
     config = run_config(
         ctx, [CellSpec.parse("6.12-ours-ours")], keyword="spc", quick=True,  # type: ignore[arg-type]

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from junitparser import Failure, JUnitXml
 
-from lab.cells import REFERENCE_KERNEL, CellSpec
-from lab.report import write_report
-from lab.results import Run, Status, load_run
-from lab.runconfig import RunConfig
-from lab.runner import _cell_result
+from lab.cell.spec import REFERENCE_KERNEL, CellSpec
+from lab.report.results import Run, Status, load_run
+from lab.report.write import write_report
+from lab.run.config import RunConfig
+from lab.run.runner import _cell_result
 from tests.unit.throwaway_suite import CELL, run_suite
 from tests.unit.throwaway_suite import rows as suite_rows
 
@@ -34,7 +34,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from lab.cellenv import CellEnv
+from lab.cell.env import CellEnv
 from tests.unit.kmsg_guest import KmsgGuest
 
 KASAN = Path({kasan!r}).read_text().split("\\n", 1)[1]  # without the sample's own marker

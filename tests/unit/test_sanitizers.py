@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.sanitizers import MAX_REPORT_LINES, Kind, parse_kmemleak, scan_kmsg
+from lab.cell.sanitizers import MAX_REPORT_LINES, Kind, parse_kmemleak, scan_kmsg
 
 SAMPLES = Path(__file__).parent / "fixtures" / "sanitizers"
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lab.cells import REFERENCE_KERNEL
+from lab.cell.spec import REFERENCE_KERNEL
 from lab.paths import repo_root
 
 CELL = f"{REFERENCE_KERNEL}-ours-ours"

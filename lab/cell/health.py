@@ -1,0 +1,211 @@
+"""Kernel health around each test: a kmsg marker, the taint value, sanitizer reports.
+
+Before a test the harness writes a marker to /dev/kmsg and reads the taint
+value; after it, it reads the kernel log from the marker on and the taint
+value again, in one guest round trip each (they run around every test, so
+they are kept cheap).  Sanitizer reports of debug kernels are recognised
+first (:mod:`lab.cell.sanitizers`) and saved one file each, so the test can be
+recorded as SANITIZER with the bug named; generic BUG/WARNING lines and new
+taint bits fail the test as before.  A kernel with kmemleak also pays for a
+scan after every test (debug kernels only); the first check of a cell asks
+the kernel whether it has kmemleak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.cell.sanitizers import Finding, parse_kmemleak, scan_kmsg
+from lab.errors import GuestLostError, LabError
+from lab.vm.guest import command_text
+
+# Kernel log lines that mean the kernel is unhealthy (the blktests list).
+BAD_KMSG = re.compile(
+    r"kernel BUG at|WARNING:|BUG:|Oops:|possible recursive locking detected|Internal error|"
+    r"INFO: suspicious RCU usage|INFO: possible circular locking dependency detected|"
+    r"general protection fault:|GET_EVENT and TUR disagree"
+)
+# The taint value with shell builtins only: no process to start around every test.
+READ_TAINT = "read -r taint < /proc/sys/kernel/tainted && echo $taint"
+# Taint bits an out-of-tree, unsigned module sets by design (O = 4096, E = 8192).
+EXPECTED_TAINT = 4096 | 8192
+#: Per test; more reports than this (a leak per I/O) are counted, not each saved.
+MAX_SAVED_FINDINGS = 20
+KMEMLEAK = "/sys/kernel/debug/kmemleak"
+# kmemleak reports an object only once it is older than its minimum age
+# (MSECS_MIN_AGE, 5 s) and unchanged over two scans: scan, wait, scan, so a
+# leak shows up in the test that made it rather than in a later one.
+KMEMLEAK_MIN_AGE_S = 5
+# Runs once per cell.  Debian mounts debugfs itself; a kernel built with kmemleak
+# (kmemleak_alloc is in kallsyms) gets it mounted if not.  The periodic scan
+# thread is stopped so the harness's scans are the only ones (each leak lands in
+# exactly one test), and what boot and cell set-up left is read and cleared.
+KMEMLEAK_PROBE = f"""f={KMEMLEAK}
+if [ ! -e $f ] && ! mountpoint -q /sys/kernel/debug && grep -qw kmemleak_alloc /proc/kallsyms
+then mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null; fi
+[ -e $f ] || {{ echo absent; exit 0; }}
+echo scan=off 2>/dev/null > $f || {{ echo disabled; exit 0; }}
+echo present
+echo scan > $f && sleep {KMEMLEAK_MIN_AGE_S} && echo scan > $f && cat $f && echo clear > $f
+"""
+KMEMLEAK_SCAN = (
+    f"f={KMEMLEAK}; echo scan > $f && sleep {KMEMLEAK_MIN_AGE_S} && echo scan > $f "
+    "&& cat $f && echo clear > $f"
+)
+
+
+@dataclass
+class Health:
+    """Kernel health around one test: a kmsg marker and the taint value before it."""
+
+    marker: str
+    taint_before: int
+
+
+@dataclass(frozen=True)
+class SavedFinding:
+    """A sanitizer finding and the file its report text was written to."""
+
+    finding: Finding
+    path: Path
+
+
+@dataclass(frozen=True)
+class HealthVerdict:
+    """What the check after one test found.
+
+    ``problem`` is everything wrong in one line (None: healthy), sanitizer
+    findings first; the test fails with it.  ``findings`` make the test a
+    SANITIZER result; ``artifacts`` are the files to link from it (label ->
+    path: ``sanitizer-<n>`` per saved report, ``kmemleak`` for the read-back).
+    """
+
+    problem: str | None = None
+    findings: tuple[SavedFinding, ...] = ()
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class KernelHealth:
+    """The checks for one cell: ``guest`` gives its channel, ``phase`` times the work."""
+
+    guest: Callable[[], Any]
+    cell_dir: Path
+    phase: Callable[[str], contextlib.AbstractContextManager[None]] = lambda name: (
+        contextlib.nullcontext()
+    )
+    # Whether the kernel has a working kmemleak; None until the first check asks.
+    kmemleak: bool | None = None
+
+    def start(self, test_name: str) -> Health:
+        if self.kmemleak is None:
+            self.kmemleak = self._kmemleak_probe()
+        marker = f"vhba-lab: test start {test_name} {time.time():.6f}"
+        with self.phase("health_checks"):
+            mark = f"echo {command_text([marker])} > /dev/kmsg && {READ_TAINT}"
+            out = self.guest().sh(mark).stdout
+        return Health(marker, int(out.strip()))
+
+    def taint(self) -> int:
+        return int(self.guest().run(["cat", "/proc/sys/kernel/tainted"]).stdout.strip())
+
+    def end(self, health: Health, out: Path) -> HealthVerdict:
+        """Save the test's dmesg slice to ``out``; say what is wrong with the kernel, if anything.
+
+        Sanitizer reports (in the slice, and in kmemleak's read-back when the
+        kernel has it) are written next to ``out`` as ``sanitizer-<n>.txt``;
+        the generic BUG/WARNING check then only reports lines they do not
+        already explain.  Without sanitizers the verdict is what it always was.
+        """
+        with self.phase("health_checks"):
+            # grep -A: the marker line and everything after it
+            slice_cmd = f"dmesg | grep -F -A 1000000 -- {command_text([health.marker])}"
+            res = self.guest().sh(f"{READ_TAINT}; {slice_cmd}", timeout=60, check=False)
+        taint_line, _, dmesg = res.stdout.partition("\n")
+        _, _, after = dmesg.partition(health.marker)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(after.lstrip("\n"))
+        findings = scan_kmsg(after)
+        explained = {n for f in findings for n in f.lines}
+        artifacts: dict[str, Path] = {}
+        if self.kmemleak:
+            leaks = self._kmemleak_scan()
+            if leaks.strip():
+                artifacts["kmemleak"] = out.parent / "kmemleak.txt"
+                artifacts["kmemleak"].write_text(leaks)
+                findings += parse_kmemleak(leaks)
+        saved = []
+        for n, finding in enumerate(findings[:MAX_SAVED_FINDINGS], start=1):
+            path = out.parent / f"sanitizer-{n}.txt"
+            path.write_text(finding.text)
+            artifacts[f"sanitizer-{n}"] = path
+            saved.append(SavedFinding(finding, path))
+        bad = [
+            line
+            for n, line in enumerate(after.splitlines())
+            if n not in explained and BAD_KMSG.search(line)
+        ]
+        problems = [s.finding.headline for s in saved]
+        if len(findings) > len(saved):
+            problems.append(
+                f"{len(findings) - len(saved)} more sanitizer reports "
+                "(not saved one by one: see dmesg.txt, kmemleak.txt)"
+            )
+        if not dmesg:
+            problems.append(f"kernel log: the test's start marker is gone ({health.marker!r})")
+        if bad:
+            problems.append("kernel log: " + " | ".join(line.strip() for line in bad[:5]))
+        taint_now = int(taint_line.strip()) if taint_line.strip().isdigit() else -1
+        if taint_now < 0:
+            problems.append(f"could not read /proc/sys/kernel/tainted: {res.stderr.strip()}")
+        new_taint = (taint_now & ~health.taint_before) & ~EXPECTED_TAINT if taint_now >= 0 else 0
+        if new_taint:
+            problems.append(f"kernel became tainted (new bits 0x{new_taint:x})")
+        return HealthVerdict("; ".join(problems) or None, tuple(saved), artifacts)
+
+    def _kmemleak_probe(self) -> bool:
+        """Whether kmemleak works here; what boot and set-up left goes to the cell dir."""
+        with self.phase("kmemleak_scans"):
+            try:
+                res = self.guest().sh(KMEMLEAK_PROBE, timeout=600, check=False)
+            except GuestLostError:
+                raise
+            except LabError as exc:
+                self._kmemleak_note(f"probing kmemleak failed: {exc}")
+                return False
+        state, _, baseline = res.stdout.partition("\n")
+        if state.strip() != "present":
+            return False
+        if baseline.strip():
+            (self.cell_dir / "kmemleak-baseline.txt").write_text(baseline)
+        return True
+
+    def _kmemleak_scan(self) -> str:
+        """kmemleak's read-back after a scan: the leaks since the last one ("" if none)."""
+        with self.phase("kmemleak_scans"):
+            try:
+                res = self.guest().sh(KMEMLEAK_SCAN, timeout=600, check=False)
+            except GuestLostError:
+                raise
+            except LabError as exc:
+                res = None
+                why = str(exc)
+            else:
+                why = f"rc {res.rc}: {res.stderr.strip()}"
+        if res is None or res.rc != 0:
+            # kmemleak turns itself off on internal errors; the tests go on without it.
+            self.kmemleak = False
+            self._kmemleak_note(f"kmemleak scan failed ({why}); no more scans in this cell")
+            return ""
+        return res.stdout
+
+    def _kmemleak_note(self, text: str) -> None:
+        self.cell_dir.mkdir(parents=True, exist_ok=True)
+        with (self.cell_dir / "kmemleak-notes.txt").open("a") as fh:
+            fh.write(text.rstrip() + "\n")
