@@ -48,8 +48,9 @@ from bench.stats import (
     ratio_table,
     summarize,
 )
+from lab.build.module import build_module, require_built
 from lab.cell.drives import CdemuDaemon, Drive, DriveNode, OurResponder, find_nodes
-from lab.cell.module import build_module, load_module, module_loaded, require_built
+from lab.cell.module import load_module, module_loaded
 from lab.context import LabContext
 from lab.errors import GuestLostError, GuestWaitError, LabError
 from lab.paths import cache_root, repo_root

@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--module-fault",
-        choices=("uaf",),  # lab.cell.module.MODULE_FAULTS; not imported to keep the CLI light
+        choices=("uaf",),  # lab.build.module.MODULE_FAULTS; not imported to keep the CLI light
         default=None,
         help="TEST ONLY: build our module with this deliberate bug (uaf: a use-after-free "
         "at close) to check that a debug kernel cell catches it",
@@ -354,7 +354,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
         kernel_args=tuning.kernel_args, patience=tuning.patience,
     ) as booted:  # fmt: skip
         if args.with_module:
-            from lab.cell.module import build_module, load_module, require_built
+            from lab.build.module import build_module, require_built
+            from lab.cell.module import load_module
 
             ko = require_built(build_module(image, workdir / "module-build.log"))
             load_module(booted.guest, ko)

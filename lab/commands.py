@@ -14,8 +14,8 @@ from lab.errors import UsageError
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from lab.build.module import MODULE_SOURCE
     from lab.build.module_source import module_source
-    from lab.cell.module import MODULE_SOURCE
 
     ctx = LabContext.from_args(args)
     source = module_source(args.module, args.module_name).path if args.module else MODULE_SOURCE

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from rich.table import Table
 
+from lab.build.module import MODULE_SOURCE, BuildResult, build_module
 from lab.catalogue.kernels import KernelEntry
-from lab.cell.module import MODULE_SOURCE, BuildResult, build_module
 from lab.context import LabContext
 from lab.errors import LabError
 

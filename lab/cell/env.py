@@ -32,11 +32,12 @@ from lab.build.debug_kernel import boot_tuning
 from lab.build.images import Image, locked
 from lab.build.kernel_install import AnyKernel
 from lab.build.media import Medium, build_iso
+from lab.build.module import BuildResult, build_module
 from lab.build.module_source import ModuleSource
 from lab.catalogue.digest import sha256_file
 from lab.cell.drives import Drive, DriveNode, make_drive
 from lab.cell.health import KernelHealth
-from lab.cell.module import BuildResult, build_module, load_module
+from lab.cell.module import load_module
 from lab.cell.record import CellRecorder
 from lab.cell.spec import CellSpec
 from lab.cell.state import CellLoss, CellState, LossKind, classify_loss
@@ -212,7 +213,7 @@ class CellEnv:
             self.broken = f"the drive did not attach: {exc}"
 
     def _source(self) -> Path:
-        from lab.cell.module import MODULE_SOURCE
+        from lab.build.module import MODULE_SOURCE
 
         if self.spec.module == "ours":
             return MODULE_SOURCE
@@ -263,7 +264,7 @@ class CellEnv:
         if self.module_source is not None and self.spec.module == self.module_source.name:
             info.update(self.module_source.provenance())
         elif self.spec.module == "ours":
-            from lab.cell.module import MODULE_SOURCE
+            from lab.build.module import MODULE_SOURCE
 
             info["path"] = str(MODULE_SOURCE)
         if self.build is not None and self.build.ko is not None and self.build.ko.exists():

@@ -38,7 +38,7 @@ class RunConfig:
     quick: bool = False
     keyword: str | None = None
     responder_faults: tuple[str, ...] = ()
-    module_fault: str | None = None  # lab.cell.module.MODULE_FAULTS
+    module_fault: str | None = None  # lab.build.module.MODULE_FAULTS
     boot_fault: str | None = None  # lab.cell.env.BOOT_FAULTS
     module_path: str | None = None  # a module tree or tarball (--module, lab.build.module_source)
     module_name: str | None = None  # its name in cell ids

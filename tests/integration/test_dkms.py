@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab.build.images import Image
-from lab.cell.module import MODULE_SOURCE
+from lab.build.module import MODULE_SOURCE
 from lab.context import LabContext
 from lab.vm.guest import command_text
 from lab.vm.session import boot

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.cell.module import MODULE_FAULTS
+from lab.build.module import MODULE_FAULTS
 from lab.cell.spec import CellSpec
 from lab.cli import build_parser
 from lab.run.config import RunConfig
