@@ -155,7 +155,6 @@ class CommandChannel:
         attempt = functools.partial(self.run, argv, check=False)
         return poll(attempt, timeout * self.patience, interval, until_fails)
 
-
     def settle(self, seconds: float = 20.0) -> bool:
         """Wait until udev has handled the events queued so far; False if it is still busy.
 
