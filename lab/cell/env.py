@@ -39,7 +39,7 @@ from lab.cell.drives import Drive, DriveNode, make_drive
 from lab.cell.health import KernelHealth
 from lab.cell.module import load_module
 from lab.cell.record import CellRecorder
-from lab.cell.spec import CellSpec
+from lab.cell.spec import MODULES, CellSpec
 from lab.cell.state import CellLoss, CellState, LossKind, classify_loss
 from lab.context import LabContext
 from lab.errors import GuestLostError, LabError
@@ -108,6 +108,18 @@ class CellEnv:
     def __post_init__(self) -> None:
         self.record = CellRecorder(self.cell_dir, self.spec.responder)
         self.health = KernelHealth(lambda: self.guest, self.cell_dir, self.record.phase)
+
+    @property
+    def lineage(self) -> str | None:
+        """Whose module this is: "ours" or "upstream", None for another tree.
+
+        A ``--module`` tree counts as the one it is ``--module-known-as``.  Tests
+        of our module's own extensions (direct reads) ask this, not the cell's
+        module name, so a contributor's copy of our module is tested as ours.
+        """
+        if self.spec.module in MODULES:
+            return self.spec.module
+        return self.module_source.known_as if self.module_source else None
 
     # -- bring-up -------------------------------------------------------------
     def setup(self) -> None:
