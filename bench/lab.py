@@ -46,7 +46,7 @@ from lab.build.images import ImageStore
 from lab.context import LabContext
 from lab.errors import LabError
 from lab.paths import cache_root, repo_root
-from lab.vm.session import boot
+from lab.vm.session import Shape, boot, warm_dir
 
 TARGETS = {"warm_cell_s": 30.0, "warm_ready_s": 5.0}
 
@@ -95,7 +95,7 @@ def boot_phase(ctx: LabContext, image: Any, work: Path, warm_reps: int) -> dict[
             t = time.monotonic()
         shutdowns.append(time.monotonic() - t)
     # The warm overlay every warm boot copies (made once per image by a cold boot + savevm).
-    warm_disk = image.path / "warm" / "warm.qcow2"
+    warm_disk = warm_dir(image, Shape(ctx.accel)) / "warm.qcow2"
     warm_meta = json.loads((warm_disk.parent / "warm.json").read_text())
     out["warm_snapshot_cold_boot_s"] = warm_meta.get("cold_boot_seconds")
     out["warm_overlay_bytes"] = warm_disk.stat().st_size

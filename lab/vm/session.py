@@ -4,8 +4,10 @@ Under TCG a cold boot costs ~40 s and a restore of a saved guest ~2-3 s, so
 each image gets a *warm* snapshot once: a qcow2 overlay holding an internal
 ``savevm`` of the guest at its ssh prompt.  Every later run copies that
 overlay into its own run directory and starts QEMU with ``-loadvm``.  The
-snapshot is only valid for the same QEMU and the same machine shape, which
-``warm.json`` records; anything else triggers a new cold boot.
+snapshot is only valid for the same QEMU and the same machine shape, so each
+one lives in a directory named by that key (``warm-<key>``): two QEMU
+versions or shapes sharing a cache each keep their own, and one never
+deletes a snapshot the other is copying.
 """
 
 from __future__ import annotations
@@ -104,6 +106,11 @@ def _wait_ssh(machine: Machine, image: Image, timeout: float, shape: Shape) -> G
     return guest
 
 
+def warm_dir(image: Image, shape: Shape) -> Path:
+    """Where ``image``'s warm snapshot for ``shape`` (and this host's QEMU) lives."""
+    return image.path / f"warm-{shape.key(image)[:16]}"
+
+
 def _ensure_warm(image: Image, shape: Shape, say: Callable[[str], None]) -> Path:
     """The image's warm overlay; one process makes it while others wait for it."""
     with locked(image.path / ".warm.lock"):
@@ -111,17 +118,15 @@ def _ensure_warm(image: Image, shape: Shape, say: Callable[[str], None]) -> Path
 
 
 def _make_warm(image: Image, shape: Shape, say: Callable[[str], None]) -> Path:
-    """The image's warm overlay, made by one cold boot + savevm if missing or stale."""
-    warm_dir = image.path / "warm"
-    warm_disk = warm_dir / "warm.qcow2"
-    meta = warm_dir / "warm.json"
+    """The image's warm overlay, made by one cold boot + savevm if missing or incomplete."""
     key = shape.key(image)
+    done = warm_dir(image, shape)
+    warm_disk = done / "warm.qcow2"
     with contextlib.suppress(OSError, ValueError):
-        if warm_disk.exists() and json.loads(meta.read_text()).get("shape") == key:
+        if warm_disk.exists() and json.loads((done / "warm.json").read_text()).get("shape") == key:
             return warm_disk
-    if warm_dir.exists():
-        shutil.rmtree(warm_dir)
-    tmp = image.path / "warm.tmp"
+    shutil.rmtree(done, ignore_errors=True)
+    tmp = done.with_name(done.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for attempt in range(1, BOOT_ATTEMPTS + 1):
@@ -152,7 +157,7 @@ def _make_warm(image: Image, shape: Shape, say: Callable[[str], None]) -> Path:
     (tmp / "warm.json").write_text(
         json.dumps({"shape": key, "cold_boot_seconds": round(boot_s, 1)}) + "\n"
     )
-    tmp.rename(warm_dir)
+    tmp.rename(done)
     return warm_disk
 
 
