@@ -57,8 +57,11 @@ def _sha_of_disc(cell: CellEnv, node: DriveNode, size: int) -> str:
 def _has_direct_reads(cell: CellEnv, drive: OurResponder) -> bool:
     """Whether the module must serve READs itself: ours does, upstream's does not.
 
-    Another tree, neither known as ours nor as upstream's, is taken at its word
-    (the responder's ``direct_reads`` when the drive came up).
+    Another tree, neither known as ours nor as upstream's, is taken at its word:
+    the ``direct_reads`` state the responder reports now.  For such a tree the
+    state asserts below check nothing; the READ counts still do (a tree that
+    says it serves READs must keep every one of them from the responder, one
+    that does not must pass every one on).
     """
     if cell.lineage is None:
         return _drive_status(drive)["direct_reads"] == "on"
