@@ -9,7 +9,10 @@ filesystem's scattered reads; the big UDF file crosses the 2^31-byte and
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from scsi_helpers import (
@@ -29,6 +32,9 @@ from lab.vm.guest import command_text
 UDF_IMAGE = f"{GUEST_MEDIA}/dvd-udf.iso"
 UDF_IMAGE_MIB = 1200  # > 737,280,000 bytes: the responder presents it as DVD-ROM
 BIG_FILE_BYTES = 1100 * 1024 * 1024 + 4097  # > 1 GiB, not a multiple of 2048
+BIGFILE = Path(__file__).resolve().parent / "guest" / "bigfile.py"
+GUEST_BIGFILE = "/usr/local/lib/vhba-bigfile.py"
+GUEST_POOL = "/tmp/vhba-udf-pool.bin"
 
 
 def test_iso9660_rock_ridge_files_match(cell: CellEnv, drive: DriveNode) -> None:
@@ -54,14 +60,26 @@ def test_mount_leaves_no_stale_mount(cell: CellEnv, drive: DriveNode) -> None:
 
 
 @pytest.fixture(scope="module")
-def udf_image(cell: CellEnv) -> Iterator[tuple[str, str]]:
+def udf_image(cell: CellEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """Build the UDF image once per cell: (guest path of the big file, its sha256).
 
-    The file is written through a loop mount with its checksum taken from the
-    same stream (tee), so the expected value never depends on the drive.
+    The big file is written through a loop mount from a random pool
+    (``guest/bigfile.py``); its checksum is computed on the host from the same
+    pool, so the expected value never depends on the drive or the guest.
     """
     if cell.broken:
         pytest.skip(f"cell broken: {cell.broken}")
+    pool = tmp_path_factory.mktemp("udf") / "pool.bin"
+    host = [sys.executable, str(BIGFILE)]
+    subprocess.run([*host, "pool", str(pool)], check=True)
+    digest = subprocess.run(
+        [*host, "sha256", str(pool), str(BIG_FILE_BYTES)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    cell.guest.upload(BIGFILE, GUEST_BIGFILE, mode=0o644)
+    cell.guest.upload(pool, GUEST_POOL, mode=0o644)
     mnt = "/mnt/conf-udf-build"
     label = "--label=VHBALAB_DVD"
     script = "; ".join((
@@ -73,10 +91,11 @@ def udf_image(cell: CellEnv) -> Iterator[tuple[str, str]]:
         command_text(["mkdir", "-p", mnt]),
         command_text(["mount", "-t", "udf", "-o", "loop", UDF_IMAGE, mnt]),
         command_text(["mkdir", "-p", f"{mnt}/big"]),
-        f"head -c {BIG_FILE_BYTES} /dev/urandom"
-        f" | {command_text(['tee', f'{mnt}/big/random.bin'])} | sha256sum",
+        command_text(["python3", GUEST_BIGFILE, "write", GUEST_POOL, str(BIG_FILE_BYTES),
+                      f"{mnt}/big/random.bin"]),
         f"printf 'hello udf\\n' > {command_text([f'{mnt}/hello.txt'])}",
         command_text(["umount", mnt]),
+        command_text(["rm", "-f", GUEST_POOL]),
         "sync",
     ))  # fmt: skip
     res = cell.guest.sh(script, timeout=1800, check=False)
@@ -84,14 +103,13 @@ def udf_image(cell: CellEnv) -> Iterator[tuple[str, str]]:
         cleanup = f"{command_text(['umount', mnt])}; {command_text(['rm', '-f', UDF_IMAGE])}"
         cell.guest.sh(cleanup, check=False)
         raise AssertionError(f"building the UDF image in the guest failed: {res.stderr}")
-    yield "/big/random.bin", res.stdout.split()[0]
+    yield "/big/random.bin", digest
     cell.guest.run(["rm", "-f", UDF_IMAGE], check=False)
 
 
-@pytest.fixture
-def dvd_loaded(
-    cell: CellEnv, drive: DriveNode, udf_image: tuple[str, str]
-) -> Iterator[tuple[str, str]]:
+@pytest.fixture(scope="module")
+def dvd_loaded(cell: CellEnv, udf_image: tuple[str, str]) -> Iterator[tuple[str, str]]:
+    """The DVD in drive 0 for the module's last tests (one disc change each way, ~20 s)."""
     size = UDF_IMAGE_MIB * 1024 * 1024
     try:
         insert(cell, UDF_IMAGE, size)

@@ -17,45 +17,56 @@ from lab.cell.env import CellEnv
 from lab.vm.guest import command_text
 
 
-@pytest.fixture
-def empty_drive(cell: CellEnv, drive: DriveNode) -> Iterator[DriveNode]:
-    """Drive 0 with its disc taken out by the operator; cd1 is put back afterwards."""
-    assert cell.drive is not None
-    cell.guest.sh(f"{command_text(['eject', '-i', 'off', drive.sr])} >/dev/null 2>&1", check=False)
-    try:
-        cell.drive.eject(0)
-        # The kernel autocloses the open tray on the next open: an empty, closed drive.
-        cell.guest.run(["blockdev", "--getsize64", drive.sr], check=False)
-        yield drive
-    finally:
-        restore_cd1(cell)
+class TestEmptyDrive:
+    """An empty drive, emptied once for the class: a disc change each way costs ~20 s."""
 
+    @pytest.fixture(scope="class")
+    def empty(self, cell: CellEnv) -> Iterator[DriveNode]:
+        """Drive 0 with its disc taken out by the operator; cd1 is put back afterwards."""
+        if cell.drive is None or not cell.nodes:
+            pytest.skip(f"cell broken: {cell.broken}")
+        sr = cell.nodes[0].sr
+        cell.guest.sh(f"{command_text(['eject', '-i', 'off', sr])} >/dev/null 2>&1", check=False)
+        try:
+            cell.drive.eject(0)
+            # The kernel autocloses the open tray on the next open: an empty, closed drive.
+            cell.guest.run(["blockdev", "--getsize64", sr], check=False)
+            yield cell.nodes[0]
+        finally:
+            restore_cd1(cell)
 
-def test_no_medium_read_fails_with_enomedium(cell: CellEnv, empty_drive: DriveNode) -> None:
-    res = cell.guest.run(
-        ["dd", f"if={empty_drive.sr}", "of=/dev/null", "bs=2048", "count=1"],
-        timeout=120,
-        check=False,
-    )
-    assert res.rc != 0, "dd read a disc from an empty drive"
-    assert "No medium found" in res.stderr, res.stderr
+    @pytest.fixture
+    def empty_drive(self, drive: DriveNode, empty: DriveNode) -> DriveNode:
+        """The emptied drive, behind the per-test ``drive`` fixture's checks."""
+        return empty
 
+    def test_no_medium_read_fails_with_enomedium(
+        self, cell: CellEnv, empty_drive: DriveNode
+    ) -> None:
+        res = cell.guest.run(
+            ["dd", f"if={empty_drive.sr}", "of=/dev/null", "bs=2048", "count=1"],
+            timeout=120,
+            check=False,
+        )
+        assert res.rc != 0, "dd read a disc from an empty drive"
+        assert "No medium found" in res.stderr, res.stderr
 
-def test_read_capacity_on_empty_drive_is_not_ready_3a(
-    cell: CellEnv, empty_drive: DriveNode
-) -> None:
-    res = sg_raw(cell.guest, empty_drive.sg, "25 00 00 00 00 00 00 00 00 00", alloc=8)
-    if res.sense is not None and res.sense.key == 6:  # the removal's unit attention, if any
+    def test_read_capacity_on_empty_drive_is_not_ready_3a(
+        self, cell: CellEnv, empty_drive: DriveNode
+    ) -> None:
         res = sg_raw(cell.guest, empty_drive.sg, "25 00 00 00 00 00 00 00 00 00", alloc=8)
-    assert res.status == "Check Condition" and res.sense is not None, res.describe()
-    assert (res.sense.key, res.sense.asc) == (0x2, 0x3A), res.describe()
+        if res.sense is not None and res.sense.key == 6:  # the removal's unit attention, if any
+            res = sg_raw(cell.guest, empty_drive.sg, "25 00 00 00 00 00 00 00 00 00", alloc=8)
+        assert res.status == "Check Condition" and res.sense is not None, res.describe()
+        assert (res.sense.key, res.sense.asc) == (0x2, 0x3A), res.describe()
 
-
-def test_tur_on_empty_drive_is_not_ready_3a(cell: CellEnv, empty_drive: DriveNode) -> None:
-    res = sg_raw(cell.guest, empty_drive.sg, "00 00 00 00 00 00")
-    assert res.status == "Check Condition" and res.sense is not None, res.describe()
-    assert (res.sense.key, res.sense.asc) == (0x2, 0x3A), res.describe()
-    assert res.rc != 0, "sg_raw exit status 0 for a CHECK CONDITION"
+    def test_tur_on_empty_drive_is_not_ready_3a(
+        self, cell: CellEnv, empty_drive: DriveNode
+    ) -> None:
+        res = sg_raw(cell.guest, empty_drive.sg, "00 00 00 00 00 00")
+        assert res.status == "Check Condition" and res.sense is not None, res.describe()
+        assert (res.sense.key, res.sense.asc) == (0x2, 0x3A), res.describe()
+        assert res.rc != 0, "sg_raw exit status 0 for a CHECK CONDITION"
 
 
 def test_unknown_opcode_is_invalid_command(cell: CellEnv, drive: DriveNode) -> None:
