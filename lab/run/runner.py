@@ -230,14 +230,27 @@ def _mem_available() -> int:
     return GUEST_RAM_BYTES
 
 
+def new_run_dir(reports: Path, started: dt.datetime) -> Path:
+    """A new ``reports/<run id>``: the start time, then ``-2``, ``-3`` ... within one second."""
+    reports.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    run_dir, n = reports / stamp, 1
+    while True:
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = reports / f"{stamp}-{n}"
+
+
 def run_matrix(
     ctx: LabContext, config: RunConfig, reports: Path, *, workers: int | None = None
 ) -> Run:
     """Run every cell of ``config``; ``workers`` cells at once (None: :func:`auto_workers`)."""
     started = dt.datetime.now(dt.timezone.utc)
-    run_id = started.strftime("%Y%m%d-%H%M%S")
-    run_dir = reports / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
+    run_dir = new_run_dir(reports, started)
+    run_id = run_dir.name
     cells = config.specs()
     if workers is None:
         workers = auto_workers(len(cells), os.cpu_count() or 1, _mem_available())

@@ -131,3 +131,15 @@ def test_auto_workers_is_what_cores_and_ram_hold() -> None:
     assert auto_workers(cells=14, cpus=64, mem_available=24 * gib) == 8  # RAM-bound
     assert auto_workers(cells=3, cpus=64, mem_available=256 * gib) == 3  # no idle workers
     assert auto_workers(cells=5, cpus=1, mem_available=1 * gib) == 1  # never zero
+
+
+def test_two_runs_started_in_one_second_get_their_own_directories(tmp_path: Path) -> None:
+    """Seen: a second `vhba-lab run` in the same second died on FileExistsError."""
+    from datetime import datetime, timezone
+
+    from lab.run.runner import new_run_dir
+
+    now = datetime(2026, 12, 3, 17, 52, 25, tzinfo=timezone.utc)
+    first, second = new_run_dir(tmp_path, now), new_run_dir(tmp_path, now)
+    assert first.name == "20261203-175225" and second.name == "20261203-175225-2"
+    assert first.is_dir() and second.is_dir()
