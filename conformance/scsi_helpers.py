@@ -374,17 +374,26 @@ def wait_gone(guest: Guest, hctl: str, seconds: int = 20) -> bool:
 
 
 def restart_drive(
-    cell: CellEnv, media: list[str | None] | None = None, trace: bool = False
+    cell: CellEnv,
+    media: list[str | None] | None = None,
+    trace: bool = False,
+    timeout: float = 30.0,
 ) -> None:
     """Stop whatever serves the cell, reload vhba if needed, serve ``media`` (default cd1).
 
-    ``cell.nodes`` is updated, so the ``drive`` fixture of later tests follows.
-    ``trace=True`` has our responder record every command (and so answer every READ).
+    ``cell.nodes`` is updated, so the ``drive`` fixture of later tests follows;
+    it is empty until the new drive is up, so a restart that fails leaves no
+    stale nodes for them (the fixture then restarts the drive itself).
+    ``trace=True`` has our responder record every command (and so answer every
+    READ).  ``timeout``: for the drive to come up (scaled by the guest's patience).
     """
     assert cell.drive is not None
+    cell.nodes = []
     cell.drive.stop()
     if not module_loaded(cell.guest):
         insert_module(cell.guest)
     traced = {"trace": True} if trace else {}
-    cell.nodes = cell.drive.start(media or [CD1], faults=cell.faults or None, **traced)
+    cell.nodes = cell.drive.start(
+        media or [CD1], faults=cell.faults or None, timeout=timeout, **traced
+    )
     cell.guest.settle()
