@@ -19,6 +19,7 @@ from lab.cell.drives import DriveNode
 from lab.cell.env import CellEnv
 from lab.cell.module import insert_module, module_loaded
 from lab.errors import GuestCommandError
+from lab.vm.guest import command_text
 
 
 def test_rmmod_refused_while_served(cell: CellEnv, drive: DriveNode) -> None:
@@ -71,4 +72,33 @@ def test_sigkill_responder_removes_device(cell: CellEnv, drive: DriveNode) -> No
         rc, err = rmmod_eventually(cell.guest)
         assert rc == 0, f"module pinned after its responder was killed: {err}"
     finally:
+        restart_drive(cell)
+
+
+def test_a_drive_held_open_outlives_its_responder(cell: CellEnv, drive: DriveNode) -> None:
+    """The responder goes while /dev/srN is held open (as udev's probes hold it); then the close.
+
+    Seen on 6.16 in the matrix: udev-worker's close of a drive whose responder
+    had gone freed the drive's disk, and the cdrom layer's exit hook (MRW,
+    registered for every drive that answers MODE SENSE page 2A) sent one last
+    command through the SCSI device that the close had already freed: a
+    general protection fault in scsi_block_when_processing_errors.  The kernel
+    health check after the test sees an oops or a KASAN report.
+    """
+    assert cell.drive is not None
+    guest = cell.guest
+    flags = "/tmp/held"
+    holder = (f'exec 3<"$1"; echo open >{flags}.open; '
+              f"while [ ! -e {flags}.close ]; do sleep 0.2; done; "
+              f"exec 3<&-; echo closed >{flags}.closed")  # fmt: skip
+    try:
+        guest.sh(f"rm -f {flags}.*; nohup sh -c {command_text([holder])} sh "
+                 f"{command_text([drive.sr])} >/dev/null 2>&1 &")  # fmt: skip
+        guest.wait_for(["test", "-s", f"{flags}.open"], timeout=30)
+        cell.drive.stop()
+        assert wait_gone(cell.guest, drive.hctl, 30), f"{drive.hctl} outlived its responder"
+        guest.run(["touch", f"{flags}.close"])
+        guest.wait_for(["test", "-s", f"{flags}.closed"], timeout=30)
+    finally:
+        guest.run(["touch", f"{flags}.close"], check=False)
         restart_drive(cell)
