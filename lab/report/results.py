@@ -14,8 +14,10 @@ status above it::
 ``sanitizer`` means a debug kernel's sanitizer (KASAN, UBSAN, lockdep,
 kmemleak, ...) reported a bug while the test ran (see :mod:`lab.cell.sanitizers`):
 the kernel itself proved a memory or locking bug, which is worse than a test
-assertion and is never masked by a known-failure entry.  Such a test carries
-its ``findings``, each linking the report's text.
+assertion; a known-failure entry masks it only when it names every report
+and none faults in the module (a kernel bug of its own reached through the
+module, :mod:`lab.report.known_failures`).  Such a test carries its
+``findings``, each linking the report's text, KNOWN or not.
 
 ``error`` means the harness broke (boot timeout, guest panic outside a test,
 lost ssh, infrastructure): the module's behaviour is unknown, so it is never

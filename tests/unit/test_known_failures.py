@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from lab.cell.sanitizers import Kind
 from lab.errors import UsageError
 from lab.report import known_failures
 from lab.report.known_failures import KnownFailure, apply, now_passing, parse
-from lab.report.results import Status
+from lab.report.results import Status, load_run, validate, write_run
 
 _spec = importlib.util.spec_from_file_location(
     "_report_samples", Path(__file__).with_name("test_results.py")
@@ -90,6 +91,64 @@ def test_sanitizer_is_never_masked() -> None:
     out = {t.name: t for t in apply(run, [entry], TODAY).cell("6.9-ours-ours").tests}[test.name]
     assert out.status is Status.SANITIZER and out.known_failure is None
     assert apply(run, [entry], TODAY).exit_code == 1
+
+
+SR_UAF = "BUG: KASAN: slab-use-after-free in scsi_block_when_processing_errors+0x2d/0x1f0"
+
+
+def test_an_entry_naming_the_finding_masks_that_kernel_bug_and_keeps_its_report() -> None:
+    """A bug of the kernel's own (sr's use-after-free after a hot unplug), not the module's."""
+    run = samples.build_sample_run(None)
+    test = samples.add_sanitizer(run, None)
+    test.findings = [replace(test.findings[0], title=SR_UAF)]
+    sr_bug = KnownFailure(
+        "*", test.name, "sr frees its device early", "i", date(2030, 1, 1),
+        finding="BUG: KASAN: slab-use-after-free in scsi_block_when_processing_errors+*",
+    )  # fmt: skip
+    out = {t.name: t for t in apply(run, [sr_bug], TODAY).cell("6.9-ours-ours").tests}[test.name]
+    assert out.status is Status.KNOWN and out.findings == test.findings
+    assert out.known_failure is not None and out.known_failure["finding"] == sr_bug.finding
+    other = replace(sr_bug, finding="BUG: KASAN: slab-use-after-free in sr_*")
+    out = {t.name: t for t in apply(run, [other], TODAY).cell("6.9-ours-ours").tests}[test.name]
+    assert out.status is Status.SANITIZER and out.known_failure is None
+
+
+def test_a_known_kernel_bug_keeps_its_reports_through_the_schema(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    test = samples.add_sanitizer(run, tmp_path)
+    test.findings = [replace(test.findings[0], title=SR_UAF)]
+    entry = KnownFailure("*", "*", "r", "i", date(2030, 1, 1), finding=SR_UAF)
+    known = apply(run, [entry], TODAY)
+    validate(known.to_json())
+    loaded = load_run(write_run(known, tmp_path))
+    out = {t.name: t for t in loaded.cell("6.9-ours-ours").tests}[test.name]
+    assert out.status is Status.KNOWN and out.findings == test.findings
+    assert loaded.exit_code == known.exit_code
+
+
+def test_a_finding_in_the_module_is_never_masked() -> None:
+    """A report whose faulting function is in vhba.ko is the module's, whatever an entry says."""
+    run = samples.build_sample_run(None)
+    test = samples.add_sanitizer(run, None)
+    assert test.findings[0].title.endswith("[vhba]")
+    entry = KnownFailure("*", "*", "r", "i", date(2030, 1, 1), finding="BUG: KASAN: *")
+    out = {t.name: t for t in apply(run, [entry], TODAY).cell("6.9-ours-ours").tests}[test.name]
+    assert out.status is Status.SANITIZER
+
+
+def test_an_entry_naming_a_finding_masks_no_plain_failure() -> None:
+    cell = samples.make_cell(None, "6.12", tests={"mmc/test_read_toc": Status.FAIL})
+    entry = KnownFailure("*", "*", "r", "i", date(2030, 1, 1), finding="BUG: KASAN: *")
+    assert apply(cell, [entry], TODAY).tests[0].status is Status.FAIL
+
+
+def test_every_finding_of_the_test_must_match() -> None:
+    run = samples.build_sample_run(None)
+    test = samples.add_sanitizer(run, None, kinds=(Kind.KASAN, Kind.LOCKDEP))
+    test.findings[0] = replace(test.findings[0], title=SR_UAF)
+    entry = KnownFailure("*", "*", "r", "i", date(2030, 1, 1), finding=SR_UAF)
+    out = {t.name: t for t in apply(run, [entry], TODAY).cell("6.9-ours-ours").tests}[test.name]
+    assert out.status is Status.SANITIZER
 
 
 def test_a_sanitizer_hit_keeps_an_entry_from_looking_fixed() -> None:
