@@ -8,6 +8,7 @@ without a reboot. The harness's per-test dmesg check catches any warning.
 from __future__ import annotations
 
 import pytest
+from held_open import HeldOpen, unsafe_to_provoke
 from scsi_helpers import (
     restart_drive,
     rmmod_eventually,
@@ -19,7 +20,6 @@ from lab.cell.drives import DriveNode
 from lab.cell.env import CellEnv
 from lab.cell.module import insert_module, module_loaded
 from lab.errors import GuestCommandError
-from lab.vm.guest import command_text
 
 
 def test_rmmod_refused_while_served(cell: CellEnv, drive: DriveNode) -> None:
@@ -78,27 +78,20 @@ def test_sigkill_responder_removes_device(cell: CellEnv, drive: DriveNode) -> No
 def test_a_drive_held_open_outlives_its_responder(cell: CellEnv, drive: DriveNode) -> None:
     """The responder goes while /dev/srN is held open (as udev's probes hold it); then the close.
 
-    Seen on 6.16 in the matrix: udev-worker's close of a drive whose responder
-    had gone freed the drive's disk, and the cdrom layer's exit hook (MRW,
-    registered for every drive that answers MODE SENSE page 2A) sent one last
-    command through the SCSI device that the close had already freed: a
-    general protection fault in scsi_block_when_processing_errors.  The kernel
-    health check after the test sees an oops or a KASAN report.
+    The module must let the device go with an opener left, and the close must
+    be clean.  Seen on 6.16 in the matrix: udev-worker's close ran into sr's
+    use-after-free (a general protection fault in
+    scsi_block_when_processing_errors), a kernel bug (``held_open``); where
+    that is reachable with this drive, only a KASAN kernel runs the test.
     """
     assert cell.drive is not None
-    guest = cell.guest
-    flags = "/tmp/held"
-    holder = (f'exec 3<"$1"; echo open >{flags}.open; '
-              f"while [ ! -e {flags}.close ]; do sleep 0.2; done; "
-              f"exec 3<&-; echo closed >{flags}.closed")  # fmt: skip
+    why = unsafe_to_provoke(cell.guest, claims_mrw=False)
+    if why:
+        pytest.skip(why)
     try:
-        guest.sh(f"rm -f {flags}.*; nohup sh -c {command_text([holder])} sh "
-                 f"{command_text([drive.sr])} >/dev/null 2>&1 &")  # fmt: skip
-        guest.wait_for(["test", "-s", f"{flags}.open"], timeout=30)
-        cell.drive.stop()
-        assert wait_gone(cell.guest, drive.hctl, 30), f"{drive.hctl} outlived its responder"
-        guest.run(["touch", f"{flags}.close"])
-        guest.wait_for(["test", "-s", f"{flags}.closed"], timeout=30)
+        with HeldOpen(cell.guest, drive.sr) as holder:
+            cell.drive.stop()
+            assert wait_gone(cell.guest, drive.hctl, 30), f"{drive.hctl} outlived its responder"
+            holder.close()
     finally:
-        guest.run(["touch", f"{flags}.close"], check=False)
         restart_drive(cell)

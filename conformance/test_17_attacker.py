@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from scsi_helpers import CD1, restart_drive, rmmod_eventually
+from held_open import HeldOpen, unsafe_to_provoke
+from scsi_helpers import CD1, restart_drive, rmmod_eventually, wait_gone
 
 from lab.cell.drives import DriveNode, find_nodes
 from lab.cell.env import CellEnv
@@ -279,6 +280,27 @@ def test_device_number_reuse_never_leaks_commands(seat: Seat) -> None:
         f"the second opener (device {out['second_num']}) received {out['secret_leaked']} "
         f"data-out commands carrying the first opener's (device {out['first_num']}) data"
     )
+
+
+def test_an_mrw_drive_held_open_outlives_its_responder(seat: Seat) -> None:
+    """The seat user's drive claims MRW writing, the user holds /dev/srN open, the responder quits.
+
+    The cdrom layer then registers its MRW exit hook, which the disk's
+    release runs after the close has freed the SCSI device: sr's
+    use-after-free (docs/kernel-bugs.md), within reach of any seat user on
+    every kernel since 5.18.  The module cannot prevent it; a KASAN kernel
+    reports it (a known kernel bug, conformance/known-failures.toml), and the
+    test is skipped where nothing would tell.
+    """
+    why = unsafe_to_provoke(seat.cell.guest, claims_mrw=True)
+    if why:
+        pytest.skip(why)
+    served = seat.serve("mrw", "--image", _seat_readable_image(seat.cell), "--mrw")
+    seat.cell.guest.settle()  # udev gives /dev/srN its group (cdrom) once it has probed it
+    with HeldOpen(seat.cell.guest, served.sr, user=SEAT_USER) as holder:
+        served.stop()
+        assert wait_gone(seat.cell.guest, served.hctl, 30), f"{served.hctl} outlived its responder"
+        holder.close()
 
 
 def test_rmmod_races_closes_and_completions(seat: Seat) -> None:

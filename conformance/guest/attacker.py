@@ -74,6 +74,7 @@ class Drive:
         self.log = open(log, "a", buffering=1) if log else None  # noqa: SIM115 (lives with the drive)
         self.hostile: dict[int, tuple] = {}
         self.short: dict[int, int] = {}
+        self.mrw = False  # claim an MRW writer, so the cdrom layer registers its MRW exit hook
         self.paused = threading.Event()
         self.stop = threading.Event()
         self.phase = 0
@@ -214,6 +215,12 @@ class Drive:
             return b"" if self.blocks else None
         if op == 0x25 and self.blocks:  # READ CAPACITY(10)
             return struct.pack(">II", self.blocks - 1, BLOCK)
+        if op == 0x46 and self.mrw:  # GET CONFIGURATION: the MRW feature, Write set
+            feature = bytes([0x00, 0x28, 0x03, 0x04, 0x01, 0, 0, 0])
+            return struct.pack(">IHH", 4 + len(feature), 0, 0x0008) + feature
+        if op == 0x5A and self.mrw and cdb[2] & 0x3F == 0x03:  # MODE SENSE(10): MRW page
+            page = bytes([0x03, 0x06, 0, 0, 0, 0, 0, 0])
+            return struct.pack(">HBB2xH", 6 + len(page), 0, 0, 0) + page
         if op in (0x28, 0xA8) and self.blocks:
             lba = self._lba(cdb) or 0
             count = int.from_bytes(cdb[7:9] if op == 0x28 else cdb[6:10], "big")
@@ -277,6 +284,7 @@ def mode_serve(args: argparse.Namespace) -> dict[str, Any]:
     for spec in args.short:
         op, nbytes = (int(x, 0) for x in spec.split(":"))
         drive.short[op] = nbytes
+    drive.mrw = args.mrw
 
     def pause(_sig: int, _frame: Any) -> None:
         drive.paused.set()
@@ -551,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--direct", action="store_true", help="serve READs from the image in-kernel")
     p.add_argument("--hostile", action="append", default=[], metavar="OP:STATUS:SENSELEN")
     p.add_argument("--short", action="append", default=[], metavar="OP:BYTES")
+    p.add_argument("--mrw", action="store_true", help="claim MRW writing (feature 0x28, page 3)")
     p = sub.add_parser("backing")
     p.add_argument("paths", nargs="+")
     p = sub.add_parser("reuse")
