@@ -21,9 +21,16 @@ def test_no_gesn_tur_disagreement(cell: CellEnv, drive: DriveNode) -> None:
 
 
 def test_no_unexpected_taint(cell: CellEnv, drive: DriveNode) -> None:
+    """Taint no test's own health check caught (set in set-up or teardown, between markers).
+
+    Bits a test's verdict already named stay that test's: a kernel bug's
+    KASAN report (taint B) is judged once, where it happened.
+    """
     taint = cell.health.taint()
-    assert taint & ~EXPECTED_TAINT == 0, (
-        f"tainted={taint:#x}: bits {taint & ~EXPECTED_TAINT:#x} beyond O/E (out-of-tree, unsigned)"
+    unexplained = taint & ~EXPECTED_TAINT & ~cell.health.attributed_taint
+    assert unexplained == 0, (
+        f"tainted={taint:#x}: bits {unexplained:#x} beyond O/E (out-of-tree, unsigned)"
+        f" that no test's health check named"
     )
 
 

@@ -106,6 +106,9 @@ class KernelHealth:
     )
     # Whether the kernel has a working kmemleak; None until the first check asks.
     kmemleak: bool | None = None
+    # Taint bits some test's verdict already named: the whole-cell taint check
+    # (conformance/test_13_health.py) leaves them to that test.
+    attributed_taint: int = 0
 
     def start(self, test_name: str) -> Health:
         if self.kmemleak is None:
@@ -171,6 +174,7 @@ class KernelHealth:
         new_taint = (taint_now & ~health.taint_before) & ~EXPECTED_TAINT if taint_now >= 0 else 0
         if new_taint:
             problems.append(f"kernel became tainted (new bits 0x{new_taint:x})")
+            self.attributed_taint |= new_taint
         return HealthVerdict("; ".join(problems) or None, tuple(saved), artifacts)
 
     def _kmemleak_probe(self) -> bool:

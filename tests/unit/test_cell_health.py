@@ -89,6 +89,14 @@ def test_new_taint_bit_fails(tmp_path: Path) -> None:
     assert problem is not None and "0x200" in problem
 
 
+def test_taint_a_test_was_blamed_for_is_remembered(tmp_path: Path) -> None:
+    """The whole-cell taint check must not blame a kernel bug's taint twice (KASAN sets B)."""
+    health = _cell(tmp_path, FakeGuest(f"{MARK}\n", 4096 | 32))
+    assert health.attributed_taint == 0
+    health.end(Health(MARK, 4096), tmp_path / "d.txt")
+    assert health.attributed_taint == 32
+
+
 def test_start_marks_the_log_and_reads_taint_in_one_round_trip(tmp_path: Path) -> None:
     guest = FakeGuest("", 4096)
     env = _cell(tmp_path, guest)
