@@ -14,6 +14,7 @@ from lab.errors import UsageError
 from lab.report import known_failures
 from lab.report.known_failures import KnownFailure, apply, now_passing, parse
 from lab.report.results import Status, load_run, validate, write_run
+from lab.report.write import write_report
 
 _spec = importlib.util.spec_from_file_location(
     "_report_samples", Path(__file__).with_name("test_results.py")
@@ -124,6 +125,18 @@ def test_a_known_kernel_bug_keeps_its_reports_through_the_schema(tmp_path: Path)
     out = {t.name: t for t in loaded.cell("6.9-ours-ours").tests}[test.name]
     assert out.status is Status.KNOWN and out.findings == test.findings
     assert loaded.exit_code == known.exit_code
+
+
+def test_the_report_shows_a_known_kernel_bug_with_its_sanitizer_report(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    test = samples.add_sanitizer(run, tmp_path)
+    test.findings = [replace(test.findings[0], title=SR_UAF)]
+    entry = KnownFailure("*", "*", "sr frees early", "i", date(2030, 1, 1), finding=SR_UAF)
+    write_report(apply(run, [entry], TODAY), tmp_path, update_latest=False)
+    html = (tmp_path / "index.html").read_text()
+    assert ">KNOWN · KASAN</a>" in html  # the matrix badge says both, and links the report
+    known = html.split('id="known-h"', 1)[1]
+    assert test.findings[0].artifact in known and "sr frees early" in known
 
 
 def test_a_finding_in_the_module_is_never_masked() -> None:
