@@ -8,6 +8,7 @@ tested is which snapshots the cache keeps, makes and hands out.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,28 +66,33 @@ def _image(tmp_path: Path) -> Image:
     return Image(path, "trixie", "6.12.118+deb13-amd64")
 
 
+@pytest.fixture
+def warm(boots: _ColdBoots, tmp_path: Path) -> Callable[[], Path]:
+    """Ask for the warm overlay of one TCG image (made by a cold boot when missing)."""
+    image, shape = _image(tmp_path), session.Shape(AccelChoice("tcg", "test"))
+    return lambda: session._ensure_warm(image, shape, print)
+
+
 def test_two_qemu_versions_keep_their_own_snapshot(
-    boots: _ColdBoots, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    boots: _ColdBoots, warm: Callable[[], Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Seen: the host's QEMU and a newer one sharing a cache replaced each other's."""
-    image, shape = _image(tmp_path), session.Shape(AccelChoice("tcg", "test"))
     _use_qemu(monkeypatch, tmp_path, "7.2.19")
-    old = session._ensure_warm(image, shape, print)
+    old = warm()
     _use_qemu(monkeypatch, tmp_path, "10.0.2")
-    new = session._ensure_warm(image, shape, print)
+    new = warm()
     assert old != new
     _use_qemu(monkeypatch, tmp_path, "7.2.19")
-    again = session._ensure_warm(image, shape, print)
+    again = warm()
     assert again == old and old.read_text() == "saved ready\n"
     assert boots.count == 2, "a QEMU version's snapshot was made twice"
 
 
 def test_an_unfinished_snapshot_is_made_again(
-    boots: _ColdBoots, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    boots: _ColdBoots, warm: Callable[[], Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    image, shape = _image(tmp_path), session.Shape(AccelChoice("tcg", "test"))
     _use_qemu(monkeypatch, tmp_path, "7.2.19")
-    disk = session._ensure_warm(image, shape, print)
+    disk = warm()
     (disk.parent / "warm.json").unlink()  # e.g. the disk filled up while writing it
-    assert session._ensure_warm(image, shape, print) == disk
+    assert warm() == disk
     assert boots.count == 2 and (disk.parent / "warm.json").exists()
