@@ -8,7 +8,7 @@ without a reboot. The harness's per-test dmesg check catches any warning.
 from __future__ import annotations
 
 import pytest
-from held_open import HeldOpen, unsafe_to_provoke
+from held_open import UNSAFE, HeldOpen, sr_uaf_reachable
 from scsi_helpers import (
     restart_drive,
     rmmod_eventually,
@@ -81,13 +81,13 @@ def test_a_drive_held_open_outlives_its_responder(cell: CellEnv, drive: DriveNod
     The module must let the device go with an opener left, and the close must
     be clean.  Seen on 6.16 in the matrix: udev-worker's close ran into sr's
     use-after-free (a general protection fault in
-    scsi_block_when_processing_errors), a kernel bug (``held_open``); where
-    that is reachable with this drive, only a KASAN kernel runs the test.
+    scsi_block_when_processing_errors), a kernel bug (``held_open``): where
+    it is reachable with this drive the test is skipped; the attacker's MRW
+    drive shows the bug on KASAN kernels.
     """
     assert cell.drive is not None
-    why = unsafe_to_provoke(cell.guest, claims_mrw=False)
-    if why:
-        pytest.skip(why)
+    if sr_uaf_reachable(cell.guest, claims_mrw=False):
+        pytest.skip(f"{UNSAFE}: attacker/test_an_mrw_drive_held_open_* shows it under KASAN")
     try:
         with HeldOpen(cell.guest, drive.sr) as holder:
             cell.drive.stop()
