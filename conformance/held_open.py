@@ -34,10 +34,17 @@ MRW_PROBE = "cdrom_probe_write_features"  # the MRW hook only for drives that cl
 
 
 def kernel_symbols(guest: Guest, *names: str) -> set[str]:
-    """Which of ``names`` the running kernel or a loaded module defines (/proc/kallsyms)."""
+    """Which of ``names`` the running kernel or a loaded module defines (/proc/kallsyms).
+
+    grep's exit status 1 is "none of them"; anything worse (kallsyms
+    unreadable) is an error, not an empty answer: the callers decide from it
+    whether provoking a kernel bug is safe, so they must not guess.
+    """
     patterns = [arg for name in names for arg in ("-e", name)]
-    out = guest.run(["grep", "-o", "-w", *patterns, "/proc/kallsyms"], check=False).stdout
-    return set(out.split()) & set(names)
+    res = guest.run(["grep", "-o", "-w", *patterns, "/proc/kallsyms"], check=False)
+    if res.rc > 1:
+        raise AssertionError(f"cannot read /proc/kallsyms (grep rc {res.rc}): {res.stderr}")
+    return set(res.stdout.split()) & set(names)
 
 
 def kasan(guest: Guest) -> bool:
