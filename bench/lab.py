@@ -23,8 +23,9 @@ Figures (seconds, medians where repeated):
   failed and why (the flake rate of this kernel under this QEMU and accel),
   how many boots failed even after the retry, and the median time to ssh.
 
-Each phase with a target (warm cell <= 30 s, guest ready <= 5 s) gets a
-"why" note when it misses it.  Ratios are against the targets.
+Each phase with a target (warm quick cell <= 60 s, guest ready <= 5 s,
+per-test overhead <= 0.3 s) gets a "why" note when it misses it.  Ratios are
+against the targets.
 """
 
 from __future__ import annotations
@@ -48,7 +49,13 @@ from lab.errors import LabError
 from lab.paths import cache_root, repo_root
 from lab.vm.session import Shape, boot, warm_dir
 
-TARGETS = {"warm_cell_s": 30.0, "warm_ready_s": 5.0}
+# Issue 11's targets under TCG on a 2-core host.
+TARGETS = {"warm_cell_s": 60.0, "warm_ready_s": 5.0, "per_test_overhead_s": 0.3}
+# Phases a cell pays once, however many tests it runs; the rest of its time
+# outside the tests' own calls (fixtures, drive restarts, health checks) is
+# what each test pays besides its own work.
+ONE_TIME_PHASES = ("image", "module_build", "guest_ready", "module_load", "media_upload",
+                   "drive_start", "teardown")  # fmt: skip
 
 
 def _median(values: list[float]) -> float | None:
@@ -173,6 +180,27 @@ def channel_phase(guest: Any, reps: int = 15) -> dict[str, Any]:
     return out
 
 
+def per_test_overhead(
+    cell_s: float | None, phases: dict[str, float], tests_s: float, tests: int
+) -> float | None:
+    """Seconds a test pays besides its own call: the cell's time less its one-time phases."""
+    if cell_s is None or tests == 0:
+        return None
+    once = sum(phases.get(name, 0.0) for name in ONE_TIME_PHASES)
+    return round((cell_s - once - tests_s) / tests, 3)
+
+
+def between_tests(tests: list[dict[str, Any]], top: int) -> list[tuple[str, float]]:
+    """The ``top`` largest waits before a test's call (its fixtures' setup, the last
+    one's teardown), each named by the test that waited."""
+    ordered = sorted(tests, key=lambda t: t["finished"])
+    gaps = [
+        (cur["name"], round(cur["finished"] - cur["duration_s"] - prev["finished"], 1))
+        for prev, cur in zip(ordered, ordered[1:])
+    ]
+    return sorted(gaps, key=lambda g: -g[1])[:top]
+
+
 def cell_phase(ctx: LabContext, cell: str, reports: Path) -> dict[str, Any]:
     """``vhba-lab run --cell CELL --quick`` timed end to end, and its phases."""
     reports.mkdir(parents=True, exist_ok=True)
@@ -214,7 +242,11 @@ def cell_phase(ctx: LabContext, cell: str, reports: Path) -> dict[str, Any]:
         "slowest_tests": [{"name": t["name"], "s": t["duration_s"], "status": t["status"]}
                           for t in sorted(tests, key=lambda t: -t["duration_s"])[:8]],
         "outside_cell_s": round(wall - (info.get("duration_s") or 0), 1),
-        # What every test pays besides its own work: the kmsg/taint checks around it.
+        "per_test_overhead_s": per_test_overhead(
+            info.get("duration_s"), info.get("phases_s") or {}, test_s, len(tests)
+        ),
+        "largest_gaps": [{"before": name, "s": s} for name, s in between_tests(tests, 6)],
+        # Part of that overhead: the kmsg/taint checks around each test.
         "health_checks_per_test_s": round(
             (info.get("phases_s") or {}).get("health_checks", 0.0) / max(len(tests), 1), 3
         ),
@@ -264,6 +296,16 @@ def why_notes(report: dict[str, Any]) -> list[dict[str, Any]]:
         notes.append(
             {"phase": "warm_cell_s", "value": wall, "target": TARGETS["warm_cell_s"], "why": why}
         )
+    overhead = cell.get("per_test_overhead_s")
+    if overhead is not None and overhead > TARGETS["per_test_overhead_s"]:
+        gaps = ", ".join(f"{g['before']} {g['s']:.1f} s" for g in cell.get("largest_gaps", []))
+        notes.append({
+            "phase": "per_test_overhead_s", "value": overhead,
+            "target": TARGETS["per_test_overhead_s"],
+            "why": f"{overhead} s a test over {cell.get('tests')} tests outside their calls "
+                   f"(fixture set-up such as drive restarts and media, health checks); "
+                   f"largest waits before: {gaps}",
+        })  # fmt: skip
     return notes
 
 
@@ -304,6 +346,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         vs["warm_ready_s"] = round(report["boot"]["warm_ready_s"] / TARGETS["warm_ready_s"], 2)
     if report.get("cell", {}).get("wall_s"):
         vs["warm_cell_s"] = round(report["cell"]["wall_s"] / TARGETS["warm_cell_s"], 2)
+    if report.get("cell", {}).get("per_test_overhead_s") is not None:
+        overhead = report["cell"]["per_test_overhead_s"]
+        vs["per_test_overhead_s"] = round(overhead / TARGETS["per_test_overhead_s"], 2)
     report["ratio_to_target"] = vs  # < 1: within target
     report["why"] = why_notes(report)
     return report
