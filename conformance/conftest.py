@@ -69,7 +69,8 @@ def _config(config: pytest.Config) -> RunConfig:
 def pytest_configure(config: pytest.Config) -> None:
     # Registered here too, so the suite is self-contained whatever ini file pytest picks.
     for line in (
-        "slow: takes minutes under TCG (large media); vhba-lab run --quick skips these",
+        "slow: waits by design (SCSI timeouts, many drives, services, a 2nd stack, big media); "
+        "--quick skips it",
         "no_health: runs without the per-test kernel health check",
         "xdist_group(name): keep a cell's tests on one xdist worker",
     ):

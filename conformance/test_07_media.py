@@ -77,6 +77,7 @@ def test_removed_disc_gives_enomedium(cell: CellEnv, restore: DriveNode) -> None
     assert "ID_CDROM_MEDIA_CD" not in props, props
 
 
+@pytest.mark.slow
 def test_load_cd2_is_seen_with_its_files(cell: CellEnv, restore: DriveNode) -> None:
     """A disc swap: new size, new udev media properties, cd2's files on mount."""
     cd2 = cell.media["cd2"]

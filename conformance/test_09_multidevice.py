@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
 from scsi_helpers import CD1, restart_drive, wait_size
 
 from lab.cell.drives import DriveNode
@@ -21,6 +22,7 @@ HEAD = 64 * 1024
 RESTART_S = 180.0
 
 
+@pytest.mark.slow
 def test_sixteen_drives(cell: CellEnv, drive: DriveNode) -> None:
     with cell.media["cd1"].path.open("rb") as fh:
         expected = hashlib.sha256(fh.read(HEAD)).hexdigest()

@@ -35,6 +35,7 @@ def test_rmmod_refused_while_served(cell: CellEnv, drive: DriveNode) -> None:
             restart_drive(cell)
 
 
+@pytest.mark.slow
 def test_stop_removes_device_then_rmmod_and_reload(cell: CellEnv, drive: DriveNode) -> None:
     assert cell.drive is not None
     try:
@@ -60,6 +61,7 @@ def test_stop_removes_device_then_rmmod_and_reload(cell: CellEnv, drive: DriveNo
         restart_drive(cell)
 
 
+@pytest.mark.slow
 def test_sigkill_responder_removes_device(cell: CellEnv, drive: DriveNode) -> None:
     """An idle responder killed with SIGKILL: the kernel cleans up on close."""
     assert cell.drive is not None
@@ -75,6 +77,7 @@ def test_sigkill_responder_removes_device(cell: CellEnv, drive: DriveNode) -> No
         restart_drive(cell)
 
 
+@pytest.mark.slow
 def test_a_drive_held_open_outlives_its_responder(cell: CellEnv, drive: DriveNode) -> None:
     """The responder goes while /dev/srN is held open (as udev's probes hold it); then the close.
 

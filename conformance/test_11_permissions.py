@@ -83,6 +83,7 @@ def test_outsider_cannot_open(cell: CellEnv, cdrom_rule: None) -> None:
     assert "PermissionError" in res.stderr, res.stderr
 
 
+@pytest.mark.slow
 def test_responder_runs_as_cdrom_member(cell: CellEnv, cdrom_rule: None) -> None:
     if cell.spec.responder != "ours":
         pytest.skip("runs our responder as labuser (the cell uses cdemu-daemon)")
@@ -107,6 +108,7 @@ PACKAGING = Path(__file__).resolve().parents[1] / "packaging"
 SERVICE = "vhba-responder.service"
 
 
+@pytest.mark.slow
 def test_the_packaged_service_serves_a_drive_as_an_unprivileged_cdrom_member(
     cell: CellEnv, cdrom_rule: None
 ) -> None:

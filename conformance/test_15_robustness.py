@@ -76,6 +76,7 @@ def test_garbage_responses_are_rejected_without_harm(cell: CellEnv, drive: Drive
     assert cell.guest.run(dd, check=False).rc == 0
 
 
+@pytest.mark.slow
 def test_responder_dying_mid_command_fails_io_and_removes_the_device(
     cell: CellEnv, our_drive: DriveNode
 ) -> None:
@@ -95,6 +96,7 @@ def test_responder_dying_mid_command_fails_io_and_removes_the_device(
         restart_drive(cell)
 
 
+@pytest.mark.slow
 def test_stalled_responder_is_timed_out_and_aborted(cell: CellEnv, our_drive: DriveNode) -> None:
     assert cell.drive is not None
     sr = our_drive.sr.rsplit("/", 1)[1]

@@ -72,6 +72,7 @@ def _expect_direct(cell: CellEnv, drive: OurResponder) -> str:
     return "on" if _has_direct_reads(cell, drive) else "unsupported"
 
 
+@pytest.mark.slow
 def test_reads_bypass_the_responder_and_return_the_image(
     cell: CellEnv, untraced: OurResponder, record_property: pytest.RecordProperty
 ) -> None:
@@ -96,6 +97,7 @@ def test_reads_bypass_the_responder_and_return_the_image(
         assert served >= reads, f"only {served} READs reached the responder, of {reads}"
 
 
+@pytest.mark.slow
 def test_an_image_in_ram_is_read_straight_and_exactly(
     cell: CellEnv, untraced: OurResponder
 ) -> None:
@@ -118,6 +120,7 @@ def test_an_image_in_ram_is_read_straight_and_exactly(
         cell.guest.run(["rm", "-f", "/dev/shm/cd1.iso"], check=False)
 
 
+@pytest.mark.slow
 def test_a_new_disc_is_read_at_once_never_the_old_one(
     cell: CellEnv, untraced: OurResponder
 ) -> None:
@@ -132,6 +135,7 @@ def test_a_new_disc_is_read_at_once_never_the_old_one(
     assert _sha_of_disc(cell, node, cd1.size) == cd1.sha256
 
 
+@pytest.mark.slow
 def test_an_injected_read_error_reaches_the_reader(cell: CellEnv, untraced: OurResponder) -> None:
     node = cell.nodes[0]
     try:
@@ -147,6 +151,7 @@ def test_an_injected_read_error_reaches_the_reader(cell: CellEnv, untraced: OurR
     assert _drive_status(untraced)["direct_reads"] == _expect_direct(cell, untraced)
 
 
+@pytest.mark.slow
 def test_responder_killed_under_direct_reads_fails_io_cleanly(
     cell: CellEnv, untraced: OurResponder
 ) -> None:
@@ -234,6 +239,7 @@ def test_module_refuses_backings_it_must_not_read(cell: CellEnv, untraced: OurRe
     assert "closed" in res.stdout
 
 
+@pytest.mark.slow
 def test_direct_reads_can_be_switched_off_by_the_admin(
     cell: CellEnv, untraced: OurResponder
 ) -> None:

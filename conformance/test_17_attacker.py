@@ -199,11 +199,13 @@ def _assert_file_on_refused(seat: Seat, device: str, what: str) -> None:
         guest.run(["umount", mnt], timeout=60, check=False)
 
 
+@pytest.mark.slow
 def test_file_on_a_vhba_drive_cannot_be_a_backing(seat: Seat, drive: DriveNode) -> None:
     """A backing on a filesystem mounted from a vhba drive stalls with that drive."""
     _assert_file_on_refused(seat, drive.sr, f"vhba drive {drive.sr}")
 
 
+@pytest.mark.slow
 def test_file_on_a_loop_device_of_a_vhba_drive_cannot_be_a_backing(
     seat: Seat, drive: DriveNode
 ) -> None:
@@ -229,6 +231,7 @@ def test_backing_the_kernel_cannot_read_is_refused(seat: Seat) -> None:
 
 
 # ------------------------------------------------------------ lifetimes
+@pytest.mark.slow
 def test_given_up_read_is_never_handed_out(seat: Seat) -> None:
     """A READ the midlayer timed out, retried, escalated and failed stays dead.
 
@@ -273,6 +276,7 @@ def test_given_up_read_is_never_handed_out(seat: Seat) -> None:
     )
 
 
+@pytest.mark.slow
 def test_device_number_reuse_never_leaks_commands(seat: Seat) -> None:
     """The next opener must never get commands sent to the closed fd's device."""
     out = seat.run("reuse", "--seconds", "4", user="root")
@@ -304,6 +308,7 @@ def test_an_mrw_drive_held_open_outlives_its_responder(seat: Seat) -> None:
         holder.close()
 
 
+@pytest.mark.slow
 def test_rmmod_races_closes_and_completions(seat: Seat) -> None:
     """Rounds of: drives reading directly, responders killed mid-read, rmmod at once.
 
@@ -341,6 +346,7 @@ def test_rmmod_races_closes_and_completions(seat: Seat) -> None:
 
 
 # ------------------------------------------------------------ isolation
+@pytest.mark.slow
 def test_stalled_drive_does_not_starve_another(
     seat: Seat, drive: DriveNode, record_property: pytest.RecordProperty
 ) -> None:
@@ -379,6 +385,7 @@ SENSE_LENGTHS = {0xC0: 0, 0xC1: 1, 0xC2: 17, 0xC3: 18, 0xC4: 95, 0xC5: 96, 0xC6:
                  0xC7: 252, 0xC8: 0xFFFFFFFF}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_status_word_cannot_set_host_or_driver_bytes(seat: Seat) -> None:
     """A host byte such as DID_REQUEUE would make the midlayer retry at the responder's will."""
     served = seat.serve(
@@ -403,6 +410,7 @@ def test_status_word_cannot_set_host_or_driver_bytes(seat: Seat) -> None:
             assert got["host"] != (word >> 16) & 0xFF, f"{word:#010x}: the responder chose {got}"
 
 
+@pytest.mark.slow
 def test_sense_lengths_at_every_boundary(seat: Seat) -> None:
     served = seat.serve("sense", *[f"--hostile={op:#x}:2:{n}" for op, n in SENSE_LENGTHS.items()])
     for op, declared in SENSE_LENGTHS.items():
@@ -414,6 +422,7 @@ def test_sense_lengths_at_every_boundary(seat: Seat) -> None:
     served.stop()
 
 
+@pytest.mark.slow
 def test_good_with_short_data_reports_the_residue(seat: Seat) -> None:
     served = seat.serve("short", "--image", _seat_readable_image(seat.cell), "--short=0x28:100")
     got = seat.probe(served.sg, "28000000001000000100", data_in=2048)
@@ -422,6 +431,7 @@ def test_good_with_short_data_reports_the_residue(seat: Seat) -> None:
     assert got["resid"] == 2048 - 100, f"100 of 2048 bytes answered, resid {got['resid']}"
 
 
+@pytest.mark.slow
 def test_random_campaign(
     seat: Seat, drive: DriveNode, record_property: pytest.RecordProperty
 ) -> None:
@@ -463,6 +473,7 @@ def _build_compat32(cell: CellEnv) -> None:
         pytest.skip(f"this kernel does not run 32-bit programs: {ran.stderr.strip()[-300:]}")
 
 
+@pytest.mark.slow
 def test_32bit_responder(seat: Seat) -> None:
     """A 32-bit responder (a 32-bit cdemu-daemon): the compat ioctl path works.
 
@@ -567,6 +578,7 @@ def fuse_backing(seat: Seat) -> Iterator[FuseBacking]:
         guest.sh(f"{server}; sleep 3; {umount}", timeout=60, check=False)
 
 
+@pytest.mark.slow
 def test_direct_reads_carry_the_responders_credentials(
     fuse_backing: FuseBacking, seat: Seat
 ) -> None:
@@ -585,6 +597,7 @@ def test_direct_reads_carry_the_responders_credentials(
     )
 
 
+@pytest.mark.slow
 def test_stalled_backing_cannot_wedge_abort_close_or_rmmod(
     fuse_backing: FuseBacking, seat: Seat
 ) -> None:

@@ -128,6 +128,7 @@ def test_cd_info_agrees_with_the_sheet(cell: CellEnv, mixed: tuple[MixedDisc, Dr
     assert got == [*want, (170, disc.leadout, "leadout")], res.stdout[-2000:] + res.stderr
 
 
+@pytest.mark.slow
 def test_cdrdao_reads_the_same_toc(cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]) -> None:
     _, node = mixed
     read_toc = ["cdrdao", "read-toc", "--device", node.sg, "--fast-toc", "/tmp/mixed.toc"]
@@ -215,6 +216,7 @@ def test_odd_sized_read_cd_transfers_are_exact(
             _check_q(q, disc, lba + k)
 
 
+@pytest.mark.slow
 def test_play_audio_moves_pauses_and_resumes(
     cell: CellEnv, mixed: tuple[MixedDisc, DriveNode]
 ) -> None:

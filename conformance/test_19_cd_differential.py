@@ -23,6 +23,8 @@ from lab.cell.drives import CdemuDaemon, Drive, DriveNode, OurResponder
 from lab.cell.env import CellEnv
 from lab.vm.guest import Guest
 
+# A second stack beside the cell's drive costs ~25 s to start: outside --quick.
+pytestmark = pytest.mark.slow
 SECTOR = 2352
 CDEMU_DAEMON = "/usr/bin/cdemu-daemon"
 Fields = dict[str, object]

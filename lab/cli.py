@@ -167,7 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="cells in parallel (default auto: as many guests as the host's cores and RAM hold)",
     )
     p.add_argument("--reports", type=Path, default=Path("reports"), help="reports directory")
-    p.add_argument("--quick", action="store_true", help="skip the slow tests (large media)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="skip the slow tests (those that wait on SCSI timeouts, start "
+        "many drives or a second stack, or use large media): a smoke run for a "
+        "contributor; release gating runs full cells",
+    )
     p.add_argument(
         "--responder-fault",
         action="append",
