@@ -189,7 +189,8 @@ def run_config(
     return config
 
 
-def _boot_retries(cell_dir: Path) -> list[str]:
+def boot_retries(cell_dir: Path) -> list[str]:
+    """The boots a cell retried (infrastructure, not a verdict), one line each, from cell.json."""
     try:
         return list(json.loads((cell_dir / "cell.json").read_text()).get("boot_retries") or [])
     except (OSError, ValueError):
@@ -307,7 +308,7 @@ def run_matrix(
     for cell in run.cells:
         ctx.say(f"  {cell.cell_id}: {cell.overall.value.upper()}"
                 f"{' - ' + cell.message if cell.message else ''}")  # fmt: skip
-        for retry in _boot_retries(run_dir / "cells" / cell.cell_id):
+        for retry in boot_retries(run_dir / "cells" / cell.cell_id):
             ctx.say(f"    boot retried (infrastructure): {retry}")
     ctx.say(f"report: {run_dir / 'index.html'}")
     return run

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,10 @@ def _run(reports: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_our_module_is_clean_under_kasan_lockdep_and_kmemleak(
-    debug_kernel_cached: None, tmp_path: Path
+    debug_kernel_cached: None, tmp_path: Path, note_boot_retries: Callable[[Path], None]
 ) -> None:
     out = _run(tmp_path)
+    note_boot_retries(tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     (cell,) = load_run(tmp_path / "latest").cells
     (test,) = cell.tests
@@ -46,9 +48,10 @@ def test_our_module_is_clean_under_kasan_lockdep_and_kmemleak(
 
 
 def test_an_injected_use_after_free_is_a_sanitizer_verdict_with_its_report(
-    debug_kernel_cached: None, tmp_path: Path
+    debug_kernel_cached: None, tmp_path: Path, note_boot_retries: Callable[[Path], None]
 ) -> None:
     out = _run(tmp_path, "--module-fault", "uaf")
+    note_boot_retries(tmp_path)
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
     (cell,) = load_run(tmp_path / "latest").cells
     (test,) = cell.tests

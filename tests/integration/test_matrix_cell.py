@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -43,10 +44,13 @@ def _run(reports: Path, *extra: str, quick: bool = True) -> subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+def reference_run(
+    tmp_path_factory: pytest.TempPathFactory, note_boot_retries: Callable[[Path], None]
+) -> tuple[Path, int, str]:
     reports = tmp_path_factory.mktemp("reports")
     args = [arg for cell in CELLS for arg in ("--cell", cell)]
     out = _run(reports, *args, quick=False)  # CI gates on full cells: the slow tests too
+    note_boot_retries(reports)
     return reports, out.returncode, out.stdout + out.stderr
 
 
@@ -77,10 +81,13 @@ def test_report_files_exist_and_links_resolve(reference_run: tuple[Path, int, st
     assert not missing, missing
 
 
-def test_wrong_capacity_turns_the_cell_red_with_a_reproducer(tmp_path: Path) -> None:
+def test_wrong_capacity_turns_the_cell_red_with_a_reproducer(
+    tmp_path: Path, note_boot_retries: Callable[[Path], None]
+) -> None:
     cell = f"{REFERENCE_KERNEL}-ours-ours"
     out = _run(tmp_path, "--cell", cell, "--responder-fault", "capacity:blocks=1000",
                "-k", "block or differential")  # fmt: skip
+    note_boot_retries(tmp_path)
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
     run = load_run(tmp_path / "latest")
     (result,) = run.cells
