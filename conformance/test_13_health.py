@@ -21,7 +21,7 @@ def test_no_gesn_tur_disagreement(cell: CellEnv, drive: DriveNode) -> None:
 
 
 def test_no_unexpected_taint(cell: CellEnv, drive: DriveNode) -> None:
-    """Taint no test's own health check caught (set in set-up or teardown, between markers).
+    """Taint no test's own health check caught (e.g. around a test without one).
 
     Bits a test's verdict already named stay that test's: a kernel bug's
     KASAN report (taint B) is judged once, where it happened.

@@ -202,6 +202,8 @@ class CellEnv:
         guest = self.booted.guest
         assert self.build.ko is not None
         try:
+            # the first test's health check also judges the load and the drive's start
+            self.health.watch_from("module load")
             with self.record.phase("module_load"):
                 self.module_loaded = True  # from here on the kernel may run module code
                 load_module(guest, self.build.ko)

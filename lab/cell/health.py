@@ -1,9 +1,14 @@
-"""Kernel health around each test: a kmsg marker, the taint value, sanitizer reports.
+"""Kernel health around each test: kmsg markers, the taint value, sanitizer reports.
 
-Before a test the harness writes a marker to /dev/kmsg and reads the taint
-value; after it, it reads the kernel log from the marker on and the taint
-value again, in one guest round trip each (they run around every test, so
-they are kept cheap).  Sanitizer reports of debug kernels are recognised
+Before a test the harness writes a start marker to /dev/kmsg and reads the
+taint value; after it, it reads the kernel log from the marker on and the
+taint value again, and writes an end marker, in one guest round trip each
+(they run around every test, so they are kept cheap).  What the kernel logs
+between one test's end marker and the next one's start (the first test's
+teardown, the second's set-up: drive restarts, disc changes, module reloads;
+for a cell's first test, everything from the module load on) is read with the
+next start marker and judged with that test: a bug hit in a fixture is
+nobody's verdict otherwise.  Sanitizer reports of debug kernels are recognised
 first (:mod:`lab.cell.sanitizers`) and saved one file each, so the test can be
 recorded as SANITIZER with the bug named; generic BUG/WARNING lines and new
 taint bits fail the test as before.  A kernel with kmemleak also pays for a
@@ -70,6 +75,13 @@ class Health:
 
     marker: str
     taint_before: int
+    test: str = ""
+    # The kernel log since the last check ended (``since``: what that was, e.g. a
+    # test's name), read with the start marker; None when nothing was watched before.
+    between: str | None = None
+    since: str = ""
+    # The taint value when the last check ended (None: no check ended yet).
+    taint_at_since: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,15 +121,32 @@ class KernelHealth:
     # Taint bits some test's verdict already named: the whole-cell taint check
     # (conformance/test_13_health.py) leaves them to that test.
     attributed_taint: int = 0
+    # The marker the last check ended with, and what it ended (None: none yet).
+    last_end: tuple[str, str] | None = None
+    last_taint: int | None = None  # the taint value the last test's check read
+
+    def watch_from(self, what: str) -> None:
+        """Mark the log: the next test's check also judges what the kernel logs from here."""
+        marker = f"vhba-lab: watch from {what} {time.time():.6f}"
+        with self.phase("health_checks"):
+            self.guest().sh(f"echo {command_text([marker])} > /dev/kmsg")
+        self.last_end = (marker, what)
 
     def start(self, test_name: str) -> Health:
         if self.kmemleak is None:
             self.kmemleak = self._kmemleak_probe()
         marker = f"vhba-lab: test start {test_name} {time.time():.6f}"
+        window = ""
+        if self.last_end is not None:
+            window = f"dmesg | grep -F -A 1000000 -- {command_text([self.last_end[0]])}; "
         with self.phase("health_checks"):
-            mark = f"echo {command_text([marker])} > /dev/kmsg && {READ_TAINT}"
+            mark = f"{READ_TAINT}; {window}echo {command_text([marker])} > /dev/kmsg"
             out = self.guest().sh(mark).stdout
-        return Health(marker, int(out.strip()))
+        taint, _, between = out.partition("\n")
+        if self.last_end is None:
+            return Health(marker, int(taint.strip()), test_name)
+        return Health(marker, int(taint.strip()), test_name, between, self.last_end[1],
+                      self.last_taint)  # fmt: skip
 
     def taint(self) -> int:
         return int(self.guest().run(["cat", "/proc/sys/kernel/tainted"]).stdout.strip())
@@ -130,16 +159,42 @@ class KernelHealth:
         the generic BUG/WARNING check then only reports lines they do not
         already explain.  Without sanitizers the verdict is what it always was.
         """
+        end_marker = health.marker.replace("vhba-lab: test start ", "vhba-lab: test end ", 1)
         with self.phase("health_checks"):
             # grep -A: the marker line and everything after it
             slice_cmd = f"dmesg | grep -F -A 1000000 -- {command_text([health.marker])}"
-            res = self.guest().sh(f"{READ_TAINT}; {slice_cmd}", timeout=60, check=False)
+            mark = f"echo {command_text([end_marker])} > /dev/kmsg"
+            res = self.guest().sh(f"{READ_TAINT}; {slice_cmd}; {mark}", timeout=60, check=False)
+        self.last_end = (end_marker, health.test)
         taint_line, _, dmesg = res.stdout.partition("\n")
         _, _, after = dmesg.partition(health.marker)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(after.lstrip("\n"))
         findings = scan_kmsg(after)
         explained = {n for f in findings for n in f.lines}
+        bad = [
+            line
+            for n, line in enumerate(after.splitlines())
+            if n not in explained and BAD_KMSG.search(line)
+        ]
+        problems_between = []
+        if health.between is not None:
+            between_findings, between_bad, lost = _judge_between(health, out.parent)
+            findings = between_findings + findings
+            where = f"after {health.since} and before this test (its teardown or this set-up)"
+            if lost:
+                problems_between.append(lost)
+            if between_findings:
+                problems_between.append(f"{len(between_findings)} of the reports logged {where}")
+            if between_bad:
+                problems_between.append(
+                    f"kernel log {where}: " + " | ".join(line.strip() for line in between_bad[:5])
+                )
+            if health.taint_at_since is not None:
+                new = health.taint_before & ~health.taint_at_since & ~EXPECTED_TAINT
+                if new:
+                    problems_between.append(f"kernel became tainted {where} (new bits 0x{new:x})")
+                    self.attributed_taint |= new
         artifacts: dict[str, Path] = {}
         if self.kmemleak:
             leaks = self._kmemleak_scan()
@@ -153,12 +208,7 @@ class KernelHealth:
             path.write_text(finding.text)
             artifacts[f"sanitizer-{n}"] = path
             saved.append(SavedFinding(finding, path))
-        bad = [
-            line
-            for n, line in enumerate(after.splitlines())
-            if n not in explained and BAD_KMSG.search(line)
-        ]
-        problems = [s.finding.headline for s in saved]
+        problems = [s.finding.headline for s in saved] + problems_between
         if len(findings) > len(saved):
             problems.append(
                 f"{len(findings) - len(saved)} more sanitizer reports "
@@ -175,6 +225,8 @@ class KernelHealth:
         if new_taint:
             problems.append(f"kernel became tainted (new bits 0x{new_taint:x})")
             self.attributed_taint |= new_taint
+        if taint_now >= 0:
+            self.last_taint = taint_now
         return HealthVerdict("; ".join(problems) or None, tuple(saved), artifacts)
 
     def _kmemleak_probe(self) -> bool:
@@ -217,3 +269,25 @@ class KernelHealth:
         self.cell_dir.mkdir(parents=True, exist_ok=True)
         with (self.cell_dir / "kmemleak-notes.txt").open("a") as fh:
             fh.write(text.rstrip() + "\n")
+
+
+def _judge_between(health: Health, test_dir: Path) -> tuple[list[Finding], list[str], str | None]:
+    """Sanitizer reports and bad lines the kernel logged before ``health``'s test started.
+
+    The window is saved as ``dmesg-before.txt`` in the test's directory; a
+    window without its opening marker (the ring buffer wrapped) says so.
+    """
+    assert health.between is not None
+    head, found, window = health.between.partition("\n")
+    if not found and not head.strip():
+        return [], [], f"kernel log: the marker after {health.since} is gone"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    (test_dir / "dmesg-before.txt").write_text(window)
+    findings = scan_kmsg(window)
+    explained = {n for f in findings for n in f.lines}
+    bad = [
+        line
+        for n, line in enumerate(window.splitlines())
+        if n not in explained and BAD_KMSG.search(line)
+    ]
+    return findings, bad, None

@@ -17,7 +17,11 @@ from lab.vm.guest import CommandChannel, CommandResult
 
 class KmsgGuest(CommandChannel):
     """``tail(test)`` is the kernel log a test leaves after its start marker;
-    ``alive()`` False makes every command a lost guest."""
+    ``alive()`` False makes every command a lost guest.
+
+    The log is kept: markers the harness writes land in it (a test's tail
+    right after its start marker), and reads from a marker return what follows.
+    """
 
     def __init__(
         self,
@@ -26,7 +30,7 @@ class KmsgGuest(CommandChannel):
     ) -> None:
         self.tail = tail
         self.alive = alive
-        self.marker = ""
+        self.log: list[str] = []
 
     def sh(
         self, cmd: str, timeout: float = 0, check: bool = True, stdin: bytes | None = None
@@ -35,9 +39,21 @@ class KmsgGuest(CommandChannel):
             raise GuestLostError(f"lost the ssh connection (QEMU is not running) during {cmd}")
         if cmd == KMEMLEAK_PROBE:
             return CommandResult(cmd, 0, "absent\n", "")
-        found = re.match(r"echo (.+?) > /dev/kmsg", cmd)
-        if found:
-            self.marker = shlex.split(found.group(1))[0]
-            return CommandResult(cmd, 0, "4096\n", "")
-        test = self.marker.split()[3]  # "vhba-lab: test start <group/test> <time>"
-        return CommandResult(cmd, 0, f"4096\n[   40.000000] {self.marker}\n{self.tail(test)}", "")
+        out = "4096\n"
+        grep = re.search(_GREP, cmd)
+        if grep:
+            (marker,) = shlex.split(grep.group(1))
+            hit = [i for i, line in enumerate(self.log) if marker in line]
+            out += "".join(self.log[hit[0] :]) if hit else ""
+        for said in re.findall(_KMSG_WRITE, cmd):
+            line = shlex.split(said)[0]
+            self.log.append(f"[   40.000000] {line}\n")
+            if line.startswith("vhba-lab: test start "):  # "... <group/test> <time>"
+                tail = self.tail(line.split()[3])
+                self.log.append(tail if not tail or tail.endswith("\n") else tail + "\n")
+        return CommandResult(cmd, 0, out, "")
+
+
+_QUOTED = r"('[^']*')"  # the harness's markers hold spaces, never quotes: always quoted
+_GREP = r"grep -F -A 1000000 -- " + _QUOTED
+_KMSG_WRITE = r"echo " + _QUOTED + " > /dev/kmsg"

@@ -4,6 +4,8 @@ and name a debug kernel's sanitizer reports (saved one file each) instead."""
 from __future__ import annotations
 
 import contextlib
+import re
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +39,15 @@ class FakeGuest(CommandChannel):
             assert self.kmemleak is not None, "scanned a kernel without kmemleak"
             return CommandResult(cmd, self.kmemleak_rc, self.kmemleak, "sh: echo: I/O error")
         out = f"{self.taint}\n"
-        if "dmesg" in cmd:
+        grep = re.search(r"grep -F -A 1000000 -- ('[^']*')", cmd)  # markers: quoted, no quotes
+        if grep:
+            (marker,) = shlex.split(grep.group(1))
             lines = self.dmesg.splitlines(keepends=True)
-            hit = [i for i, line in enumerate(lines) if MARK in line]
+            hit = [i for i, line in enumerate(lines) if marker in line]
             out += "".join(lines[hit[0] :]) if hit else ""
+        # what the command writes to /dev/kmsg lands in the log after what it read
+        for said in re.findall(r"echo ('[^']*') > /dev/kmsg", cmd):
+            self.dmesg += f"[9] {shlex.split(said)[0]}\n"
         return CommandResult(cmd, 0, out, "")
 
 
@@ -221,3 +228,65 @@ def test_failing_kmemleak_stops_scanning_without_failing_tests(tmp_path: Path) -
     guest.ran.clear()
     env.end(Health(MARK, 0), tmp_path / "d.txt")
     assert KMEMLEAK_SCAN not in guest.ran
+
+
+# -- between tests: teardowns and set-ups are judged too ------------------------------------
+
+
+def _one_test(env: KernelHealth, name: str, tmp_path: Path):
+    health = env.start(name)
+    return env.end(health, tmp_path / "tests" / name.replace("/", "__") / "dmesg.txt")
+
+
+def test_what_a_teardown_logs_fails_the_next_test_naming_the_window(tmp_path: Path) -> None:
+    guest = FakeGuest("", 4096)
+    env = _cell(tmp_path, guest)
+    assert _one_test(env, "spc/test_a", tmp_path).problem is None
+    guest.dmesg += "[5] WARNING: CPU: 1 PID: 80 at vhba.c:99 vhba_remove+0x10\n"  # a fixture's
+    verdict = _one_test(env, "spc/test_b", tmp_path)
+    assert verdict.problem is not None
+    assert "after spc/test_a and before this test" in verdict.problem
+    assert "vhba.c:99" in verdict.problem
+    saved = tmp_path / "tests" / "spc__test_b" / "dmesg-before.txt"
+    assert "vhba_remove" in saved.read_text()
+    assert "vhba_remove" not in (saved.parent / "dmesg.txt").read_text(), "not in its own slice"
+    assert _one_test(env, "spc/test_c", tmp_path).problem is None, "judged once"
+
+
+def test_a_sanitizer_report_between_tests_is_a_finding_of_the_next_test(tmp_path: Path) -> None:
+    guest = FakeGuest("", 4096)
+    env = _cell(tmp_path, guest)
+    _one_test(env, "attacker/test_a", tmp_path)
+    report = (SAMPLES / "kasan-uaf-6.12.txt").read_text().splitlines(keepends=True)[1:]
+    guest.dmesg += "".join(report)
+    guest.taint = 4096 | 32
+    verdict = _one_test(env, "attacker/test_b", tmp_path)
+    (saved,) = verdict.findings
+    assert saved.finding.kind is Kind.KASAN
+    assert verdict.problem is not None
+    assert verdict.problem.startswith("BUG: KASAN: slab-use-after-free in vhba_ctl_read")
+    assert "1 of the reports logged after attacker/test_a" in verdict.problem
+    assert "tainted after attacker/test_a and before this test" in verdict.problem
+    assert verdict.problem.endswith("(new bits 0x20)")
+    assert env.attributed_taint == 32
+
+
+def test_the_first_test_judges_what_the_kernel_logged_from_the_module_load_on(
+    tmp_path: Path,
+) -> None:
+    guest = FakeGuest("[1] WARNING: boot noise before the module\n", 4096)
+    env = _cell(tmp_path, guest)
+    env.watch_from("module load")
+    guest.dmesg += "[3] BUG: unable to handle page fault for address: 0000000000000008\n"
+    verdict = _one_test(env, "build/test_module_loads", tmp_path)
+    assert verdict.problem is not None and "after module load" in verdict.problem
+    assert "boot noise" not in verdict.problem
+
+
+def test_a_wrapped_log_between_tests_is_not_a_clean_window(tmp_path: Path) -> None:
+    guest = FakeGuest("", 4096)
+    env = _cell(tmp_path, guest)
+    _one_test(env, "spc/test_a", tmp_path)
+    guest.dmesg = "[7] lines that pushed the markers out\n"
+    verdict = _one_test(env, "spc/test_b", tmp_path)
+    assert verdict.problem is not None and "the marker after spc/test_a is gone" in verdict.problem
