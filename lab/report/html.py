@@ -254,6 +254,7 @@ class _Page:
             self.matrix(),
             self.details(),
             self.known(),
+            self.retries(),
             "</main>",
             self.footer(),
             "</body>",
@@ -280,6 +281,7 @@ class _Page:
             ("QEMU", run.host.get("qemu_version", "?")),
             ("Python", run.host.get("python", "?")),
             ("lab commit", run.host.get("lab_commit", "?")),
+            ("boots retried", str(sum(len(c.boot_retries) for c in run.cells))),
         ]
         facts_html = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in facts)
         chips = [f"<span>{len(run.cells)} cells, {sum(counts.values())} results:</span>"]
@@ -520,6 +522,26 @@ class _Page:
             )
         return (
             '<section aria-labelledby="known-h"><h2 id="known-h">Known failures</h2>'
+            f"<ul>{''.join(items)}</ul></section>"
+        )
+
+    def retries(self) -> str:
+        """Boots tried again after dying before ssh, with the serial logs of the failed ones."""
+        items = []
+        for cell in self.cells:
+            logs = " ".join(
+                self.link(rel, Path(rel).name)
+                for label, rel in sorted(cell.artifacts.items())
+                if label.startswith("serial_attempt")
+            )
+            items += [
+                f"<li>{_e(cell.cell_id)}: {_e(line)} {logs}</li>" for line in cell.boot_retries
+            ]
+        if not items:
+            return ""
+        return (
+            '<section aria-labelledby="retry-h">'
+            '<h2 id="retry-h">Boots retried (infrastructure, not a verdict)</h2>'
             f"<ul>{''.join(items)}</ul></section>"
         )
 

@@ -228,6 +228,9 @@ class Cell:
     # Which module source the cell built and what came out (kind, path, git commit
     # and describe for a --module tree, ko_sha256): lab.cell.env writes it.
     module_provenance: dict[str, str] = field(default_factory=dict)
+    # Boots that failed before ssh and were tried again (infrastructure, not a
+    # verdict), one line each with the cause and the serial log kept.
+    boot_retries: list[str] = field(default_factory=list)
 
     @property
     def overall(self) -> Status:
@@ -376,6 +379,7 @@ def _cell_to_json(cell: Cell) -> dict[str, Any]:
         "message": cell.message,
         "origin": cell.origin,
         "module_provenance": dict(cell.module_provenance),
+        "boot_retries": list(cell.boot_retries),
         "artifacts": dict(cell.artifacts),
         "tests": [
             {
@@ -410,6 +414,7 @@ def _cell_from_json(data: dict[str, Any]) -> Cell:
         message=data.get("message"),
         origin=data.get("origin"),
         module_provenance=dict(data.get("module_provenance") or {}),  # absent in older runs
+        boot_retries=list(data.get("boot_retries") or []),  # absent in older runs
         artifacts=dict(data["artifacts"]),
         tests=[
             TestResult(

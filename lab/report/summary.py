@@ -102,6 +102,12 @@ def render(run: Run, previous: Run | None = None) -> str:
             )
         out.append("")
 
+    retried = [(c, line) for c in run.sorted_cells() for line in c.boot_retries]
+    if retried:
+        out += ["## Boots retried (infrastructure, not a verdict)", ""]
+        out += [f"- {cell.cell_id}: {_one_line(line)}" for cell, line in retried]
+        out.append("")
+
     out += _measurement_lines(run)
 
     if previous is not None:

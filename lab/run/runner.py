@@ -147,6 +147,7 @@ def _cell_result(
         artifacts={k: f"cells/{spec.cell_id}/{v}" for k, v in info.get("artifacts", {}).items()},
         reproducer=reproducer(spec, config=config),
         module_provenance={k: str(v) for k, v in (info.get("module_provenance") or {}).items()},
+        boot_retries=[str(line)[:500] for line in info.get("boot_retries") or []],
         message=message,
     )
 

@@ -334,3 +334,26 @@ def test_write_report_links_its_own_files(tmp_path: Path) -> None:
     for name in ("results.json", "junit.xml", "summary.md"):
         assert f'href="{name}"' in text
     assert samples.broken_links(run_dir / "index.html") == []
+
+
+def test_retried_boots_are_named_with_their_serial_logs_and_counted(tmp_path: Path) -> None:
+    run = samples.build_sample_run(tmp_path)
+    cell = run.cell("6.12-ours-ours")
+    cell.boot_retries = ["attempt 1: PANIC: Oops: int3 (serial log serial-attempt1.log)"]
+    cell.artifacts["serial_attempt1"] = "cells/6.12-ours-ours/serial-attempt1.log"
+    (tmp_path / "cells" / "6.12-ours-ours").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "cells" / "6.12-ours-ours" / "serial-attempt1.log").write_text("Oops: int3\n")
+    text = write_html(run, tmp_path).read_text()
+    assert "<dt>boots retried</dt><dd>1</dd>" in text
+    assert "Boots retried (infrastructure, not a verdict)" in text
+    assert "attempt 1: PANIC: Oops: int3" in text
+    assert 'href="cells/6.12-ours-ours/serial-attempt1.log"' in text
+    md = render_summary(run)
+    assert "## Boots retried (infrastructure, not a verdict)" in md
+    assert "- 6.12-ours-ours: attempt 1: PANIC: Oops: int3" in md
+
+
+def test_a_run_without_retried_boots_says_so(tmp_path: Path) -> None:
+    text = write_html(samples.build_sample_run(tmp_path), tmp_path).read_text()
+    assert "<dt>boots retried</dt><dd>0</dd>" in text
+    assert "Boots retried" not in text

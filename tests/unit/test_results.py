@@ -698,3 +698,13 @@ def test_merge_refuses_non_empty_target(tmp_path: Path) -> None:
     (out / "something").write_text("x")
     with pytest.raises(UsageError, match="not empty"):
         merge_runs([src], out)
+
+
+def test_retried_boots_round_trip_through_the_schema(tmp_path: Path) -> None:
+    run = build_sample_run(tmp_path)
+    run.cell("6.12-ours-ours").boot_retries = ["attempt 1: PANIC (serial log serial-attempt1.log)"]
+    data = run.to_json()
+    validate(data)
+    loaded = load_run(write_run(run, tmp_path))
+    assert loaded.cell("6.12-ours-ours").boot_retries == run.cell("6.12-ours-ours").boot_retries
+    assert loaded == run
