@@ -170,13 +170,7 @@ class KernelHealth:
         _, _, after = dmesg.partition(health.marker)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(after.lstrip("\n"))
-        findings = scan_kmsg(after)
-        explained = {n for f in findings for n in f.lines}
-        bad = [
-            line
-            for n, line in enumerate(after.splitlines())
-            if n not in explained and BAD_KMSG.search(line)
-        ]
+        findings, bad = _reports_and_bad_lines(after)
         problems_between = []
         if health.between is not None:
             between_findings, between_bad, lost = _judge_between(health, out.parent)
@@ -283,11 +277,16 @@ def _judge_between(health: Health, test_dir: Path) -> tuple[list[Finding], list[
         return [], [], f"kernel log: the marker after {health.since} is gone"
     test_dir.mkdir(parents=True, exist_ok=True)
     (test_dir / "dmesg-before.txt").write_text(window)
-    findings = scan_kmsg(window)
+    return (*_reports_and_bad_lines(window), None)
+
+
+def _reports_and_bad_lines(log: str) -> tuple[list[Finding], list[str]]:
+    """The sanitizer reports in ``log``, and its bad lines that no report explains."""
+    findings = scan_kmsg(log)
     explained = {n for f in findings for n in f.lines}
     bad = [
         line
-        for n, line in enumerate(window.splitlines())
+        for n, line in enumerate(log.splitlines())
         if n not in explained and BAD_KMSG.search(line)
     ]
-    return findings, bad, None
+    return findings, bad
