@@ -239,7 +239,11 @@ def test_given_up_read_is_never_handed_out(seat: Seat) -> None:
     its abort succeeds, the retry times out, error handling escalates and the
     READ fails.  When the drive reads again, that READ must not be among the
     commands it gets, and nothing may be written into the reader's buffer
-    (the pages of a request that has completed) afterwards.
+    (the pages of a request that has completed) afterwards.  It takes about a
+    minute: udev has the kernel poll the drive every 2 s, sr's poll (GET EVENT
+    STATUS, TEST UNIT READY) carries a fixed 30 s timeout, and error handling
+    starts only once every stuck command has timed out; those polls are given
+    up on too.
     """
     guest = seat.cell.guest
     served = seat.serve("giveup", "--image", _seat_readable_image(seat.cell))
