@@ -29,6 +29,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from lab.run.records import test_name
+
 HEARTBEAT_S = 60.0
 
 
@@ -40,6 +42,7 @@ class CellProgress:
     total: int = 0
     done: int = 0
     failed: int = 0
+    known: int = 0  # of the failures, those a known-failures entry lists for the cell
     started: float | None = None  # first seen booting
     ended: float | None = None
     state: str = "queued"  # cell.json's cell_state, once it exists
@@ -112,11 +115,24 @@ def _clock(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
+def _failed(cell: CellProgress) -> str:
+    return f"{cell.failed} ({cell.known} known)" if cell.known else str(cell.failed)
+
+
+def test_of(nodeid: str, cell_id: str) -> str:
+    """The record name (``group/test[params]``) of a test id of ``cell_id``."""
+    path, _, item = nodeid.partition("::")
+    if "]@" in item:
+        item = item[: item.rindex("]@") + 1]
+    return test_name(Path(path).stem, item, cell_id)[1]
+
+
 def status_line(cell: CellProgress, now: float) -> str:
     """One cell's status in a line (the CI-log form)."""
     text = (
         f"{cell.cell_id}: {cell.phase}, {cell.done}/{cell.total or '?'} tests, "
-        f"{cell.failed} failed, {_clock(cell.elapsed(now))} elapsed"
+        f"{cell.failed} failed{f' ({cell.known} known)' if cell.known else ''}, "
+        f"{_clock(cell.elapsed(now))} elapsed"
     )
     if cell.ended is None:
         text += f", ETA {_clock(cell.eta(now))}"
@@ -127,13 +143,19 @@ def status_line(cell: CellProgress, now: float) -> str:
 
 @dataclass(eq=False)  # pytest keeps plugins in sets: identity hashing
 class MatrixProgress:
-    """The pytest plugin; ``expected`` maps cell ids to the last run's durations."""
+    """The pytest plugin; ``expected`` maps cell ids to the last run's durations.
+
+    ``listed(cell_id, test)`` says whether a known-failures entry lists that
+    test for that cell: its failures are shown as known (the report decides,
+    with the message, whether they really are).
+    """
 
     cell_dirs: Mapping[str, Path]
     console: Console
     expected: Mapping[str, float] = field(default_factory=dict)
     live: bool | None = None  # None: a Live table exactly when the console is a terminal
     clock: Callable[[], float] = time.monotonic
+    listed: Callable[[str, str], bool] = lambda cell_id, test: False
     cells: dict[str, CellProgress] = field(init=False)
     _seen: set[str] = field(default_factory=set, init=False)
     _said: dict[str, tuple[str, float]] = field(default_factory=dict, init=False)
@@ -177,10 +199,12 @@ class MatrixProgress:
         if finished or (report.when == "teardown" and report.failed):
             self._seen.add(report.nodeid)
             progress = self.cells[cell]
+            known = report.failed and self.listed(cell, test_of(report.nodeid, cell))
             with self._lock:
                 progress.done += 1
                 if report.failed:
                     progress.failed += 1
+                    progress.known += known
             if not self.live:
                 self.tick(force_first_failure=report.failed and progress.failed == 1)
 
@@ -200,7 +224,7 @@ class MatrixProgress:
             cell.refresh(now)
             table.add_row(
                 cell.cell_id, cell.phase, f"{cell.done}/{cell.total or '?'}",
-                str(cell.failed), _clock(cell.elapsed(now)),
+                _failed(cell), _clock(cell.elapsed(now)),
                 "" if cell.ended is not None else _clock(cell.eta(now)),
             )  # fmt: skip
         return table

@@ -17,6 +17,7 @@ import shlex
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,12 @@ from lab.context import LabContext
 from lab.errors import LabError
 from lab.paths import repo_root
 from lab.report import known_failures
+from lab.report.known_failures import KnownFailure
 from lab.report.results import (
     Cell,
     Run,
     Status,
+    TestResult,
     load_run,
 )
 from lab.report.write import write_report
@@ -165,6 +168,29 @@ def _kernel_facts(ctx: LabContext, spec: CellSpec) -> dict[str, str] | None:
     }
 
 
+def _listed_as_known(
+    ctx: LabContext, cells: list[CellSpec], config: RunConfig, entries: list[KnownFailure]
+) -> Callable[[str, str], bool]:
+    """For the progress display: whether an unexpired entry lists a test for a cell."""
+    today = dt.date.today()
+    live = [entry for entry in entries if not entry.expired(today)]
+    shells = {}
+    for spec in cells:
+        shared = config.module_known_as if spec.module == config.module_name else None
+        shells[spec.cell_id] = Cell(
+            cell_id=spec.cell_id, kernel=_kernel_facts(ctx, spec) or {"series": spec.kernel},
+            module=spec.module, responder=spec.responder, accel=ctx.accel.name,
+            module_provenance={"known_as": shared} if shared else {},
+        )  # fmt: skip
+
+    def listed(cell_id: str, test: str) -> bool:
+        cell = shells.get(cell_id)
+        result = TestResult(test, test.partition("/")[0], Status.FAIL)
+        return cell is not None and any(entry.applies_to(cell, result) for entry in live)
+
+    return listed
+
+
 def run_config(
     ctx: LabContext,
     cells: list[CellSpec],
@@ -263,6 +289,9 @@ def run_matrix(
     for spec in cells:
         ctx.say(f"  cell {spec.cell_id}")
     config_file = config.write(run_dir.resolve())
+    # Read once: the progress display and the report judge by the same entries,
+    # and a broken file stops the run before any guest boots.
+    entries = known_failures.load()
     args = [
         str(CONFORMANCE_DIR), "--lab-config", str(config_file),
         "--lab-run-dir", str(run_dir.resolve()),
@@ -286,6 +315,7 @@ def run_matrix(
             {s.cell_id: run_dir / "cells" / s.cell_id for s in cells},
             Console(file=stderr, highlight=False, log_path=False),
             expected,
+            listed=_listed_as_known(ctx, cells, config, entries),
         )
         pytest.main(args, plugins=[progress])
     cell_results = [
@@ -298,7 +328,6 @@ def run_matrix(
         host=_host_info(),
         cells=cell_results,
     )
-    entries = known_failures.load()
     run = known_failures.apply(run, entries, dt.date.today())
     for entry in known_failures.now_passing(run, entries):
         ctx.say(

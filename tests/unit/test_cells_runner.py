@@ -143,3 +143,29 @@ def test_two_runs_started_in_one_second_get_their_own_directories(tmp_path: Path
     first, second = new_run_dir(tmp_path, now), new_run_dir(tmp_path, now)
     assert first.name == "20261203-175225" and second.name == "20261203-175225-2"
     assert first.is_dir() and second.is_dir()
+
+
+def test_the_progress_display_knows_which_failures_an_entry_lists() -> None:
+    from types import SimpleNamespace
+
+    from lab.errors import LabError
+    from lab.report.known_failures import parse
+    from lab.run.runner import _listed_as_known
+
+    def offline(series: str) -> None:
+        raise LabError(f"no index for {series}")
+
+    ctx = SimpleNamespace(catalogue=SimpleNamespace(resolve=offline),
+                          accel=SimpleNamespace(name="tcg"))  # fmt: skip
+    entries = parse(
+        '[[known]]\nkernel = "6.1*"\ntest = "cd_differential/*"\nresponder = "ours"\n'
+        'reason = "cdemu-daemon\'s choice"\nissue = "docs"\nexpires = 2099-01-01\n'
+        '[[known]]\nkernel = "*"\ntest = "spc/test_gone"\nreason = "r"\nissue = "i"\n'
+        "expires = 2000-01-01\n"
+    )
+    cells = [CellSpec.parse("6.12-ours-ours"), CellSpec.parse("7.3-ours-ours")]
+    listed = _listed_as_known(ctx, cells, TCG, entries)  # type: ignore[arg-type]
+    assert listed("6.12-ours-ours", "cd_differential/test_same[track_info]")
+    assert not listed("7.3-ours-ours", "cd_differential/test_same[track_info]"), "other kernel"
+    assert not listed("6.12-ours-ours", "spc/test_gone"), "an expired entry lists nothing"
+    assert not listed("9.9-ours-ours", "spc/test_x"), "not a cell of the run"

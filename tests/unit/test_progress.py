@@ -112,3 +112,30 @@ def test_pytest_accepts_it_as_a_plugin(tmp_path: Path) -> None:
     (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
     progress = MatrixProgress({}, Console(file=io.StringIO()), live=False)
     assert pytest.main([str(tmp_path), "-q", "-p", "no:cacheprovider"], plugins=[progress]) == 0
+
+
+def test_failures_a_known_entry_lists_are_counted_as_known(tmp_path: Path) -> None:
+    """A person watching must not read a known failure as a red cell."""
+    cell_id = CELLS[0]
+    seen: list[tuple[str, str]] = []
+
+    def listed(cell: str, test: str) -> bool:
+        seen.append((cell, test))
+        return test == "cd_differential/test_same[track_info]"
+
+    out = io.StringIO()
+    progress = MatrixProgress(
+        {cell_id: tmp_path / cell_id}, Console(file=out, width=200), live=False,
+        clock=lambda: 0.0, listed=listed,
+    )  # fmt: skip
+    ids = [
+        f"conformance/test_19_cd_differential.py::test_same[{cell_id}-track_info]@{cell_id}",
+        f"conformance/test_03_spc.py::test_inquiry[{cell_id}]@{cell_id}",
+    ]
+    progress._count(ids)
+    for nodeid in ids:
+        progress.pytest_runtest_logreport(_report(nodeid, "call", "failed"))
+    cell = progress.cells[cell_id]
+    assert (cell.failed, cell.known) == (2, 1)
+    assert seen[0] == (cell_id, "cd_differential/test_same[track_info]")
+    assert "2 failed (1 known)" in status_line(cell, 0.0)
