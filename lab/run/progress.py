@@ -18,6 +18,7 @@ the test reports, and its ETA from the last run's duration of the same cell
 from __future__ import annotations
 
 import json
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -77,15 +78,18 @@ class CellProgress:
             return 0.0
         return (self.ended or now) - self.started
 
-    def eta(self, now: float) -> float | None:
-        """Seconds left: the last run's duration minus elapsed, else this cell's own pace."""
+    def eta(self, now: float, typical: float | None = None) -> float | None:
+        """Seconds left: the last run's duration of this cell, else ``typical`` (how
+        long this run's finished cells of the same size took), less the time
+        elapsed; else this cell's own pace."""
         if self.ended is not None:
             return 0.0
+        expected = self.expected_s if self.expected_s is not None else typical
         if self.started is None:
-            return self.expected_s
+            return expected
         elapsed = now - self.started
-        if self.expected_s is not None:
-            return max(self.expected_s - elapsed, 0.0)
+        if expected is not None:
+            return max(expected - elapsed, 0.0)
         if self.done and self.total:
             return elapsed / self.done * (self.total - self.done)
         return None
@@ -127,7 +131,7 @@ def test_of(nodeid: str, cell_id: str) -> str:
     return test_name(Path(path).stem, item, cell_id)[1]
 
 
-def status_line(cell: CellProgress, now: float) -> str:
+def status_line(cell: CellProgress, now: float, typical: float | None = None) -> str:
     """One cell's status in a line (the CI-log form)."""
     text = (
         f"{cell.cell_id}: {cell.phase}, {cell.done}/{cell.total or '?'} tests, "
@@ -135,7 +139,7 @@ def status_line(cell: CellProgress, now: float) -> str:
         f"{_clock(cell.elapsed(now))} elapsed"
     )
     if cell.ended is None:
-        text += f", ETA {_clock(cell.eta(now))}"
+        text += f", ETA {_clock(cell.eta(now, typical))}"
     if cell.phase == "broken" and cell.cause:
         text += f" ({cell.cause[:160]})"
     return text
@@ -225,9 +229,18 @@ class MatrixProgress:
             table.add_row(
                 cell.cell_id, cell.phase, f"{cell.done}/{cell.total or '?'}",
                 _failed(cell), _clock(cell.elapsed(now)),
-                "" if cell.ended is not None else _clock(cell.eta(now)),
+                "" if cell.ended is not None else _clock(cell.eta(now, self.typical(cell))),
             )  # fmt: skip
         return table
+
+    def typical(self, cell: CellProgress) -> float | None:
+        """The median time this run's finished cells with as many tests took."""
+        took = [
+            other.elapsed(0.0)
+            for other in self.cells.values()
+            if other.ended is not None and other.phase == "done" and other.total == cell.total
+        ]
+        return statistics.median(took) if took else None
 
     def __rich__(self) -> Table:
         return self.table()
@@ -250,7 +263,8 @@ class MatrixProgress:
                 if due:
                     self._said[cell.cell_id] = (cell.phase, now)
                     self.console.print(
-                        f"[{time.strftime('%H:%M:%S')}] {status_line(cell, now)}",
+                        f"[{time.strftime('%H:%M:%S')}] "
+                        f"{status_line(cell, now, self.typical(cell))}",
                         highlight=False, markup=False, soft_wrap=True,
                     )  # fmt: skip
 

@@ -139,3 +139,22 @@ def test_failures_a_known_entry_lists_are_counted_as_known(tmp_path: Path) -> No
     assert (cell.failed, cell.known) == (2, 1)
     assert seen[0] == (cell_id, "cd_differential/test_same[track_info]")
     assert "2 failed (1 known)" in status_line(cell, 0.0)
+
+
+def test_without_a_last_run_the_eta_comes_from_this_runs_finished_cells(tmp_path: Path) -> None:
+    progress = MatrixProgress({}, Console(file=io.StringIO()), live=False)
+    progress.cells = {
+        "5.10-ours-ours": CellProgress("5.10-ours-ours", tmp_path, total=141, started=0.0,
+                                       ended=600.0, state="done"),
+        "6.1-ours-ours": CellProgress("6.1-ours-ours", tmp_path, total=141, started=0.0,
+                                      ended=660.0, state="done"),
+        "6.12-debug-ours-ours": CellProgress("6.12-debug-ours-ours", tmp_path, total=20,
+                                             started=0.0, ended=3000.0, state="done"),
+        "7.3-ours-ours": CellProgress("7.3-ours-ours", tmp_path, total=141, started=100.0,
+                                      done=1),
+    }  # fmt: skip
+    running = progress.cells["7.3-ours-ours"]
+    assert progress.typical(running) == 630.0, "the median of the cells with as many tests"
+    assert running.eta(130.0, progress.typical(running)) == 600.0
+    assert "ETA 10m00s" in status_line(running, 130.0, progress.typical(running))
+    assert running.eta(130.0) == 30.0 * 140, "its own pace when nothing else is known"
