@@ -143,10 +143,9 @@ class KernelHealth:
             mark = f"{READ_TAINT}; {window}echo {command_text([marker])} > /dev/kmsg"
             out = self.guest().sh(mark).stdout
         taint, _, between = out.partition("\n")
-        if self.last_end is None:
-            return Health(marker, int(taint.strip()), test_name)
-        return Health(marker, int(taint.strip()), test_name, between, self.last_end[1],
-                      self.last_taint)  # fmt: skip
+        since = self.last_end[1] if self.last_end is not None else ""
+        watched = between if self.last_end is not None else None
+        return Health(marker, int(taint.strip()), test_name, watched, since, self.last_taint)
 
     def taint(self) -> int:
         return int(self.guest().run(["cat", "/proc/sys/kernel/tainted"]).stdout.strip())
@@ -171,24 +170,11 @@ class KernelHealth:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(after.lstrip("\n"))
         findings, bad = _reports_and_bad_lines(after)
-        problems_between = []
+        problems_between: list[str] = []
         if health.between is not None:
-            between_findings, between_bad, lost = _judge_between(health, out.parent)
+            between_findings, problems_between, taint_between = _judge_between(health, out.parent)
             findings = between_findings + findings
-            where = f"after {health.since} and before this test (its teardown or this set-up)"
-            if lost:
-                problems_between.append(lost)
-            if between_findings:
-                problems_between.append(f"{len(between_findings)} of the reports logged {where}")
-            if between_bad:
-                problems_between.append(
-                    f"kernel log {where}: " + " | ".join(line.strip() for line in between_bad[:5])
-                )
-            if health.taint_at_since is not None:
-                new = health.taint_before & ~health.taint_at_since & ~EXPECTED_TAINT
-                if new:
-                    problems_between.append(f"kernel became tainted {where} (new bits 0x{new:x})")
-                    self.attributed_taint |= new
+            self.attributed_taint |= taint_between
         artifacts: dict[str, Path] = {}
         if self.kmemleak:
             leaks = self._kmemleak_scan()
@@ -265,19 +251,34 @@ class KernelHealth:
             fh.write(text.rstrip() + "\n")
 
 
-def _judge_between(health: Health, test_dir: Path) -> tuple[list[Finding], list[str], str | None]:
-    """Sanitizer reports and bad lines the kernel logged before ``health``'s test started.
+def _judge_between(health: Health, test_dir: Path) -> tuple[list[Finding], list[str], int]:
+    """What the kernel did after the last check and before ``health``'s test: its
+    sanitizer reports, the problems to name (each saying where), the new taint bits.
 
     The window is saved as ``dmesg-before.txt`` in the test's directory; a
     window without its opening marker (the ring buffer wrapped) says so.
     """
     assert health.between is not None
+    where = f"after {health.since} and before this test (its teardown or this set-up)"
+    problems = []
     head, found, window = health.between.partition("\n")
+    findings: list[Finding] = []
     if not found and not head.strip():
-        return [], [], f"kernel log: the marker after {health.since} is gone"
-    test_dir.mkdir(parents=True, exist_ok=True)
-    (test_dir / "dmesg-before.txt").write_text(window)
-    return (*_reports_and_bad_lines(window), None)
+        problems.append(f"kernel log: the marker after {health.since} is gone")
+    else:
+        test_dir.mkdir(parents=True, exist_ok=True)
+        (test_dir / "dmesg-before.txt").write_text(window)
+        findings, bad = _reports_and_bad_lines(window)
+        if findings:
+            problems.append(f"{len(findings)} of the reports logged {where}")
+        if bad:
+            problems.append(f"kernel log {where}: " + " | ".join(line.strip() for line in bad[:5]))
+    new = 0
+    if health.taint_at_since is not None:
+        new = health.taint_before & ~health.taint_at_since & ~EXPECTED_TAINT
+        if new:
+            problems.append(f"kernel became tainted {where} (new bits 0x{new:x})")
+    return findings, problems, new
 
 
 def _reports_and_bad_lines(log: str) -> tuple[list[Finding], list[str]]:

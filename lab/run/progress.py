@@ -119,8 +119,9 @@ def _clock(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
-def _failed(cell: CellProgress) -> str:
-    return f"{cell.failed} ({cell.known} known)" if cell.known else str(cell.failed)
+def _known(cell: CellProgress) -> str:
+    """What follows the failure count: how many of them are listed as known."""
+    return f" ({cell.known} known)" if cell.known else ""
 
 
 def test_of(nodeid: str, cell_id: str) -> str:
@@ -135,7 +136,7 @@ def status_line(cell: CellProgress, now: float, typical: float | None = None) ->
     """One cell's status in a line (the CI-log form)."""
     text = (
         f"{cell.cell_id}: {cell.phase}, {cell.done}/{cell.total or '?'} tests, "
-        f"{cell.failed} failed{f' ({cell.known} known)' if cell.known else ''}, "
+        f"{cell.failed} failed{_known(cell)}, "
         f"{_clock(cell.elapsed(now))} elapsed"
     )
     if cell.ended is None:
@@ -228,7 +229,7 @@ class MatrixProgress:
             cell.refresh(now)
             table.add_row(
                 cell.cell_id, cell.phase, f"{cell.done}/{cell.total or '?'}",
-                _failed(cell), _clock(cell.elapsed(now)),
+                f"{cell.failed}{_known(cell)}", _clock(cell.elapsed(now)),
                 "" if cell.ended is not None else _clock(cell.eta(now, self.typical(cell))),
             )  # fmt: skip
         return table
