@@ -122,6 +122,7 @@ def cell(
         faults=list(run_config.responder_faults),
         module_fault=run_config.module_fault,
         boot_fault=run_config.boot_fault,
+        kmemleak_scans=run_config.kmemleak_scans,
         module_source=(
             module_source(
                 run_config.module_path, run_config.module_name, run_config.module_known_as
@@ -177,11 +178,13 @@ def drive(cell: CellEnv):
 
 def _test_name(item: pytest.Item) -> tuple[str, str]:
     """(group, name) of a collected test; see :func:`lab.run.records.test_name`."""
+    return records.test_name(Path(str(item.fspath)).stem, item.name, _cell_id(item))
+
+
+def _cell_id(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)
     cell = callspec.params.get("cell") if callspec is not None else None
-    return records.test_name(
-        Path(str(item.fspath)).stem, item.name, cell.cell_id if cell is not None else None
-    )
+    return cell.cell_id if cell is not None else None
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,19 @@ class SanitizerHit:
 
 
 SANITIZER_HIT = pytest.StashKey[SanitizerHit]()
+# Whether the test is its group's last in this worker's run (kmemleak scans after it).
+GROUP_ENDS = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    item.stash[GROUP_ENDS] = nextitem is None or _group_key(nextitem) != _group_key(item)
+    yield
+
+
+def _group_key(item: pytest.Item) -> tuple[str, str | None]:
+    """The test's group (its module) and cell: tests of one key run one after another."""
+    return Path(str(item.fspath)).stem, _cell_id(item)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -206,7 +222,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         name = _test_name(item)[1]
         slice_path = env.cell_dir / "tests" / name.replace("/", "__") / "dmesg.txt"
         try:
-            verdict = env.health.end(health, slice_path)
+            verdict = env.health.end(health, slice_path, item.stash.get(GROUP_ENDS, True))
         except GuestLostError as exc:
             outcome.force_exception(exc)
             return

@@ -184,10 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--module-fault",
-        choices=("uaf",),  # lab.build.module.MODULE_FAULTS; not imported to keep the CLI light
+        choices=("uaf", "leak"),  # lab.build.module.MODULE_FAULTS; not imported: a light CLI
         default=None,
         help="TEST ONLY: build our module with this deliberate bug (uaf: a use-after-free "
-        "at close) to check that a debug kernel cell catches it",
+        "at close; leak: each closed device is never freed) to check that a debug kernel "
+        "cell catches it",
     )
     p.add_argument(
         "--boot-fault",
@@ -195,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="TEST ONLY: make the guest kernel panic before userspace on every boot attempt "
         "(panic) or on the first only (panic-once) to check the boot retry and the single ERROR",
+    )
+    p.add_argument(
+        "--kmemleak-scans",
+        choices=("group", "test"),  # lab.cell.health.LEAK_SCAN_SCOPES
+        default="group",
+        help="when a kernel with kmemleak (a debug kernel) scans for leaks: after each "
+        "group's last test (default), or after every test, which names the test that leaked "
+        "but costs ~50 s a test under TCG",
     )
     _add_module_option(p, known_as=True)
     _add_common(p)

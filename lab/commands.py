@@ -43,6 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = run_config(
         ctx, cells, keyword=args.keyword, quick=args.quick, faults=args.responder_fault,
         module_fault=args.module_fault, boot_fault=args.boot_fault, module=source,
+        kmemleak_scans=args.kmemleak_scans,
     )  # fmt: skip
     return run_matrix(ctx, config, args.reports, workers=args.workers).exit_code
 

@@ -1372,7 +1372,11 @@ static int vhba_ctl_release(struct inode *inode, struct file *file)
 	vhba_backing_put(backing);
 
 	schedule_work(&vhost->sync_work);
+#ifdef VHBA_INJECT_LEAK
+	/* test only (make INJECT=leak): a debug kernel's kmemleak must report vdev */
+#else
 	kfree(vdev);
+#endif
 #ifdef VHBA_INJECT_UAF
 	/* test only (make INJECT=uaf): a debug kernel must report this read */
 	pr_info("closed device %u\n", READ_ONCE(vdev->num));

@@ -42,7 +42,7 @@ class BuildResult:
 
 # Deliberate bugs our module can be built with (module/Makefile INJECT=), to check
 # that the lab's debug kernels catch them; never for anything but that check.
-MODULE_FAULTS = ("uaf",)
+MODULE_FAULTS = ("uaf", "leak")
 
 
 def build_module(

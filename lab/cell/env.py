@@ -89,6 +89,7 @@ class CellEnv:
     module_fault: str | None = None  # a deliberate bug our module is built with (MODULE_FAULTS)
     boot_fault: str | None = None  # an early-boot failure to inject (BOOT_FAULTS)
     module_source: ModuleSource | None = None  # the --module tree, for cells of its name
+    kmemleak_scans: str = "group"  # after each group's last test or every test (lab.cell.health)
     kernel: AnyKernel | None = None
     image: Image | None = None
     build: BuildResult | None = None
@@ -107,7 +108,9 @@ class CellEnv:
 
     def __post_init__(self) -> None:
         self.record = CellRecorder(self.cell_dir, self.spec.responder)
-        self.health = KernelHealth(lambda: self.guest, self.cell_dir, self.record.phase)
+        self.health = KernelHealth(
+            lambda: self.guest, self.cell_dir, self.record.phase, leak_scans=self.kmemleak_scans
+        )
 
     @property
     def lineage(self) -> str | None:

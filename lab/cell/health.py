@@ -11,9 +11,13 @@ next start marker and judged with that test: a bug hit in a fixture is
 nobody's verdict otherwise.  Sanitizer reports of debug kernels are recognised
 first (:mod:`lab.cell.sanitizers`) and saved one file each, so the test can be
 recorded as SANITIZER with the bug named; generic BUG/WARNING lines and new
-taint bits fail the test as before.  A kernel with kmemleak also pays for a
-scan after every test (debug kernels only); the first check of a cell asks
-the kernel whether it has kmemleak.
+taint bits fail the test as before.  A kernel with kmemleak (debug kernels
+only; the first check of a cell asks) also pays for kmemleak's scans: after
+each group's last test by default, or after every test
+(``--kmemleak-scans test``), which names the test that leaked but costs about
+50 s a test on a sanitizer kernel under TCG (a full debug cell: hours, not
+one).  A leak a group scan finds is the finding of the test whose check ran
+the scan, and the verdict names every test the scan covers.
 """
 
 from __future__ import annotations
@@ -67,6 +71,9 @@ echo present
 {_KMEMLEAK_TWO_SCANS} && cat $f && echo clear > $f
 """
 KMEMLEAK_SCAN = f"f={KMEMLEAK}; {_KMEMLEAK_TWO_SCANS} && cat $f && echo clear > $f"
+# When kmemleak scans: after the last test of each group (a test module), or
+# after every test.
+LEAK_SCAN_SCOPES = ("group", "test")
 
 
 @dataclass
@@ -118,6 +125,9 @@ class KernelHealth:
     )
     # Whether the kernel has a working kmemleak; None until the first check asks.
     kmemleak: bool | None = None
+    leak_scans: str = "group"  # one of LEAK_SCAN_SCOPES
+    # The tests checked since kmemleak's last scan: those a leak found next may be from.
+    unscanned: list[str] = field(default_factory=list)
     # Taint bits some test's verdict already named: the whole-cell taint check
     # (conformance/test_13_health.py) leaves them to that test.
     attributed_taint: int = 0
@@ -150,13 +160,15 @@ class KernelHealth:
     def taint(self) -> int:
         return int(self.guest().run(["cat", "/proc/sys/kernel/tainted"]).stdout.strip())
 
-    def end(self, health: Health, out: Path) -> HealthVerdict:
+    def end(self, health: Health, out: Path, group_ends: bool = True) -> HealthVerdict:
         """Save the test's dmesg slice to ``out``; say what is wrong with the kernel, if anything.
 
         Sanitizer reports (in the slice, and in kmemleak's read-back when the
         kernel has it) are written next to ``out`` as ``sanitizer-<n>.txt``;
         the generic BUG/WARNING check then only reports lines they do not
         already explain.  Without sanitizers the verdict is what it always was.
+        ``group_ends``: no test of this test's group follows it (kmemleak scans
+        then unless it scans after every test).
         """
         end_marker = health.marker.replace("vhba-lab: test start ", "vhba-lab: test end ", 1)
         with self.phase("health_checks"):
@@ -176,19 +188,34 @@ class KernelHealth:
             findings = between_findings + findings
             self.attributed_taint |= taint_between
         artifacts: dict[str, Path] = {}
+        leak_scope = None
         if self.kmemleak:
+            self.unscanned.append(health.test)
+        if self.kmemleak and (group_ends or self.leak_scans == "test"):
             leaks = self._kmemleak_scan()
+            covered, self.unscanned = self.unscanned, []
             if leaks.strip():
                 artifacts["kmemleak"] = out.parent / "kmemleak.txt"
-                artifacts["kmemleak"].write_text(leaks)
+                artifacts["kmemleak"].write_text(
+                    f"# kmemleak's scan after {health.test}; the tests since its last scan: "
+                    f"{', '.join(covered)}\n{leaks}"
+                )
                 findings += parse_kmemleak(leaks)
+                if len(covered) > 1:
+                    leak_scope = (
+                        f"kmemleak's scan after this test covers the {len(covered)} tests "
+                        f"since its last one ({covered[0]} .. {covered[-1]}; all in kmemleak.txt): "
+                        "rerun them with --kmemleak-scans test to name the one that leaked"
+                    )
         saved = []
         for n, finding in enumerate(findings[:MAX_SAVED_FINDINGS], start=1):
             path = out.parent / f"sanitizer-{n}.txt"
             path.write_text(finding.text)
             artifacts[f"sanitizer-{n}"] = path
             saved.append(SavedFinding(finding, path))
-        problems = [s.finding.headline for s in saved] + problems_between
+        # where a group's leaks may come from goes first: records keep 500 characters
+        problems = [leak_scope] if leak_scope is not None else []
+        problems += [s.finding.headline for s in saved] + problems_between
         if len(findings) > len(saved):
             problems.append(
                 f"{len(findings) - len(saved)} more sanitizer reports "

@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from lab.cell.health import LEAK_SCAN_SCOPES
 from lab.cell.spec import MODULES, CellSpec
 from lab.errors import UsageError
 
@@ -43,6 +44,7 @@ class RunConfig:
     module_path: str | None = None  # a module tree or tarball (--module, lab.build.module_source)
     module_name: str | None = None  # its name in cell ids
     module_known_as: str | None = None  # whose known failures it shares (--module-known-as)
+    kmemleak_scans: str = "group"  # lab.cell.health.LEAK_SCAN_SCOPES
 
     def specs(self) -> list[CellSpec]:
         specs = [CellSpec.parse(cell) for cell in self.cells]
@@ -99,6 +101,11 @@ class RunConfig:
             else:
                 values[name] = value
         config = cls(**values)  # type: ignore[arg-type]
+        if config.kmemleak_scans not in LEAK_SCAN_SCOPES:
+            raise bad(
+                f"'kmemleak_scans' is {config.kmemleak_scans!r}, not one of "
+                f"{', '.join(LEAK_SCAN_SCOPES)}"
+            )
         try:
             config.specs()
         except UsageError as exc:

@@ -84,6 +84,8 @@ def reproducer(spec: CellSpec, test: str | None = None, config: RunConfig | None
             words += ["--module-fault", config.module_fault]
         if config.boot_fault:
             words += ["--boot-fault", config.boot_fault]
+        if config.kmemleak_scans != "group":
+            words += ["--kmemleak-scans", config.kmemleak_scans]
         if config.module_path and spec.module == config.module_name:
             words += ["--module", config.module_path, "--module-name", spec.module]
             if config.module_known_as:
@@ -201,6 +203,7 @@ def run_config(
     module_fault: str | None = None,
     boot_fault: str | None = None,
     module: ModuleSource | None = None,
+    kmemleak_scans: str = "group",
 ) -> RunConfig:
     """The run's configuration, with the accelerator chosen here once for every worker."""
     config = RunConfig(
@@ -210,7 +213,7 @@ def run_config(
         quick=quick, keyword=keyword, responder_faults=tuple(faults or ()),
         module_fault=module_fault, boot_fault=boot_fault,
         module_path=module.given if module else None, module_name=module.name if module else None,
-        module_known_as=module.known_as if module else None,
+        module_known_as=module.known_as if module else None, kmemleak_scans=kmemleak_scans,
     )  # fmt: skip
     config.specs()  # every cell's module is one the run can build
     return config

@@ -10,14 +10,16 @@ import re
 import shlex
 from collections.abc import Callable
 
-from lab.cell.health import KMEMLEAK_PROBE
+from lab.cell.health import KMEMLEAK_PROBE, KMEMLEAK_SCAN
 from lab.errors import GuestLostError
 from lab.vm.guest import CommandChannel, CommandResult
 
 
 class KmsgGuest(CommandChannel):
     """``tail(test)`` is the kernel log a test leaves after its start marker;
-    ``alive()`` False makes every command a lost guest.
+    ``alive()`` False makes every command a lost guest; ``leaks`` (None: the
+    kernel has no kmemleak) is what every kmemleak scan reads back, and
+    ``scans`` counts them.
 
     The log is kept: markers the harness writes land in it (a test's tail
     right after its start marker), and reads from a marker return what follows.
@@ -27,9 +29,12 @@ class KmsgGuest(CommandChannel):
         self,
         tail: Callable[[str], str] = lambda test: "",
         alive: Callable[[], bool] = lambda: True,
+        leaks: str | None = None,
     ) -> None:
         self.tail = tail
         self.alive = alive
+        self.leaks = leaks
+        self.scans = 0
         self.log: list[str] = []
 
     def sh(
@@ -38,7 +43,10 @@ class KmsgGuest(CommandChannel):
         if not self.alive():
             raise GuestLostError(f"lost the ssh connection (QEMU is not running) during {cmd}")
         if cmd == KMEMLEAK_PROBE:
-            return CommandResult(cmd, 0, "absent\n", "")
+            return CommandResult(cmd, 0, "absent\n" if self.leaks is None else "present\n", "")
+        if cmd == KMEMLEAK_SCAN:
+            self.scans += 1
+            return CommandResult(cmd, 0, self.leaks or "", "")
         out = "4096\n"
         grep = re.search(_GREP, cmd)
         if grep:

@@ -200,7 +200,7 @@ def test_kmemleak_kernel_is_scanned_after_each_test(tmp_path: Path) -> None:
     assert guest.ran[-1] == KMEMLEAK_SCAN
     assert [s.finding.kind for s in verdict.findings] == [Kind.KMEMLEAK, Kind.KMEMLEAK]
     assert set(verdict.artifacts) == {"kmemleak", "sanitizer-1", "sanitizer-2"}
-    assert verdict.artifacts["kmemleak"].read_text() == leaks
+    assert verdict.artifacts["kmemleak"].read_text().endswith("\n" + leaks)
     assert "vhba_add_device+0x54/0x2f0" in verdict.findings[0].path.read_text()
     assert verdict.problem == (
         "kmemleak: unreferenced object 0xffff888005d3c600 (size 192); "
@@ -228,6 +228,41 @@ def test_failing_kmemleak_stops_scanning_without_failing_tests(tmp_path: Path) -
     guest.ran.clear()
     env.end(Health(MARK, 0), tmp_path / "d.txt")
     assert KMEMLEAK_SCAN not in guest.ran
+
+
+def test_kmemleak_scans_once_a_group_and_names_the_tests_it_covers(tmp_path: Path) -> None:
+    leaks = (SAMPLES / "kmemleak-readback.txt").read_text()
+    guest = FakeGuest("", 0, kmemleak=leaks)
+    env = _cell(tmp_path, guest)
+    names = ["attacker/test_a", "attacker/test_b", "attacker/test_c"]
+    verdicts = []
+    for n, name in enumerate(names):
+        health = env.start(name)
+        out = tmp_path / "tests" / name.replace("/", "__") / "dmesg.txt"
+        verdicts.append(env.end(health, out, group_ends=n == len(names) - 1))
+    assert guest.ran.count(KMEMLEAK_SCAN) == 1, "one scan, after the group's last test"
+    assert verdicts[0].problem is None and verdicts[1].problem is None
+    last = verdicts[-1]
+    assert [s.finding.kind for s in last.findings] == [Kind.KMEMLEAK, Kind.KMEMLEAK]
+    assert last.problem is not None and last.problem.startswith(
+        "kmemleak's scan after this test covers the 3 tests since its last one "
+        "(attacker/test_a .. attacker/test_c; all in kmemleak.txt)"
+    )
+    assert "--kmemleak-scans test" in last.problem
+    header = last.artifacts["kmemleak"].read_text().splitlines()[0]
+    assert header.endswith("attacker/test_a, attacker/test_b, attacker/test_c")
+    assert env.unscanned == []
+
+
+def test_kmemleak_scans_after_every_test_when_asked(tmp_path: Path) -> None:
+    leaks = (SAMPLES / "kmemleak-readback.txt").read_text()
+    guest = FakeGuest("", 0, kmemleak=leaks)
+    env = _cell(tmp_path, guest)
+    env.leak_scans = "test"
+    health = env.start("attacker/test_a")
+    verdict = env.end(health, tmp_path / "a" / "dmesg.txt", group_ends=False)
+    assert guest.ran.count(KMEMLEAK_SCAN) == 1
+    assert verdict.problem is not None and verdict.problem.startswith("kmemleak: unreferenced")
 
 
 # -- between tests: teardowns and set-ups are judged too ------------------------------------

@@ -108,6 +108,10 @@ def test_reproducer_names_the_cell_test_and_faults() -> None:
     line = reproducer(spec, "block/test_size", faulty)
     assert line == ("vhba-lab run --cell 7.3-ours-ours --responder-fault capacity:blocks=1000"
                     " -k test_size")  # fmt: skip
+    per_test = RunConfig(cells=(), kmemleak_scans="test")
+    assert reproducer(CellSpec("6.12-debug"), "attacker/test_x", per_test) == (
+        "vhba-lab run --cell 6.12-debug-ours-ours --kmemleak-scans test -k test_x"
+    )
 
 
 def test_measurements_reach_the_result_and_old_rows_have_none(tmp_path: Path) -> None:

@@ -20,3 +20,14 @@ def test_workers_auto_by_default_or_a_count() -> None:
     assert parser.parse_args(["run"]).workers is None
     assert parser.parse_args(["run", "-n", "auto"]).workers is None
     assert parser.parse_args(["run", "-n", "2"]).workers == 2
+
+
+def test_kmemleak_scans_offers_the_healths_scopes() -> None:
+    from lab.cell.health import LEAK_SCAN_SCOPES
+
+    parser = build_parser()
+    assert parser.parse_args(["run"]).kmemleak_scans == LEAK_SCAN_SCOPES[0]
+    for scope in LEAK_SCAN_SCOPES:
+        assert parser.parse_args(["run", "--kmemleak-scans", scope]).kmemleak_scans == scope
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--kmemleak-scans", "daily"])

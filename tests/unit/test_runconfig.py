@@ -15,7 +15,7 @@ FULL = RunConfig(
     cells=("6.12-ours-ours", "7.3-upstream-ours"), accel="tcg", mirror="http://m.invalid/debian",
     security_mirror="http://s.invalid/debian-security", refresh=True, quick=True,
     keyword="spc or mmc", responder_faults=("capacity:blocks=1000", "tur:ready=0"),
-    module_fault="uaf", boot_fault="panic-once",
+    module_fault="uaf", boot_fault="panic-once", kmemleak_scans="test",
 )  # fmt: skip
 
 
@@ -37,6 +37,7 @@ def test_every_field_survives_the_file(tmp_path: Path) -> None:
         ({"responder_faults": "capacity:blocks=1"}, "'responder_faults' must be a list"),
         ({"boot_fault": 3}, "'boot_fault' must be a string"),
         ({"cells": ["6.12-theirs-ours"]}, "unknown module 'theirs'"),
+        ({"kmemleak_scans": "daily"}, "'kmemleak_scans' is 'daily', not one of group, test"),
     ],
 )
 def test_a_mismatched_file_is_one_line_naming_the_field(change: dict, named: str) -> None:

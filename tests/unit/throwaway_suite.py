@@ -19,15 +19,18 @@ from lab.paths import repo_root
 CELL = f"{REFERENCE_KERNEL}-ours-ours"
 
 
-def run_suite(root: Path, test_source: str) -> Path:
+def run_suite(root: Path, test_source: str, more: dict[str, str] | None = None) -> Path:
     """Run ``test_source`` as a suite under the real conftest; its run directory.
 
-    The suites used here always hold a failing test, so pytest must exit 1.
+    ``more`` are further test files (name -> source), run after it.  The suites
+    used here always hold a failing test, so pytest must exit 1.
     """
     suite = root / "suite"
     suite.mkdir()
     shutil.copy(repo_root() / "conformance" / "conftest.py", suite / "conftest.py")
     (suite / "test_01_demo.py").write_text(test_source)
+    for name, source in (more or {}).items():
+        (suite / name).write_text(source)
     run_dir = root / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(suite), "--lab-run-dir", str(run_dir), "-q",
