@@ -1,4 +1,4 @@
-"""The debug kernel row: a sanitizer kernel runs a cell and names a use-after-free it sees.
+"""The debug kernel row: a sanitizer kernel runs a cell and names a use-after-free or leak it sees.
 
 Building 6.12-debug takes 30-65 min on this kind of machine (docs/debug-kernels.md),
 more than a CI run can spend, so these run wherever the debug kernel is already
@@ -61,3 +61,19 @@ def test_an_injected_use_after_free_is_a_sanitizer_verdict_with_its_report(
     report = (tmp_path / "latest" / finding.artifact).read_text()
     assert "BUG: KASAN" in report
     assert ">KASAN</a>" in (tmp_path / "latest" / "index.html").read_text()
+
+
+def test_an_injected_leak_is_a_kmemleak_verdict_with_its_report(
+    debug_kernel_cached: None, tmp_path: Path, note_boot_retries: Callable[[Path], None]
+) -> None:
+    out = _run(tmp_path, "--module-fault", "leak")
+    note_boot_retries(tmp_path)
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
+    (cell,) = load_run(tmp_path / "latest").cells
+    (test,) = cell.tests
+    assert test.status.value == "sanitizer", f"{test.status.value}: {test.message}"
+    leaks = [f for f in test.findings if f.kind.value == "kmemleak"]
+    assert leaks, test.findings
+    reports = [(tmp_path / "latest" / f.artifact).read_text() for f in leaks]
+    # the device each close leaves behind, allocated where /dev/vhba_ctl is opened
+    assert any("vhba_ctl_open" in text for text in reports), reports[0]
