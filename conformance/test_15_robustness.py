@@ -82,7 +82,7 @@ def test_responder_dying_mid_command_fails_io_and_removes_the_device(
 ) -> None:
     assert cell.drive is not None
     try:
-        cell.drive.ctl("fault", "0", "die:op=0x28")
+        cell.drive.ctl("fault", 0, spec="die:op=0x28")
         read = cell.guest.run(
             ["dd", f"if={our_drive.sr}", "of=/dev/null", "bs=2048", "count=8", "iflag=direct"],
             timeout=120,
@@ -102,7 +102,7 @@ def test_stalled_responder_is_timed_out_and_aborted(cell: CellEnv, our_drive: Dr
     sr = our_drive.sr.rsplit("/", 1)[1]
     try:
         cell.guest.sh(f"echo 5 > {command_text([f'/sys/block/{sr}/device/timeout'])}")
-        cell.drive.ctl("fault", "0", "hang:op=0x28,count=1")
+        cell.drive.ctl("fault", 0, spec="hang:op=0x28,count=1")
         read = cell.guest.run(
             ["dd", f"if={our_drive.sr}", "of=/dev/null", "bs=2048", "count=1", "skip=100",
              "iflag=direct"],

@@ -139,14 +139,14 @@ def test_a_new_disc_is_read_at_once_never_the_old_one(
 def test_an_injected_read_error_reaches_the_reader(cell: CellEnv, untraced: OurResponder) -> None:
     node = cell.nodes[0]
     try:
-        untraced.ctl("fault", "0", "sense:key=3,asc=0x11,op=0x28,lba=100-101")
+        untraced.ctl("fault", 0, spec="sense:key=3,asc=0x11,op=0x28,lba=100-101")
         assert _drive_status(untraced)["direct_reads"] != "on"
         bad = sg_raw(cell.guest, node.sg, "28 00 00 00 00 64 00 00 01 00", alloc=2048)
         assert bad.sense is not None and bad.sense.triple == "03/11/00", bad.describe()
         good = sg_raw(cell.guest, node.sg, "28 00 00 00 00 10 00 00 01 00", alloc=2048)
         assert good.good, good.describe()
     finally:
-        untraced.ctl("clear-faults", "0")
+        untraced.ctl("clear-faults", 0)
     tur_until_good(cell.guest, node.sg)  # one command after the fault is gone turns it on
     assert _drive_status(untraced)["direct_reads"] == _expect_direct(cell, untraced)
 

@@ -1,14 +1,15 @@
 """Kernel health around each test: kmsg markers, the taint value, sanitizer reports.
 
 Before a test the harness writes a start marker to /dev/kmsg and reads the
-taint value; after it, it reads the kernel log from the marker on and the
-taint value again, and writes an end marker, in one guest round trip each
-(they run around every test, so they are kept cheap).  What the kernel logs
-between one test's end marker and the next one's start (the first test's
-teardown, the second's set-up: drive restarts, disc changes, module reloads;
-for a cell's first test, everything from the module load on) is read with the
-next start marker and judged with that test: a bug hit in a fixture is
-nobody's verdict otherwise.  Sanitizer reports of debug kernels are recognised
+taint value; after it, it reads the kernel log and the taint value again, and
+writes an end marker, in one guest round trip each (they run around every
+test, so they are kept cheap: only the end reads the log).  The log is read
+from the last check's end marker on, so what the kernel logged between one
+test's end and the next one's start (the first test's teardown, the second's
+set-up: drive restarts, disc changes, module reloads; for a cell's first
+test, everything from the module load on) comes with the test's own slice and
+is judged with that test: a bug hit in a fixture is nobody's verdict
+otherwise.  Sanitizer reports of debug kernels are recognised
 first (:mod:`lab.cell.sanitizers`) and saved one file each, so the test can be
 recorded as SANITIZER with the bug named; generic BUG/WARNING lines and new
 taint bits fail the test as before.  A kernel with kmemleak (debug kernels
@@ -83,10 +84,12 @@ class Health:
     marker: str
     taint_before: int
     test: str = ""
-    # The kernel log since the last check ended (``since``: what that was, e.g. a
-    # test's name), read with the start marker; None when nothing was watched before.
+    # The kernel log from the last check's end marker (``since_marker``; ``since``
+    # names what ended there, e.g. a test) to this test's start, read by the end
+    # check; None when nothing was watched before.
     between: str | None = None
     since: str = ""
+    since_marker: str | None = None
     # The taint value when the last check ended (None: no check ended yet).
     taint_at_since: int | None = None
 
@@ -146,16 +149,14 @@ class KernelHealth:
         if self.kmemleak is None:
             self.kmemleak = self._kmemleak_probe()
         marker = f"vhba-lab: test start {test_name} {time.time():.6f}"
-        window = ""
-        if self.last_end is not None:
-            window = f"dmesg | grep -F -A 1000000 -- {command_text([self.last_end[0]])}; "
         with self.phase("health_checks"):
-            mark = f"{READ_TAINT}; {window}echo {command_text([marker])} > /dev/kmsg"
+            mark = f"{READ_TAINT}; echo {command_text([marker])} > /dev/kmsg"
             out = self.guest().sh(mark).stdout
-        taint, _, between = out.partition("\n")
-        since = self.last_end[1] if self.last_end is not None else ""
-        watched = between if self.last_end is not None else None
-        return Health(marker, int(taint.strip()), test_name, watched, since, self.last_taint)
+        since_marker, since = self.last_end if self.last_end is not None else (None, "")
+        return Health(
+            marker, int(out.strip()), test_name, since=since, since_marker=since_marker,
+            taint_at_since=self.last_taint,
+        )  # fmt: skip
 
     def taint(self) -> int:
         return int(self.guest().run(["cat", "/proc/sys/kernel/tainted"]).stdout.strip())
@@ -171,14 +172,21 @@ class KernelHealth:
         then unless it scans after every test).
         """
         end_marker = health.marker.replace("vhba-lab: test start ", "vhba-lab: test end ", 1)
+        first = [health.marker] if health.since_marker is None else [health.since_marker]
         with self.phase("health_checks"):
-            # grep -A: the marker line and everything after it
-            slice_cmd = f"dmesg | grep -F -A 1000000 -- {command_text([health.marker])}"
+            # grep -A: the first line with either marker and everything after it
+            markers = " ".join(f"-e {command_text([m])}" for m in [*first, health.marker])
+            slice_cmd = f"dmesg | grep -F -A 1000000 {markers}"
             mark = f"echo {command_text([end_marker])} > /dev/kmsg"
             res = self.guest().sh(f"{READ_TAINT}; {slice_cmd}; {mark}", timeout=60, check=False)
         self.last_end = (end_marker, health.test)
         taint_line, _, dmesg = res.stdout.partition("\n")
-        _, _, after = dmesg.partition(health.marker)
+        before, started, after = dmesg.partition(health.marker)
+        if health.since_marker is not None:
+            # up to the start marker's line; empty when the last end marker is gone
+            window = before[: before.rfind("\n") + 1]
+            opened = health.since_marker in window.partition("\n")[0]
+            health.between = window if opened else ""
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(after.lstrip("\n"))
         findings, bad = _reports_and_bad_lines(after)
@@ -221,7 +229,7 @@ class KernelHealth:
                 f"{len(findings) - len(saved)} more sanitizer reports "
                 "(not saved one by one: see dmesg.txt, kmemleak.txt)"
             )
-        if not dmesg:
+        if not started:
             problems.append(f"kernel log: the test's start marker is gone ({health.marker!r})")
         if bad:
             problems.append("kernel log: " + " | ".join(line.strip() for line in bad[:5]))

@@ -50,8 +50,8 @@ class KmsgGuest(CommandChannel):
         out = "4096\n"
         grep = re.search(_GREP, cmd)
         if grep:
-            (marker,) = shlex.split(grep.group(1))
-            hit = [i for i, line in enumerate(self.log) if marker in line]
+            markers = shlex.split(grep.group(1))[1::2]
+            hit = [i for i, line in enumerate(self.log) if any(m in line for m in markers)]
             out += "".join(self.log[hit[0] :]) if hit else ""
         for said in re.findall(_KMSG_WRITE, cmd):
             line = shlex.split(said)[0]
@@ -63,5 +63,5 @@ class KmsgGuest(CommandChannel):
 
 
 _QUOTED = r"('[^']*')"  # the harness's markers hold spaces, never quotes: always quoted
-_GREP = r"grep -F -A 1000000 -- " + _QUOTED
+_GREP = r"grep -F -A 1000000((?: -e " + _QUOTED + ")+)"
 _KMSG_WRITE = r"echo " + _QUOTED + " > /dev/kmsg"
