@@ -16,9 +16,9 @@ taint bits fail the test as before.  A kernel with kmemleak (debug kernels
 only; the first check of a cell asks) also pays for kmemleak's scans: after
 each group's last test by default, or after every test
 (``--kmemleak-scans test``), which names the test that leaked but costs about
-50 s a test on a sanitizer kernel under TCG (a full debug cell: hours, not
-one).  A leak a group scan finds is the finding of the test whose check ran
-the scan, and the verdict names every test the scan covers.
+50 s a test on a sanitizer kernel under TCG: hours for a full debug cell.  A
+leak a group scan finds is the finding of the test whose check ran the scan,
+and the verdict names every test the scan covers.
 """
 
 from __future__ import annotations
@@ -172,10 +172,12 @@ class KernelHealth:
         then unless it scans after every test).
         """
         end_marker = health.marker.replace("vhba-lab: test start ", "vhba-lab: test end ", 1)
-        first = [health.marker] if health.since_marker is None else [health.since_marker]
+        wanted = (
+            [health.marker] if health.since_marker is None else [health.since_marker, health.marker]
+        )
         with self.phase("health_checks"):
             # grep -A: the first line with either marker and everything after it
-            markers = " ".join(f"-e {command_text([m])}" for m in [*first, health.marker])
+            markers = " ".join(f"-e {command_text([m])}" for m in wanted)
             slice_cmd = f"dmesg | grep -F -A 1000000 {markers}"
             mark = f"echo {command_text([end_marker])} > /dev/kmsg"
             res = self.guest().sh(f"{READ_TAINT}; {slice_cmd}; {mark}", timeout=60, check=False)
