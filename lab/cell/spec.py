@@ -62,19 +62,17 @@ class CellSpec:
         return cls(match["kernel"], match["module"], match["responder"])
 
 
-def default_cells(
-    series: list[str], reference: str = REFERENCE_KERNEL, debug: bool = False
-) -> list[CellSpec]:
-    """Every series with our stack, plus the cross-stack cells where ``reference`` is tested.
+def default_cells(series: list[str], reference: str = REFERENCE_KERNEL) -> list[CellSpec]:
+    """Every series with our stack, plus, where ``reference`` is tested, its debug
+    (sanitizer) cell and the cross-stack cells.
 
-    ``debug`` adds the reference kernel's debug (sanitizer) cell.  The lab asks
-    for it where guests run on KVM: under TCG a KASAN+lockdep guest needs
-    about half an hour to its first ssh (docs/debug-kernels.md), too long for
-    a default run; there it is asked for by name (``--cell 6.12-debug-ours-ours``).
+    The debug cell comes first: it is the longest (its kernel is built on first
+    use, and a full cell takes most of an hour under TCG, docs/debug-kernels.md),
+    so in a run of several cells at once it starts while the others share the
+    remaining guests.
     """
     cells = [CellSpec(s) for s in series]
     if reference in series:
+        cells.insert(0, CellSpec(f"{reference}-debug"))
         cells += [CellSpec(reference, "upstream", "ours"), CellSpec(reference, "ours", "cdemu")]
-        if debug:
-            cells.append(CellSpec(f"{reference}-debug"))
     return cells

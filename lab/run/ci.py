@@ -28,6 +28,11 @@ from lab.context import LabContext
 CACHE_DIR = ".lab-cache"
 CELL_REPORTS = "reports/cells"
 MERGED = "reports/merged"
+# A cell job's time limit.  A debug cell on a runner without KVM builds its
+# kernel (12-30 min on 2 cores) and runs ~140 tests under KASAN and lockdep
+# (about an hour under TCG, docs/debug-kernels.md): more than a plain cell's.
+TIMEOUT_MINUTES = 90
+DEBUG_TIMEOUT_MINUTES = 180
 
 
 def cache_key(ctx: LabContext, kernel: str) -> str:
@@ -43,7 +48,9 @@ def github_matrix(ctx: LabContext, cells: list[CellSpec]) -> dict[str, Any]:
     return {
         "include": [
             {"cell": c.cell_id, "kernel": c.kernel, "module": c.module,
-             "responder": c.responder, "cache_key": keys[c.kernel]}
+             "responder": c.responder, "cache_key": keys[c.kernel],
+             "timeout_minutes": DEBUG_TIMEOUT_MINUTES if debug_series(c.kernel)
+             else TIMEOUT_MINUTES}
             for c in cells
         ]
     }  # fmt: skip
@@ -61,7 +68,7 @@ def gitlab_pipeline(ctx: LabContext, cells: list[CellSpec]) -> dict[str, Any]:
         cell = row["cell"]
         jobs[f"cell {cell}"] = {
             "stage": "cells",
-            "timeout": "90m",
+            "timeout": f"{row['timeout_minutes']}m",
             "cache": {"key": f"vhba-lab-{row['cache_key']}", "paths": [f"{CACHE_DIR}/"]},
             "script": [f"./run.sh matrix --cell {cell} --reports {CELL_REPORTS}/{cell}"],
             "artifacts": {

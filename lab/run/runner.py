@@ -64,7 +64,7 @@ def select_cells(
         return [CellSpec(series, module, "ours") for series in kernels or ["all"]
                 for series in _series(ctx, series)]  # fmt: skip
     entries = ctx.resolve(kernels or ["all"])
-    return default_cells([e.series for e in entries], debug=ctx.accel.name == "kvm")
+    return default_cells([e.series for e in entries])
 
 
 def _series(ctx: LabContext, name: str) -> list[str]:

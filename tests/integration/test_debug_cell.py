@@ -30,9 +30,27 @@ def debug_kernel_cached(lab: LabContext) -> None:
                     "(30-65 min) makes it, and these tests run from then on")  # fmt: skip
 
 
-def _run(reports: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    cmd = [*VHBA_LAB, "run", "--cell", CELL, "-k", TEST, "--reports", str(reports), *extra]
+# The groups a release gate most needs a sanitizer kernel for: hostile responders
+# and backings, device lifetimes, dying responders, reads the module serves itself.
+GROUPS = "attacker or lifecycle or robustness or direct_reads"
+
+
+def _run(reports: Path, *extra: str, keyword: str = TEST) -> subprocess.CompletedProcess[str]:
+    cmd = [*VHBA_LAB, "run", "--cell", CELL, "-k", keyword, "--reports", str(reports), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=5400)
+
+
+def test_the_hostile_and_lifetime_groups_pass_under_the_sanitizers(
+    debug_kernel_cached: None, tmp_path: Path, note_boot_retries: Callable[[Path], None]
+) -> None:
+    out = _run(tmp_path, keyword=GROUPS)
+    note_boot_retries(tmp_path)
+    (cell,) = load_run(tmp_path / "latest").cells
+    bad = [f"{t.name}: {t.status.value}: {t.message}" for t in cell.tests
+           if t.status.value not in ("pass", "skip", "known")]  # fmt: skip
+    assert out.returncode == 0 and not bad, "\n".join(bad) or out.stdout[-3000:]
+    groups = {t.name.split("/", 1)[0] for t in cell.tests}
+    assert groups >= {"attacker", "lifecycle", "robustness", "direct_reads"}, groups
 
 
 def test_our_module_is_clean_under_kasan_lockdep_and_kmemleak(

@@ -31,16 +31,16 @@ def test_cell_ids_round_trip_and_bad_ones_are_usage_errors() -> None:
 
 def test_default_matrix_adds_cross_stack_cells_on_the_reference_kernel() -> None:
     ids = [c.cell_id for c in default_cells(["5.10", "6.12", "7.3"])]
-    assert ids == ["5.10-ours-ours", "6.12-ours-ours", "7.3-ours-ours",
+    assert ids == ["6.12-debug-ours-ours", "5.10-ours-ours", "6.12-ours-ours", "7.3-ours-ours",
                    "6.12-upstream-ours", "6.12-ours-cdemu"]  # fmt: skip
     assert [c.cell_id for c in default_cells(["7.3"])] == ["7.3-ours-ours"]
 
 
-def test_default_matrix_has_the_debug_cell_when_asked() -> None:
-    ids = [c.cell_id for c in default_cells(["6.12", "7.3"], debug=True)]
-    assert ids[-1] == "6.12-debug-ours-ours"
-    assert CellSpec.parse(ids[-1]) == CellSpec("6.12-debug")
-    assert "6.12-debug-ours-ours" not in [c.cell_id for c in default_cells(["7.3"], debug=True)]
+def test_default_matrix_starts_with_the_debug_cell_of_the_reference_kernel() -> None:
+    ids = [c.cell_id for c in default_cells(["6.12", "7.3"])]
+    assert ids[0] == "6.12-debug-ours-ours"
+    assert CellSpec.parse(ids[0]) == CellSpec("6.12-debug")
+    assert "6.12-debug-ours-ours" not in [c.cell_id for c in default_cells(["7.3"])]
 
 
 def _cell_dir(tmp_path: Path, info: dict | None, tests: list[dict]) -> Path:
