@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from scsi_helpers import restart_drive
 
+from lab.build.debug_kernel import debug_series
 from lab.cell.drives import LOGS, DriveNode
 from lab.cell.env import CellEnv
 from lab.vm.guest import command_text
@@ -106,7 +107,8 @@ def _first_order(ops: list[str]) -> list[str]:
 
 
 def test_mount_sequence_matches_golden(cell: CellEnv, drive: DriveNode) -> None:
-    """Record mount+umount's commands; compare with golden/trace-mount-<series>.json."""
+    """Record mount+umount's commands; compare with golden/trace-mount-<series>.json
+    (a debug kernel's series: 6.12-debug is compared with 6.12's)."""
     g = cell.guest
     # Settle first: a pending revalidation would add READ CAPACITY and friends.
     getsize = command_text(["blockdev", "--getsize64", drive.sr])
@@ -132,7 +134,9 @@ def test_mount_sequence_matches_golden(cell: CellEnv, drive: DriveNode) -> None:
     }
     (cell.cell_dir / "trace-mount.json").write_text(json.dumps(result, indent=2) + "\n")
     assert "READ(10)" in ops, f"mount read nothing through the drive: {ops}"
-    golden_path = GOLDEN / f"trace-mount-{cell.spec.kernel}.json"
+    # a debug kernel is its series' source rebuilt with sanitizers: the same commands
+    series = debug_series(cell.spec.kernel) or cell.spec.kernel
+    golden_path = GOLDEN / f"trace-mount-{series}.json"
     if not golden_path.exists():
         pytest.skip(f"no {golden_path.name}; recorded {cell.cell_dir / 'trace-mount.json'}")
     golden = json.loads(golden_path.read_text())
