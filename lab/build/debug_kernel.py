@@ -73,8 +73,12 @@ from lab.paths import cache_root
 # (commands, make targets, the builder's packages): old entries are then unused.
 RECIPE_VERSION = "1"
 DEBUG_SUFFIX = "-debug"
-# Series whose linux-source package is known to build with this recipe.
-DEBUG_SERIES: tuple[str, ...] = ("6.12",)
+# Series whose linux-source package is known to build with this recipe: the
+# reference kernel's and the newest the mirror has source for.
+DEBUG_SERIES: tuple[str, ...] = ("6.12", "7.3")
+# Series whose Kconfig has no X86_5LEVEL (5-level paging is always built in):
+# their guests turn it off at boot instead (why: X86_5LEVEL in GUEST_OPTIONS).
+NO_5LEVEL_OPTION: frozenset[str] = frozenset({"7.3"})
 # How many times the normal boot timeouts a debug kernel gets, per accelerator:
 # under TCG here its first boot to ssh took 1634 s (KASAN, lockdep and kmemleak
 # on every allocation and lock), against ~40 s for Debian's kernel.
@@ -98,13 +102,14 @@ class BootTuning:
 
 def boot_tuning(kernel_name: str, accel: str) -> BootTuning:
     """Debian's kernels boot as they are; a debug kernel gets time and a looser watchdog."""
-    if debug_series(kernel_name) is None:
+    series = debug_series(kernel_name)
+    if series is None:
         return BootTuning()
     timeout = HUNG_TASK_TIMEOUT_S.get(accel, max(HUNG_TASK_TIMEOUT_S.values()))
-    return BootTuning(
-        f"sysctl.kernel.hung_task_timeout_secs={timeout}",
-        BOOT_PATIENCE.get(accel, max(BOOT_PATIENCE.values())),
-    )
+    args = [f"sysctl.kernel.hung_task_timeout_secs={timeout}"]
+    if series in NO_5LEVEL_OPTION:
+        args.append("no5lvl")
+    return BootTuning(" ".join(args), BOOT_PATIENCE.get(accel, max(BOOT_PATIENCE.values())))
 
 
 # What ``make`` and the kernel's scripts need, in the release's userspace.
@@ -130,7 +135,9 @@ GUEST_OPTIONS: tuple[tuple[str, str], ...] = (
     # feature bits that identify_cpu() briefly clears at boot; an interrupt in that
     # window makes KASAN report a "wild-memory-access" on the 5-level direct map,
     # which taints the kernel and switches lockdep off for the whole boot.  4-level
-    # paging is what nearly all real machines run anyway.
+    # paging is what nearly all real machines run anyway.  Kernels without the
+    # option (NO_5LEVEL_OPTION) boot with no5lvl; to the config check an absent
+    # option is "n".
     ("X86_5LEVEL", "n"),
     ("MODULES", "y"),
     ("MODULE_UNLOAD", "y"),

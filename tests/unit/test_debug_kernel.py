@@ -269,6 +269,15 @@ def test_debug_kernels_boot_with_time_and_a_watchdog_above_the_suites_own_stalls
     assert tcg.kernel_args == "sysctl.kernel.hung_task_timeout_secs=600" and tcg.patience == 10.0
 
 
+def test_a_kernel_that_always_builds_5_level_paging_boots_without_it() -> None:
+    """7.3's Kconfig has no X86_5LEVEL, so its debug guest turns LA57 off at boot."""
+    from lab.build.debug_kernel import DEBUG_SERIES, boot_tuning
+
+    assert "7.3" in DEBUG_SERIES
+    assert boot_tuning("7.3-debug", "tcg").kernel_args.split()[-1] == "no5lvl"
+    assert "no5lvl" not in boot_tuning("6.12-debug", "tcg").kernel_args
+
+
 def test_kernel_args_reach_every_boot_and_fault_args_only_their_attempt(tmp_path: Path) -> None:
     from lab.build.images import Image
     from lab.vm.accel import AccelChoice
