@@ -281,7 +281,7 @@ def insert(
     target = node or cell.nodes[0]
     # udev's probes of the last drive or disc hold it open, its door locked
     cell.guest.settle()
-    cell.guest.sh(f"{command_text(['eject', '-i', 'off', target.sr])} >/dev/null 2>&1", check=False)
+    cell.guest.run(["eject", "-i", "off", target.sr], check=False)
     cell.drive.load(0, path)
     if size is not None:
         seen = wait_size(cell.guest, target.sr, size)

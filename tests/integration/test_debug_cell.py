@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab.context import LabContext
-from lab.report.results import load_run
+from lab.report.results import TestResult, load_run
 
 pytestmark = pytest.mark.integration
 VHBA_LAB = [sys.executable, "-m", "lab.cli"]
@@ -65,15 +65,25 @@ def test_our_module_is_clean_under_kasan_lockdep_and_kmemleak(
     assert cell.kernel["abi"].endswith("-debug")
 
 
-def test_an_injected_use_after_free_is_a_sanitizer_verdict_with_its_report(
-    debug_kernel_cached: None, tmp_path: Path, note_boot_retries: Callable[[Path], None]
-) -> None:
-    out = _run(tmp_path, "--module-fault", "uaf")
+def _faulty_run(
+    tmp_path: Path, fault: str, note_boot_retries: Callable[[Path], None]
+) -> TestResult:
+    """The one test run with our module built with ``fault``: a red cell (exit 1)."""
+    out = _run(tmp_path, "--module-fault", fault)
     note_boot_retries(tmp_path)
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
     (cell,) = load_run(tmp_path / "latest").cells
     (test,) = cell.tests
-    assert cell.overall.value == "sanitizer" and test.status.value == "sanitizer"
+    assert cell.overall.value == "sanitizer" and test.status.value == "sanitizer", (
+        f"{test.status.value}: {test.message}"
+    )
+    return test
+
+
+def test_an_injected_use_after_free_is_a_sanitizer_verdict_with_its_report(
+    debug_kernel_cached: None, tmp_path: Path, note_boot_retries: Callable[[Path], None]
+) -> None:
+    test = _faulty_run(tmp_path, "uaf", note_boot_retries)
     (finding,) = [f for f in test.findings if f.kind.value == "kasan"]
     assert "use-after-free in vhba_ctl_release" in finding.title
     report = (tmp_path / "latest" / finding.artifact).read_text()
@@ -84,12 +94,7 @@ def test_an_injected_use_after_free_is_a_sanitizer_verdict_with_its_report(
 def test_an_injected_leak_is_a_kmemleak_verdict_with_its_report(
     debug_kernel_cached: None, tmp_path: Path, note_boot_retries: Callable[[Path], None]
 ) -> None:
-    out = _run(tmp_path, "--module-fault", "leak")
-    note_boot_retries(tmp_path)
-    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
-    (cell,) = load_run(tmp_path / "latest").cells
-    (test,) = cell.tests
-    assert test.status.value == "sanitizer", f"{test.status.value}: {test.message}"
+    test = _faulty_run(tmp_path, "leak", note_boot_retries)
     leaks = [f for f in test.findings if f.kind.value == "kmemleak"]
     assert leaks, test.findings
     reports = [(tmp_path / "latest" / f.artifact).read_text() for f in leaks]
