@@ -30,6 +30,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from lab.build.debug_kernel import debug_series
+from lab.cell.spec import CellSpec
+from lab.errors import UsageError
 from lab.run.records import test_name
 
 HEARTBEAT_S = 60.0
@@ -80,16 +83,16 @@ class CellProgress:
 
     def eta(self, now: float, typical: float | None = None) -> float | None:
         """Seconds left: the last run's duration of this cell, else ``typical`` (how
-        long this run's finished cells of the same size took), less the time
-        elapsed; else this cell's own pace."""
+        long this run's finished cells of its kind took), less the time elapsed;
+        this cell's own pace when neither is known or it has already run longer."""
         if self.ended is not None:
             return 0.0
         expected = self.expected_s if self.expected_s is not None else typical
         if self.started is None:
             return expected
         elapsed = now - self.started
-        if expected is not None:
-            return max(expected - elapsed, 0.0)
+        if expected is not None and elapsed < expected:
+            return expected - elapsed
         if self.done and self.total:
             return elapsed / self.done * (self.total - self.done)
         return None
@@ -110,6 +113,14 @@ def cell_of(nodeid: str, cells: Iterable[str]) -> str | None:
         if params == cell or params.startswith(cell + "-") or params.endswith("-" + cell):
             return cell
     return None
+
+
+def _debug(cell_id: str) -> bool:
+    """Whether a cell runs a debug kernel (``6.12-debug-ours-ours``)."""
+    try:
+        return debug_series(CellSpec.parse(cell_id).kernel) is not None
+    except UsageError:
+        return False
 
 
 def _clock(seconds: float | None) -> str:
@@ -235,11 +246,18 @@ class MatrixProgress:
         return table
 
     def typical(self, cell: CellProgress) -> float | None:
-        """The median time this run's finished cells with as many tests took."""
+        """The median time this run's finished cells of its kind took.
+
+        Its kind: as many tests, and a debug kernel or not (a sanitizer kernel
+        under TCG takes several times a plain one's time for the same tests).
+        """
         took = [
             other.elapsed(0.0)
             for other in self.cells.values()
-            if other.ended is not None and other.phase == "done" and other.total == cell.total
+            if other.ended is not None
+            and other.phase == "done"
+            and other.total == cell.total
+            and _debug(other.cell_id) == _debug(cell.cell_id)
         ]
         return statistics.median(took) if took else None
 

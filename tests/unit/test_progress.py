@@ -33,7 +33,8 @@ def test_eta_comes_from_the_last_run_or_from_the_cells_own_pace(tmp_path: Path) 
     assert cell.eta(0.0) == 300.0 and cell.phase == "queued"
     cell.started, cell.done = 0.0, 10
     assert cell.eta(120.0) == 180.0
-    assert cell.eta(400.0) == 0.0, "an overdue cell is not given a negative ETA"
+    assert cell.eta(400.0) == 3600.0, "an overdue cell: its own pace, not 0 or negative"
+    assert CellProgress("x", tmp_path, expected_s=9.0, started=0.0).eta(10.0) is None
     fresh = CellProgress("7.3-ours-ours", tmp_path, total=100, started=0.0, done=25)
     assert fresh.eta(50.0) == 150.0
     assert CellProgress("x", tmp_path, started=0.0).eta(5.0) is None
@@ -158,3 +159,22 @@ def test_without_a_last_run_the_eta_comes_from_this_runs_finished_cells(tmp_path
     assert running.eta(130.0, progress.typical(running)) == 600.0
     assert "ETA 10m00s" in status_line(running, 130.0, progress.typical(running))
     assert running.eta(130.0) == 30.0 * 140, "its own pace when nothing else is known"
+
+
+def test_a_debug_cell_is_not_timed_by_plain_cells_nor_the_reverse(tmp_path: Path) -> None:
+    """Seen in a matrix: 5.10 done in 8m50s made the 6.12-debug cell's ETA 0m00s at 9 min."""
+    progress = MatrixProgress({}, Console(file=io.StringIO()), live=False)
+    progress.cells = {
+        "5.10-ours-ours": CellProgress("5.10-ours-ours", tmp_path, total=142, started=0.0,
+                                       ended=530.0, state="done"),
+        "6.12-debug-ours-ours": CellProgress("6.12-debug-ours-ours", tmp_path, total=142,
+                                             started=0.0, done=42),
+        "7.3-debug-ours-ours": CellProgress("7.3-debug-ours-ours", tmp_path, total=142,
+                                            started=0.0, ended=3500.0, state="done"),
+    }  # fmt: skip
+    debug = progress.cells["6.12-debug-ours-ours"]
+    assert progress.typical(debug) == 3500.0, "only the debug cell that finished"
+    assert progress.typical(CellProgress("6.1-ours-ours", tmp_path, total=142)) == 530.0
+    del progress.cells["7.3-debug-ours-ours"]
+    assert progress.typical(debug) is None
+    assert debug.eta(540.0, progress.typical(debug)) == 540.0 / 42 * 100
