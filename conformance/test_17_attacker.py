@@ -382,6 +382,45 @@ def test_stalled_drive_does_not_starve_another(
     )
 
 
+@pytest.mark.slow
+def test_a_silent_responder_does_not_stop_the_host(
+    seat: Seat, drive: DriveNode, record_property: pytest.RecordProperty
+) -> None:
+    """A drive whose responder stops answering fails its own commands; the others go on.
+
+    What the midlayer does with a command that times out twice is host-wide
+    error recovery: every drive's new commands wait, first until each stuck
+    command of the silent drive has timed out (sr's media polls carry 30 s),
+    then while the error handler tries aborts and resets, each followed by a
+    TEST UNIT READY that the silent responder never answers either.  A seat
+    user could stop every drive of the host for a minute, over and over.
+    Here the silent drive's timeouts are 3 s (the attacker has 30 s, the same
+    path, slower); the cell's drive is read meanwhile for 50 s, a block every
+    0.2 s, and no read may wait for the other drive's recovery.
+    """
+    guest = seat.cell.guest
+    served = seat.serve("silent", "--image", _seat_readable_image(seat.cell))
+    dev = f"/sys/bus/scsi/devices/{served.hctl}"
+    timeout_attr, eh_attr = command_text([f"{dev}/timeout"]), command_text([f"{dev}/eh_timeout"])
+    guest.sh(f"echo 3 > {timeout_attr}; echo 3 > {eh_attr}")
+    served.pause()
+    stuck = ["dd", f"if={served.sr}", "of=/dev/null", "bs=2048", "count=1", "skip=100",
+             "iflag=direct"]  # fmt: skip
+    guest.sh(f"nohup {command_text(stuck)} >/tmp/silent.dd 2>&1 &")
+    watched = seat.run("watch", drive.sr, "--seconds", "50", user="root", timeout=240)
+    state = guest.run(["cat", f"{dev}/state"], check=False).stdout.strip()
+    record_property("other_drive_worst_read_s", watched["worst_s"])
+    served.resume()
+    _wait_gone(seat.cell, ["pgrep", "-f", f"[d]d if={served.sr}"], 120)
+    served.stop()
+    assert watched["failed"] == 0 and watched["worst_s"] < 2.5, (
+        f"while another drive's responder was silent, reads of {drive.sr} stalled: the "
+        f"slowest of {watched['reads']} took {watched['worst_s']} s, {watched['failed']} failed "
+        f"(silent drive {state})"
+    )
+    assert state == "running", f"the silent drive was taken {state}, not just its commands failed"
+
+
 # ------------------------------------------------------------ hostile answers
 # Vendor-specific opcodes, one per hostile answer, so one drive serves them all.
 HOST_BYTES = {0xD0: 0x000D0000, 0xD1: 0x000C0002, 0xD2: 0x000B0000, 0xD3: 0x07000002}

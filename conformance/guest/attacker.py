@@ -461,6 +461,26 @@ def mode_pread(args: argparse.Namespace) -> dict[str, Any]:
             "head": buf[:16].hex()}  # fmt: skip
 
 
+def mode_watch(args: argparse.Namespace) -> dict[str, Any]:
+    """O_DIRECT block reads of a drive, one every ``--every`` s for ``--seconds``: how long the
+    slowest took, and how many failed (a drive whose host stopped for recovery stalls them)."""
+    fd = os.open(args.node, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, BLOCK)
+    reads, failed, worst = 0, 0, 0.0
+    end = time.monotonic() + args.seconds
+    while time.monotonic() < end:
+        started = time.monotonic()
+        try:
+            os.preadv(fd, [buf], (1000 + reads % 64) * BLOCK)
+        except OSError:
+            failed += 1
+        worst = max(worst, time.monotonic() - started)
+        reads += 1
+        time.sleep(args.every)
+    os.close(fd)
+    return {"reads": reads, "failed": failed, "worst_s": round(worst, 3)}
+
+
 def mode_probe(args: argparse.Namespace) -> dict[str, Any]:
     """One SG_IO command to a node, e.g. a READ(10) the hostile drive answers."""
     fd = os.open(args.node, os.O_RDWR | os.O_NONBLOCK)
@@ -573,6 +593,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("node")
     p.add_argument("--count", type=int, default=64)
     p.add_argument("--go", required=True, help="read once this file exists")
+    p = sub.add_parser("watch")
+    p.add_argument("node")
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--every", type=float, default=0.2)
     p = sub.add_parser("probe")
     p.add_argument("node")
     p.add_argument("cdb", help="hex")
@@ -584,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
     modes = {"serve": mode_serve, "backing": mode_backing, "reuse": mode_reuse,
-             "probe": mode_probe, "flood": mode_flood, "pread": mode_pread,
+             "probe": mode_probe, "flood": mode_flood, "pread": mode_pread, "watch": mode_watch,
              "fuzz": mode_fuzz}  # fmt: skip
     print(json.dumps(modes[args.mode](args)), flush=True)
     return 0
