@@ -233,17 +233,15 @@ def test_backing_the_kernel_cannot_read_is_refused(seat: Seat) -> None:
 # ------------------------------------------------------------ lifetimes
 @pytest.mark.slow
 def test_given_up_read_is_never_handed_out(seat: Seat) -> None:
-    """A READ the midlayer timed out, retried, escalated and failed stays dead.
+    """A READ that timed out and failed stays dead.
 
-    The drive stops reading commands; a READ of a marked block times out (2 s),
-    its abort succeeds, the retry times out, error handling escalates and the
-    READ fails.  When the drive reads again, that READ must not be among the
+    The drive stops reading commands; a READ of a marked block times out
+    (2 s) and fails: the module's timeout handler takes it away at once
+    (before 5.10: its abort succeeds, the retry times out, and error handling
+    escalates once every stuck command, sr's 30 s media polls included, has
+    timed out).  When the drive reads again, that READ must not be among the
     commands it gets, and nothing may be written into the reader's buffer
-    (the pages of a request that has completed) afterwards.  It takes about a
-    minute: udev has the kernel poll the drive every 2 s, sr's poll (GET EVENT
-    STATUS, TEST UNIT READY) carries a fixed 30 s timeout, and error handling
-    starts only once every stuck command has timed out; those polls are given
-    up on too.
+    (the pages of a request that has completed) afterwards.
     """
     guest = seat.cell.guest
     served = seat.serve("giveup", "--image", _seat_readable_image(seat.cell))

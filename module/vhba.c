@@ -705,36 +705,86 @@ static int vhba_queue_cmd(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
 }
 
 /*
+ * Take @slot's command away from whoever holds it (queued, with userspace,
+ * being copied, being read from the backing) and free the slot: a late
+ * answer then gets -EIO, a late direct read is thrown away.  Returns the
+ * tag userspace was sent the command under, or 0 if it had not been sent.
+ * Called with vhost->lock held, never on a slot in a bounded step.
+ */
+static u32 vhba_take_away(struct vhba_host *vhost, struct vhba_slot *slot)
+{
+	u32 sent = slot->state == VHBA_SLOT_SENT ? slot->tag : 0;
+
+	vhba_slot_put(vhost, slot);
+	return sent;
+}
+
+/* Say that userspace let @cmd, sent as @tag, time out.  No lock held. */
+static void vhba_report_silence(struct scsi_cmnd *cmd, u32 tag)
+{
+	if (tag && __ratelimit(&vhba_status_rs))
+		scmd_printk(KERN_WARNING, cmd,
+			    "responder did not answer tag %#x in time\n", tag);
+}
+
+/*
+ * ->eh_timed_out.  Called from the block layer's timeout work (process
+ * context) when @cmd has waited out its timeout.  A command of ours times
+ * out only because its responder or its backing did not answer, which no
+ * abort or reset can change; left to the midlayer, a second timeout of the
+ * same command starts error recovery of the whole host, and every drive's
+ * commands wait while it tries resets on a responder that stays silent.
+ * So the command is taken away here and failed with DID_ABORT, which the
+ * midlayer reports as it is, without retry or recovery: only its own
+ * device sees it.  A command in a bounded step gets its timer again.
+ */
+static __maybe_unused enum vhba_timeout vhba_timed_out(struct scsi_cmnd *cmd)
+{
+	struct vhba_host *vhost = shost_priv(cmd->device->host);
+	struct vhba_slot *slot;
+	unsigned long flags;
+	u32 sent;
+
+	spin_lock_irqsave(&vhost->lock, flags);
+	slot = vhba_slot_by_cmd(vhost, cmd);
+	if (!slot || vhba_slot_bounded(slot)) {
+		spin_unlock_irqrestore(&vhost->lock, flags);
+		/* completed meanwhile, or about to be */
+		return slot ? VHBA_TIMEOUT_RESET_TIMER : VHBA_TIMEOUT_NOT_HANDLED;
+	}
+	sent = vhba_take_away(vhost, slot);
+	spin_unlock_irqrestore(&vhost->lock, flags);
+
+	vhba_report_silence(cmd, sent);
+	cmd->result = DID_ABORT << 16;
+	scsi_set_resid(cmd, scsi_bufflen(cmd));
+	vhba_cmd_done(cmd);
+	return VHBA_TIMEOUT_DONE;
+}
+
+/*
  * ->eh_abort_handler.  Called from the abort work item or the SCSI error
  * handler (process context, may sleep) for a command that timed out.
- * Wherever the command is (queued, with userspace, being copied, being
- * read from the backing), it is taken away at once and SUCCESS returned:
- * a late answer gets -EIO, a late direct read is thrown away.  Only a
- * command being stored into or completed is waited for.
+ * Wherever the command is, it is taken away at once and SUCCESS returned;
+ * only a command being stored into or completed is waited for.
  */
 static int vhba_abort(struct scsi_cmnd *cmd)
 {
 	struct vhba_host *vhost = shost_priv(cmd->device->host);
 	struct vhba_slot *slot;
 	unsigned long flags;
-	bool sent = false;
-	u32 tag = 0;
+	u32 sent = 0;
 
 	spin_lock_irqsave(&vhost->lock, flags);
 	while ((slot = vhba_slot_by_cmd(vhost, cmd))) {
-		if (vhba_slot_bounded(slot)) {
+		if (vhba_slot_bounded(slot))
 			vhba_slot_wait(vhost, slot, &flags);
-			continue;
-		}
-		sent = slot->state == VHBA_SLOT_SENT;
-		tag = slot->tag;
-		vhba_slot_put(vhost, slot);
+		else
+			sent = vhba_take_away(vhost, slot) ?: sent;
 	}
 	spin_unlock_irqrestore(&vhost->lock, flags);
 
-	if (sent && __ratelimit(&vhba_status_rs))
-		scmd_printk(KERN_WARNING, cmd,
-			    "abort: responder did not answer tag %#x\n", tag);
+	vhba_report_silence(cmd, sent);
 	return SUCCESS;
 }
 
@@ -789,6 +839,9 @@ static struct scsi_host_template vhba_template = {
 	.eh_abort_handler	= vhba_abort,
 	.eh_device_reset_handler = vhba_device_reset,
 	.eh_host_reset_handler	= vhba_host_reset,
+#ifdef VHBA_EH_TIMED_OUT
+	.eh_timed_out		= VHBA_EH_TIMED_OUT,
+#endif
 	.can_queue		= VHBA_CAN_QUEUE_DEF,
 	.cmd_per_lun		= VHBA_QUEUE_DEPTH_DEF,
 	.this_id		= -1,

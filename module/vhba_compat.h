@@ -136,6 +136,53 @@ static int vhba_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
 }
 #endif
 
+/*
+ * ->eh_timed_out adaptor.  vhba_timed_out() says whether it completed the
+ * command itself (DONE), wants its timer re-armed (RESET_TIMER), or leaves
+ * it to the midlayer's abort and recovery (NOT_HANDLED).
+ */
+enum vhba_timeout {
+	VHBA_TIMEOUT_DONE,
+	VHBA_TIMEOUT_RESET_TIMER,
+	VHBA_TIMEOUT_NOT_HANDLED,
+};
+
+static enum vhba_timeout vhba_timed_out(struct scsi_cmnd *cmd);
+
+#if VHBA_KERNEL_SINCE(6, 2, 0)
+/* 6.2: ->eh_timed_out returns enum scsi_timeout_action, with SCSI_EH_DONE */
+static enum scsi_timeout_action vhba_eh_timed_out(struct scsi_cmnd *cmd)
+{
+	switch (vhba_timed_out(cmd)) {
+	case VHBA_TIMEOUT_DONE:
+		return SCSI_EH_DONE;
+	case VHBA_TIMEOUT_RESET_TIMER:
+		return SCSI_EH_RESET_TIMER;
+	default:
+		return SCSI_EH_NOT_HANDLED;
+	}
+}
+#define VHBA_EH_TIMED_OUT	vhba_eh_timed_out
+#elif VHBA_KERNEL_SINCE(5, 10, 0)
+/*
+ * Before 6.2 BLK_EH_DONE is also "not handled": scsi_times_out() then
+ * aborts the command unless scsi_done() already marked it complete
+ * (SCMD_STATE_COMPLETE), which vhba_timed_out() has done when it says DONE.
+ * Checked in 5.10's and 6.1's scsi_error.c.
+ */
+static enum blk_eh_timer_return vhba_eh_timed_out(struct scsi_cmnd *cmd)
+{
+	if (vhba_timed_out(cmd) == VHBA_TIMEOUT_RESET_TIMER)
+		return BLK_EH_RESET_TIMER;
+	return BLK_EH_DONE;
+}
+#define VHBA_EH_TIMED_OUT	vhba_eh_timed_out
+#endif
+/*
+ * Older kernels (not checked) keep the midlayer's own course: abort, retry,
+ * and error recovery of the whole host after a second timeout.
+ */
+
 /* ->poll adaptor.  vhba_ctl_readable() says whether read() would succeed. */
 static bool vhba_ctl_readable(struct file *file,
 			      struct poll_table_struct *wait);
