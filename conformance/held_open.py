@@ -7,8 +7,10 @@ the disk, and the disk's release then runs the cdrom layer's MRW exit hook,
 which sends one more command through the freed device: a use-after-free in
 ``sr_packet`` (docs/kernel-bugs.md).  The hook is registered for every drive
 that answers MODE SENSE page 2A on kernels without
-``cdrom_probe_write_features`` (6.16, for one), and only for drives that
-claim MRW writing on kernels with it (6.12.118).
+``cdrom_probe_write_features`` (6.16), and only for drives that claim MRW
+writing on kernels with it (6.1.192, 6.12.118).  From 6.17 on the MRW exit
+runs at the last close instead, while sr still holds the device: out of
+reach for every drive.
 
 Provoking that on purpose reads, and may write, freed memory: on a kernel
 without KASAN nothing would tell, and what the reuse breaks (seen: a general
@@ -31,6 +33,10 @@ if TYPE_CHECKING:
 KASAN = "kasan_report"
 SR_FREES_DISK_LAST = "sr_free_disk"  # sr's free_disk: the device can go before the disk
 MRW_PROBE = "cdrom_probe_write_features"  # the MRW hook only for drives that claim MRW writing
+# unregister_cdrom() calls the hook through a pointer, so a kernel that does has
+# the function as a symbol; one that calls it from cdrom_release() (6.17 on)
+# inlines it there and has none.
+MRW_EXIT_HOOK = "cdrom_mrw_exit"
 
 
 def kernel_symbols(guest: Guest, *names: str) -> set[str]:
@@ -59,8 +65,9 @@ def sr_uaf_reachable(guest: Guest, claims_mrw: bool) -> bool:
     0x28), as a hostile responder can; every other MMC drive only reaches the
     hook on kernels without ``cdrom_probe_write_features``.
     """
-    have = kernel_symbols(guest, SR_FREES_DISK_LAST, MRW_PROBE)
-    return SR_FREES_DISK_LAST in have and (claims_mrw or MRW_PROBE not in have)
+    have = kernel_symbols(guest, SR_FREES_DISK_LAST, MRW_PROBE, MRW_EXIT_HOOK)
+    hooked = MRW_EXIT_HOOK in have and (claims_mrw or MRW_PROBE not in have)
+    return SR_FREES_DISK_LAST in have and hooked
 
 
 #: Why a held-open drive may not lose its device where the kernel bug is reachable.
