@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from scsi_helpers import CD1, restart_drive, tur_until_good
 
-from lab.cell.drives import GUEST_PYZ, LOGS, STATE, DriveNode, OurResponder, find_nodes
+from lab.cell.drives import GUEST_RESPONDER, LOGS, STATE, DriveNode, OurResponder, find_nodes
 from lab.cell.env import CellEnv
 from lab.vm.guest import command_text
 
@@ -93,7 +93,9 @@ def test_responder_runs_as_cdrom_member(cell: CellEnv, cdrom_rule: None) -> None
     try:
         nodes = user_drive.start([CD1])
         assert len(nodes) == 1
-        owner = cell.guest.run(["pgrep", "-u", "labuser", "-f", f"{GUEST_PYZ} serve"], check=False)
+        owner = cell.guest.run(
+            ["pgrep", "-u", "labuser", "-f", f"{GUEST_RESPONDER} serve"], check=False
+        )
         assert owner.rc == 0, "the responder does not run as labuser"
         assert tur_until_good(cell.guest, nodes[0].sg).good
         size = cell.guest.run(["blockdev", "--getsize64", nodes[0].sr]).stdout.strip()
@@ -124,8 +126,8 @@ def test_the_packaged_service_serves_a_drive_as_an_unprivileged_cdrom_member(
     guest.run(["mkdir", "-p", "/etc/sysusers.d", "/etc/tmpfiles.d"])
     for remote, local in installed.items():
         guest.upload(local, remote)
-    # A package installs the command as /usr/bin/vhba-responder; the guest has the zipapp.
-    guest.write_text("/usr/bin/vhba-responder", f'#!/bin/sh\nexec python3 {GUEST_PYZ} "$@"\n')
+    # A package installs the command as /usr/bin/vhba-responder; the guest has the unpacked zipapp.
+    guest.write_text("/usr/bin/vhba-responder", f'#!/bin/sh\nexec python3 {GUEST_RESPONDER} "$@"\n')
     try:
         guest.sh(
             "chmod 755 /usr/bin/vhba-responder && systemd-sysusers && "

@@ -18,10 +18,15 @@ from typing import Protocol
 from lab.errors import GuestCommandError, GuestWaitError
 from lab.vm.guest import CommandResult, Guest, command_text, poll
 
-# World-readable, so the responder can also run as an unprivileged user.
+# The zipapp is how the responder travels (one upload); it runs from the
+# unpacked, byte-compiled tree, because Python cannot cache bytecode for a
+# zipapp: every start of the .pyz compiled the whole package again (about half
+# of a responder start under TCG).  World-readable, so the responder can also
+# run as an unprivileged user.
 GUEST_PYZ = "/usr/local/lib/vhba-responder.pyz"
+GUEST_RESPONDER = "/usr/local/lib/vhba-responder"
 # "[v]" keeps pgrep/pkill from matching the shell command line that runs them.
-_PATTERN = "[v]hba-responder.pyz serve"
+_PATTERN = "[v]hba-responder serve"
 # The session bus CdemuDaemon.start() runs ("[d]": as above).
 _BUS_PATTERN = "[d]bus-daemon --session --fork --print-address=1"
 STATE = "/run/vhba-responder"
@@ -140,6 +145,20 @@ def wait_gone(guest: Guest, pgrep_args: Sequence[str], timeout: float) -> bool:
     return True
 
 
+def unpack_commands(pyz: str, dest: str, python: str = "python3") -> list[list[str]]:
+    """The commands that turn the shipped zipapp into a byte-compiled tree at ``dest``.
+
+    ``python dest serve ...`` then runs exactly as ``python pyz serve ...``
+    (a directory with a ``__main__.py`` runs like a zipapp) without compiling.
+    """
+    return [
+        ["rm", "-rf", dest],
+        [python, "-m", "zipfile", "-e", pyz, dest],
+        [python, "-m", "compileall", "-q", dest],
+        ["chmod", "-R", "a+rX", dest],
+    ]
+
+
 class OurResponder:
     """vhba_responder shipped as a zipapp and run in the guest."""
 
@@ -156,7 +175,9 @@ class OurResponder:
 
         with tempfile.TemporaryDirectory() as tmp:
             pyz = build(Path(tmp) / "vhba-responder.pyz")
-            self.guest.upload(pyz, GUEST_PYZ, mode=0o755)
+            self.guest.upload(pyz, GUEST_PYZ, mode=0o644)
+        for argv in unpack_commands(GUEST_PYZ, GUEST_RESPONDER):
+            self.guest.run(argv)
 
     def start(
         self,
@@ -175,7 +196,7 @@ class OurResponder:
         ``extra_args`` are more ``serve`` options.
         """
         args = [
-            "python3", GUEST_PYZ, "serve", "--ctl", "/dev/vhba_ctl",
+            "python3", GUEST_RESPONDER, "serve", "--ctl", "/dev/vhba_ctl",
             "--control", self.control,
             "--log", f"{LOGS}/responder.log", "--ready-file", f"{STATE}/ready.json",
         ]  # fmt: skip

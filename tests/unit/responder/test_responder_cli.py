@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.cell.drives import unpack_commands
 from vhba_responder import zipapp
 from vhba_responder.cli import main
 from vhba_responder.control import ControlServer
@@ -195,6 +196,20 @@ def test_zipapp_build_and_run(tmp_path, iso):
     )
     assert r.returncode == 2  # the CLI's exit code survives the zipapp entry point
     _serve_lifecycle([sys.executable, str(pyz)], tmp_path, iso.path, env)
+
+
+def test_the_unpacked_zipapp_runs_without_compiling(tmp_path, iso):
+    """As the lab ships it (lab/cell/drives.py): every module's bytecode is ready."""
+    pyz = zipapp.build(tmp_path / "vhba-responder.pyz")
+    tree = tmp_path / "tree"
+    for argv in unpack_commands(str(pyz), str(tree), python=sys.executable):
+        subprocess.run(argv, check=True)
+    compiled = sorted(tree.rglob("*.pyc"))
+    sources = list(tree.rglob("*.py"))
+    assert len(compiled) == len(sources) > 10
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    _serve_lifecycle([sys.executable, str(tree)], tmp_path, iso.path, env)
+    assert sorted(tree.rglob("*.pyc")) == compiled  # nothing compiled at run time
 
 
 def test_zipapp_module_entry(tmp_path):
