@@ -707,14 +707,17 @@ static int vhba_queue_cmd(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
 /*
  * Take @slot's command away from whoever holds it (queued, with userspace,
  * being copied, being read from the backing) and free the slot: a late
- * answer then gets -EIO, a late direct read is thrown away.  Returns the
- * tag userspace was sent the command under, or 0 if it had not been sent.
- * Called with vhost->lock held, never on a slot in a bounded step.
+ * answer then gets -EIO, a late direct read is thrown away.  Returns whether
+ * userspace had been sent the command, and then its tag in *@tag.  Called
+ * with vhost->lock held, never on a slot in a bounded step.
  */
-static u32 vhba_take_away(struct vhba_host *vhost, struct vhba_slot *slot)
+static bool vhba_take_away(struct vhba_host *vhost, struct vhba_slot *slot,
+			   u32 *tag)
 {
-	u32 sent = slot->state == VHBA_SLOT_SENT ? slot->tag : 0;
+	bool sent = slot->state == VHBA_SLOT_SENT;
 
+	if (sent)
+		*tag = slot->tag;
 	vhba_slot_put(vhost, slot);
 	return sent;
 }
@@ -722,7 +725,7 @@ static u32 vhba_take_away(struct vhba_host *vhost, struct vhba_slot *slot)
 /* Say that userspace let @cmd, sent as @tag, time out.  No lock held. */
 static void vhba_report_silence(struct scsi_cmnd *cmd, u32 tag)
 {
-	if (tag && __ratelimit(&vhba_status_rs))
+	if (__ratelimit(&vhba_status_rs))
 		scmd_printk(KERN_WARNING, cmd,
 			    "responder did not answer tag %#x in time\n", tag);
 }
@@ -743,7 +746,8 @@ static __maybe_unused enum vhba_timeout vhba_timed_out(struct scsi_cmnd *cmd)
 	struct vhba_host *vhost = shost_priv(cmd->device->host);
 	struct vhba_slot *slot;
 	unsigned long flags;
-	u32 sent;
+	bool sent;
+	u32 tag;
 
 	spin_lock_irqsave(&vhost->lock, flags);
 	slot = vhba_slot_by_cmd(vhost, cmd);
@@ -752,10 +756,11 @@ static __maybe_unused enum vhba_timeout vhba_timed_out(struct scsi_cmnd *cmd)
 		/* completed meanwhile, or about to be */
 		return slot ? VHBA_TIMEOUT_RESET_TIMER : VHBA_TIMEOUT_NOT_HANDLED;
 	}
-	sent = vhba_take_away(vhost, slot);
+	sent = vhba_take_away(vhost, slot, &tag);
 	spin_unlock_irqrestore(&vhost->lock, flags);
 
-	vhba_report_silence(cmd, sent);
+	if (sent)
+		vhba_report_silence(cmd, tag);
 	cmd->result = DID_ABORT << 16;
 	scsi_set_resid(cmd, scsi_bufflen(cmd));
 	vhba_cmd_done(cmd);
@@ -773,18 +778,20 @@ static int vhba_abort(struct scsi_cmnd *cmd)
 	struct vhba_host *vhost = shost_priv(cmd->device->host);
 	struct vhba_slot *slot;
 	unsigned long flags;
-	u32 sent = 0;
+	bool sent = false;
+	u32 tag = 0;
 
 	spin_lock_irqsave(&vhost->lock, flags);
 	while ((slot = vhba_slot_by_cmd(vhost, cmd))) {
 		if (vhba_slot_bounded(slot))
 			vhba_slot_wait(vhost, slot, &flags);
-		else
-			sent = vhba_take_away(vhost, slot) ?: sent;
+		else if (vhba_take_away(vhost, slot, &tag))
+			sent = true;
 	}
 	spin_unlock_irqrestore(&vhost->lock, flags);
 
-	vhba_report_silence(cmd, sent);
+	if (sent)
+		vhba_report_silence(cmd, tag);
 	return SUCCESS;
 }
 
