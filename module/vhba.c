@@ -19,8 +19,9 @@
  * The responder may be hostile and a backing may stall forever, so nothing
  * here waits on either: a copy to or from userspace goes through a bounce
  * buffer and touches the command only under the lock, a direct read lands
- * in a buffer of its own, and a command the midlayer gives up on (abort,
- * device or host reset, close) is taken away from whoever holds it at once.
+ * in a buffer of its own, and a command that times out or that the
+ * midlayer gives up on (abort, device or host reset, close) is taken away
+ * from whoever holds it at once.
  * The only waits left are for the bounded steps that store data into a
  * command or complete it (FILLING, COMPLETING).
  *
@@ -730,6 +731,7 @@ static void vhba_report_silence(struct scsi_cmnd *cmd, u32 tag)
 			    "responder did not answer tag %#x in time\n", tag);
 }
 
+#ifdef VHBA_EH_TIMED_OUT
 /*
  * ->eh_timed_out.  Called from the block layer's timeout work (process
  * context) when @cmd has waited out its timeout.  A command of ours times
@@ -737,11 +739,20 @@ static void vhba_report_silence(struct scsi_cmnd *cmd, u32 tag)
  * abort or reset can change; left to the midlayer, a second timeout of the
  * same command starts error recovery of the whole host, and every drive's
  * commands wait while it tries resets on a responder that stays silent.
- * So the command is taken away here and failed with DID_ABORT, which the
- * midlayer reports as it is, without retry or recovery: only its own
- * device sees it.  A command in a bounded step gets its timer again.
+ *
+ * So the command is taken away here and completed, and only its own device
+ * sees it: with DID_ABORT, which the midlayer reports as it is, without
+ * retry or recovery (a reader gets EIO, SG_IO host_status 5), as it already
+ * treats a timed-out passthrough command; a TEST UNIT READY or INQUIRY with
+ * DID_TIME_OUT, which the midlayer reports the same way for those two and
+ * on which the device scan retries an INQUIRY once.  A filesystem READ is
+ * not retried (the midlayer's course retried it once after an abort).  A
+ * command in a bounded step gets its timer again.  The midlayer has already
+ * noted the timeout for eh_deadline, whose clock only its own recovery
+ * resets: a host given an eh_deadline may skip aborts for later timeouts
+ * that this handler leaves to it (a command it no longer holds).
  */
-static __maybe_unused enum vhba_timeout vhba_timed_out(struct scsi_cmnd *cmd)
+static enum vhba_timeout vhba_timed_out(struct scsi_cmnd *cmd)
 {
 	struct vhba_host *vhost = shost_priv(cmd->device->host);
 	struct vhba_slot *slot;
@@ -761,11 +772,15 @@ static __maybe_unused enum vhba_timeout vhba_timed_out(struct scsi_cmnd *cmd)
 
 	if (sent)
 		vhba_report_silence(cmd, tag);
-	cmd->result = DID_ABORT << 16;
+	if (cmd->cmnd[0] == TEST_UNIT_READY || cmd->cmnd[0] == INQUIRY)
+		cmd->result = DID_TIME_OUT << 16;
+	else
+		cmd->result = DID_ABORT << 16;
 	scsi_set_resid(cmd, scsi_bufflen(cmd));
 	vhba_cmd_done(cmd);
 	return VHBA_TIMEOUT_DONE;
 }
+#endif
 
 /*
  * ->eh_abort_handler.  Called from the abort work item or the SCSI error

@@ -147,14 +147,22 @@ enum vhba_timeout {
 	VHBA_TIMEOUT_NOT_HANDLED,
 };
 
+#if VHBA_KERNEL_SINCE(5, 10, 0)
 static enum vhba_timeout vhba_timed_out(struct scsi_cmnd *cmd);
+#endif
 
 #if VHBA_KERNEL_SINCE(6, 2, 0)
-/* 6.2: ->eh_timed_out returns enum scsi_timeout_action, with SCSI_EH_DONE */
+/*
+ * 6.2: ->eh_timed_out returns enum scsi_timeout_action, SCSI_EH_DONE for a
+ * command the driver completed.  A completion that fault injection dropped
+ * (fail_io_timeout) left the command in flight: the midlayer takes it then.
+ */
 static enum scsi_timeout_action vhba_eh_timed_out(struct scsi_cmnd *cmd)
 {
 	switch (vhba_timed_out(cmd)) {
 	case VHBA_TIMEOUT_DONE:
+		if (!test_bit(SCMD_STATE_COMPLETE, &cmd->state))
+			return SCSI_EH_NOT_HANDLED;
 		return SCSI_EH_DONE;
 	case VHBA_TIMEOUT_RESET_TIMER:
 		return SCSI_EH_RESET_TIMER;
@@ -165,8 +173,9 @@ static enum scsi_timeout_action vhba_eh_timed_out(struct scsi_cmnd *cmd)
 #define VHBA_EH_TIMED_OUT	vhba_eh_timed_out
 #elif VHBA_KERNEL_SINCE(5, 10, 0)
 /*
- * Before 6.2 BLK_EH_DONE is also "not handled": scsi_times_out() then
- * aborts the command unless scsi_done() already marked it complete
+ * Before 6.2 BLK_EH_DONE is also "not handled": the midlayer's timeout
+ * handler (scsi_times_out() in 5.10, scsi_timeout() in 6.1) then aborts the
+ * command unless scsi_done() already marked it complete
  * (SCMD_STATE_COMPLETE), which vhba_timed_out() has done when it says DONE.
  * Checked in 5.10's and 6.1's scsi_error.c.
  */
