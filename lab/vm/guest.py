@@ -168,6 +168,30 @@ class CommandChannel:
         return self.run(argv, timeout=limit + 60, check=False).rc == 0
 
 
+# How long a command runs before the serial log is looked at for an oops, and
+# how often then: commands that end sooner never pay for the look.
+OOPS_WATCH_AFTER_S = 30.0
+OOPS_WATCH_EVERY_S = 5.0
+
+
+class OopsWatch:
+    """Whether the guest kernel oopsed while one long command ran (see :class:`Guest`)."""
+
+    def __init__(self, oopsed: Callable[[], str | None] | None, after: float) -> None:
+        self.oopsed = oopsed
+        self.next_look = time.monotonic() + after
+
+    def lost(self, cmd: str) -> GuestLostError | None:
+        """The error to give up ``cmd`` with, once the kernel has oopsed; else None."""
+        if self.oopsed is None or time.monotonic() < self.next_look:
+            return None
+        self.next_look = time.monotonic() + OOPS_WATCH_EVERY_S
+        line = self.oopsed()
+        if line is None:
+            return None
+        return GuestLostError(f"the guest kernel oopsed while a command ran ({line}): {cmd[:200]}")
+
+
 class Guest(CommandChannel):
     """Run commands in and move files to/from a guest over SSH.
 
@@ -179,6 +203,12 @@ class Guest(CommandChannel):
     ``patience`` multiplies every command's timeout: a sanitizer kernel under
     TCG runs the same command many times slower, and a timeout tuned for
     Debian's kernel would turn that into a false failure.
+
+    ``oopsed`` names a kernel oops the guest printed since it came up (None:
+    none).  A command still running after ``oops_watch_after`` seconds is
+    given up on with :class:`GuestLostError` once the kernel has oopsed: the
+    task it waits for may be the one that died, holding locks for good (seen:
+    a 6.16 guest whose UDF write oopsed left its command waiting out 30 min).
     """
 
     def __init__(
@@ -186,10 +216,13 @@ class Guest(CommandChannel):
         identity: SshIdentity,
         alive: Callable[[], bool] | None = None,
         patience: float = 1.0,
+        oopsed: Callable[[], str | None] | None = None,
     ) -> None:
         self.identity = identity
         self.alive = alive
         self.patience = patience
+        self.oopsed = oopsed
+        self.oops_watch_after = OOPS_WATCH_AFTER_S
         self._client: paramiko.SSHClient | None = None
         self._shell: paramiko.Channel | None = None  # the long-lived bash (see run())
         self._shell_lock = threading.Lock()
@@ -324,6 +357,7 @@ class Guest(CommandChannel):
         chan.shutdown_write()
         out, err = io.BytesIO(), io.BytesIO()
         deadline = time.monotonic() + timeout
+        watch = OopsWatch(self.oopsed, self.oops_watch_after * self.patience)
         while True:
             if chan.recv_ready():
                 out.write(chan.recv(65536))
@@ -344,6 +378,9 @@ class Guest(CommandChannel):
             if time.monotonic() > deadline:
                 chan.close()
                 raise self._timed_out(cmd, timeout, out.getvalue())
+            if (lost := watch.lost(cmd)) is not None:
+                chan.close()
+                raise lost
             time.sleep(0.01)
         rc = chan.recv_exit_status()
         chan.close()
@@ -379,6 +416,7 @@ class Guest(CommandChannel):
         out_mark, err_mark = f"\n{tag} ".encode(), f"\n{tag}\n".encode()
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
+        watch = OopsWatch(self.oopsed, self.oops_watch_after * self.patience)
         while True:
             busy = False
             if shell.recv_ready():
@@ -401,6 +439,9 @@ class Guest(CommandChannel):
                 self._drop_shell()  # the command may still run; the next one gets a new shell
                 raise self._timed_out(cmd, timeout, bytes(out))
             if not busy:
+                if (lost := watch.lost(cmd)) is not None:
+                    self._drop_shell()  # its command may never end
+                    raise lost
                 time.sleep(0.002)
 
     def upload(self, local: Path, remote: str, mode: int | None = None) -> None:

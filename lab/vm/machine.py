@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import enum
 import logging
+import re
 import shlex
 import signal
 import socket
@@ -274,6 +275,29 @@ class Machine:
                 return line.strip()
         return None
 
+    def serial_mark(self) -> int:
+        """Where the serial log ends now: what :meth:`oops_since` reads from."""
+        try:
+            return self.spec.serial_log.stat().st_size
+        except OSError:
+            return 0
+
+    def oops_since(self, mark: int) -> str | None:
+        """The first line of a kernel oops or panic the serial log shows after ``mark``.
+
+        An oops (die(): "... [#1]") kills the task it hit and often leaves
+        locks held, so a command can wait for good on a kernel that will not
+        recover; a sanitizer report or a WARNING is no oops (the health
+        checks judge those).
+        """
+        try:
+            with self.spec.serial_log.open("rb") as log:
+                log.seek(mark)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return None
+        return oops_line(text)
+
     def wait_until(self, probe: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``probe()`` until true; fail early if QEMU exits (panic => -no-reboot exit)."""
         deadline = time.monotonic() + timeout
@@ -292,3 +316,21 @@ class Machine:
             f"guest not {what} after {timeout:.0f} s; killed it, serial log kept at "
             f"{self.spec.serial_log}:\n{self.serial_tail()}"
         )
+
+
+# die()'s banner ("Oops: 0000 [#1] SMP", "general protection fault: 0000 [#1]")
+# and a panic; and the lines that name what died, just before the banner.
+_DIED = re.compile(r"\[#\d+\]|Kernel panic - not syncing")
+_WHAT_DIED = re.compile(r"BUG: |general protection fault|kernel BUG at|Kernel panic")
+
+
+def oops_line(serial: str) -> str | None:
+    """The line that names the first oops or panic in ``serial`` (None: there is none)."""
+    lines = serial.splitlines()
+    for n, line in enumerate(lines):
+        if _DIED.search(line):
+            for before in lines[max(0, n - 4) : n + 1]:
+                if _WHAT_DIED.search(before):
+                    return before.strip()
+            return line.strip()
+    return None

@@ -103,6 +103,8 @@ def _wait_ssh(machine: Machine, image: Image, timeout: float, shape: Shape) -> G
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     probe = 5 * shape.patience  # a slow kernel's sshd is slow to send its banner too
     machine.wait_until(lambda: guest.try_connect(probe), timeout, "reachable over ssh")
+    mark = machine.serial_mark()  # what the kernel printed while booting is not news
+    guest.oopsed = lambda: machine.oops_since(mark)
     return guest
 
 

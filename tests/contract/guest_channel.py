@@ -9,6 +9,8 @@ tests/integration/test_boot.py on a real guest.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,14 +19,20 @@ from pathlib import Path
 import pytest
 
 from lab.errors import GuestCommandError, GuestLostError, GuestWaitError
-from lab.vm.guest import CommandChannel, CommandResult
+from lab.vm.guest import OOPS_WATCH_AFTER_S, CommandChannel, CommandResult, OopsWatch
 
 
 class LocalChannel(CommandChannel):
     """A guest channel that runs commands with the host's sh: the fake side of the contract."""
 
-    def __init__(self, alive: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        alive: Callable[[], bool] | None = None,
+        oopsed: Callable[[], str | None] | None = None,
+    ) -> None:
         self.alive = alive
+        self.oopsed = oopsed
+        self.oops_watch_after = OOPS_WATCH_AFTER_S
 
     def sh(
         self,
@@ -36,30 +44,50 @@ class LocalChannel(CommandChannel):
     ) -> CommandResult:
         if self.alive is not None and not self.alive():
             raise GuestLostError("the guest's QEMU process is not running")
-        try:
-            proc = subprocess.run(
-                ["sh", "-c", script], input=stdin or b"", capture_output=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired as exc:
-            out = (exc.stdout or b"").decode(errors="replace")
-            raise GuestCommandError(
-                f"guest command timed out after {timeout:.0f} s: {script}\npartial stdout: {out}"
-            ) from exc
-        result = CommandResult(
-            script, proc.returncode, proc.stdout.decode(errors="replace"),
-            proc.stderr.decode(errors="replace"),
+        proc = subprocess.Popen(
+            ["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        watch = OopsWatch(self.oopsed, self.oops_watch_after)
+        feed: bytes | None = stdin or b""
+        while True:
+            try:
+                out, err = proc.communicate(feed, timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                feed = None  # sent with the first call
+            lost = watch.lost(script)
+            if lost is not None or time.monotonic() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)  # sh and whatever it started
+                partial, _ = proc.communicate()
+                if lost is not None:
+                    raise lost
+                raise GuestCommandError(
+                    f"guest command timed out after {timeout:.0f} s: {script}\n"
+                    f"partial stdout: {partial.decode(errors='replace')}"
+                )
+        result = CommandResult(
+            script, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        )
         return result.check() if check else result
 
     def write_text(self, remote: str, text: str) -> None:
         Path(remote).write_text(text)
 
 
-def check_channel(channel: object, scratch: str, kill: Callable[[], None] | None = None) -> None:
+def check_channel(
+    channel: object,
+    scratch: str,
+    kill: Callable[[], None] | None = None,
+    oops: Callable[[], None] | None = None,
+) -> None:
     """The contract.  ``scratch``: a writable directory on the channel's side.
 
     ``kill``: end the other side for good (QEMU killed); the channel must then
-    say GuestLostError at once, not after a reconnect timeout.
+    say GuestLostError at once, not after a reconnect timeout.  ``oops``: make
+    the other side's kernel report an oops; a long command must then be given
+    up on with GuestLostError, not waited out.
     """
     run = channel.run  # type: ignore[attr-defined]
     sh = channel.sh  # type: ignore[attr-defined]
@@ -106,6 +134,16 @@ def check_channel(channel: object, scratch: str, kill: Callable[[], None] | None
     assert gone.rc == 1
     with pytest.raises(GuestWaitError, match="still succeeding after 1 s"):
         channel.wait_for(["true"], timeout=1, until_fails=True)  # type: ignore[attr-defined]
+    if oops is not None:
+        channel.oops_watch_after = 1.0  # type: ignore[attr-defined]
+        assert run(["sleep", "2"]).rc == 0, "no oops yet: a long command runs to its end"
+        oops()
+        started = time.monotonic()
+        with pytest.raises(GuestLostError, match="oopsed") as died:
+            sh("sleep 60", timeout=120)
+        assert time.monotonic() - started < 20, "a command outlasting an oops is not waited out"
+        assert "sleep 60" in str(died.value)
+        assert run(["echo", "short"]).stdout == "short\n", "short commands are not watched"
     if kill is not None:
         kill()
         started = time.monotonic()
