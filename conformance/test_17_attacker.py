@@ -231,6 +231,36 @@ def test_backing_the_kernel_cannot_read_is_refused(seat: Seat) -> None:
 
 
 # ------------------------------------------------------------ lifetimes
+def _stall_a_read(seat: Seat, name: str, lba: int, timeout_s: int) -> tuple[Served, str]:
+    """A seat user's drive whose READ of ``lba`` is in flight when its responder stops reading.
+
+    Its timeouts are ``timeout_s`` (the attacker's are 30 s: the same path,
+    slower).  The reader (attacker.py pread, files /tmp/<name>.*) opened the
+    drive before it stalled, as open() sends commands of its own.  Returns
+    the drive and its SCSI device's sysfs directory.
+    """
+    guest = seat.cell.guest
+    served = seat.serve(name, "--image", _seat_readable_image(seat.cell))
+    dev = f"/sys/bus/scsi/devices/{served.hctl}"
+    attrs = [command_text([f"{dev}/{attr}"]) for attr in ("timeout", "eh_timeout")]
+    guest.sh("; ".join(f"echo {timeout_s} > {attr}" for attr in attrs) + f"; rm -f /tmp/{name}.*")
+    reader = ["python3", GUEST_ATTACKER, "pread", served.sr, "--lba", str(lba),
+              "--go", f"/tmp/{name}.go", "--after", f"/tmp/{name}.after"]  # fmt: skip
+    guest.sh(f"nohup {command_text(reader)} >/tmp/{name}.out 2>&1 &")
+    assert _wait_for_file(seat.cell, f"/tmp/{name}.out", 60), "the reader never opened the drive"
+    served.pause()
+    guest.run(["touch", f"/tmp/{name}.go"])
+    return served, dev
+
+
+def _end_stalled_read(seat: Seat, served: Served, name: str, wait_s: int) -> None:
+    """The drive reads again; the reader checks its buffer, ends, and the drive goes."""
+    served.resume()
+    seat.cell.guest.run(["touch", f"/tmp/{name}.after"])
+    _wait_gone(seat.cell, ["pgrep", "-f", "[v]hba-attacker.py pread"], wait_s)
+    served.stop()
+
+
 @pytest.mark.slow
 def test_given_up_read_is_never_handed_out(seat: Seat) -> None:
     """A READ that timed out and failed stays dead.
@@ -244,24 +274,12 @@ def test_given_up_read_is_never_handed_out(seat: Seat) -> None:
     (the pages of a request that has completed) afterwards.
     """
     guest = seat.cell.guest
-    served = seat.serve("giveup", "--image", _seat_readable_image(seat.cell))
-    dev = f"/sys/bus/scsi/devices/{served.hctl}"
-    timeout_attr, eh_attr = command_text([f"{dev}/timeout"]), command_text([f"{dev}/eh_timeout"])
-    guest.sh(f"echo 2 > {timeout_attr}; echo 2 > {eh_attr}; rm -f /tmp/giveup.*")
-    reader = ["python3", GUEST_ATTACKER, "pread", served.sr, "--lba", "777",
-              "--go", "/tmp/giveup.go", "--after", "/tmp/giveup.after"]  # fmt: skip
-    guest.sh(f"nohup {command_text(reader)} >/tmp/giveup.out 2>&1 &")
-    assert _wait_for_file(seat.cell, "/tmp/giveup.out", 60), "the reader never opened the drive"
-    served.pause()
-    guest.run(["touch", "/tmp/giveup.go"])
+    served, dev = _stall_a_read(seat, "giveup", lba=777, timeout_s=2)
     finished = _wait_for_file(seat.cell, "/tmp/giveup.go.done", 150)
     state = guest.run(["cat", f"{dev}/state"], check=False).stdout.strip()
     stuck = "" if finished else guest.sh(
         "ps -eo pid,stat,wchan:32,comm | awk '$2 ~ /D/'", check=False).stdout  # fmt: skip
-    served.resume()
-    guest.run(["touch", "/tmp/giveup.after"])
-    _wait_gone(seat.cell, ["pgrep", "-f", "[v]hba-attacker.py pread"], 20)
-    served.stop()
+    _end_stalled_read(seat, served, "giveup", wait_s=20)
     assert finished, (
         f"the READ neither completed nor failed within 150 s (device {state}); "
         f"tasks in D state:\n{stuck}"
@@ -396,26 +414,12 @@ def test_a_silent_responder_does_not_stop_the_host(
     path, slower); the cell's drive is read meanwhile for 50 s, a block every
     0.2 s, and no read may wait for the other drive's recovery.
     """
-    guest = seat.cell.guest
-    served = seat.serve("silent", "--image", _seat_readable_image(seat.cell))
-    dev = f"/sys/bus/scsi/devices/{served.hctl}"
-    timeout_attr, eh_attr = command_text([f"{dev}/timeout"]), command_text([f"{dev}/eh_timeout"])
-    guest.sh(f"echo 3 > {timeout_attr}; echo 3 > {eh_attr}")
-    # A READ through the block layer (it carries the 3 s and is retried once);
-    # the drive is opened before it stalls, as open() sends commands of its own.
-    reader = ["python3", GUEST_ATTACKER, "pread", served.sr, "--lba", "100",
-              "--go", "/tmp/silent.go", "--after", "/tmp/silent.after"]  # fmt: skip
-    guest.sh(f"rm -f /tmp/silent.*; nohup {command_text(reader)} >/tmp/silent.out 2>&1 &")
-    assert _wait_for_file(seat.cell, "/tmp/silent.out", 60), "the reader never opened the drive"
-    served.pause()
-    guest.run(["touch", "/tmp/silent.go"])
+    # A READ through the block layer: it carries the 3 s and is retried once.
+    served, dev = _stall_a_read(seat, "silent", lba=100, timeout_s=3)
     watched = seat.run("watch", drive.sr, "--seconds", "50", user="root", timeout=240)
-    state = guest.run(["cat", f"{dev}/state"], check=False).stdout.strip()
+    state = seat.cell.guest.run(["cat", f"{dev}/state"], check=False).stdout.strip()
     record_property("other_drive_worst_read_s", watched["worst_s"])
-    served.resume()
-    guest.run(["touch", "/tmp/silent.after"])
-    _wait_gone(seat.cell, ["pgrep", "-f", "[v]hba-attacker.py pread"], 120)
-    served.stop()
+    _end_stalled_read(seat, served, "silent", wait_s=120)
     assert watched["failed"] == 0 and watched["worst_s"] < 2.5, (
         f"while another drive's responder was silent, reads of {drive.sr} stalled: the "
         f"slowest of {watched['reads']} took {watched['worst_s']} s, {watched['failed']} failed "
