@@ -428,6 +428,27 @@ def test_a_silent_responder_does_not_stop_the_host(
     assert state == "running", f"the silent drive was taken {state}, not just its commands failed"
 
 
+def test_a_drive_that_never_answers_its_scan_does_not_hold_up_another(
+    seat: Seat, record_property: pytest.RecordProperty
+) -> None:
+    """A seat user's drive leaves its INQUIRY unanswered; another opener's drive appears at once.
+
+    Adding a SCSI device holds its host's scan lock across INQUIRY and sr's
+    probe, all answered (or not) by the new drive's responder.  On a host
+    shared by every opener, one responder that answers each command just
+    before its timeout (20 to 30 s), or never, keeps every other user's
+    drive from appearing for minutes: cdemu-daemon, which looks its device
+    up a second after opening, gives up on it.  Bounded: the first drive's
+    INQUIRY is left for at most 15 s, then its fd closed.
+    """
+    out = seat.run("scan", "--seconds", "15", timeout=180)
+    record_property("other_drive_attach_s", out["attached_s"])
+    assert out["attached_s"] is not None and out["attached_s"] < 8, (
+        f"while drive {out['blocker']} left its INQUIRY unanswered, drive {out['other']} "
+        f"took {out['attached_s'] or 'more than ' + str(out['waited_s'])} s to appear"
+    )
+
+
 # ------------------------------------------------------------ hostile answers
 # Vendor-specific opcodes, one per hostile answer, so one drive serves them all.
 HOST_BYTES = {0xD0: 0x000D0000, 0xD1: 0x000C0002, 0xD2: 0x000B0000, 0xD3: 0x07000002}

@@ -387,6 +387,34 @@ def mode_reuse(args: argparse.Namespace) -> dict[str, Any]:
             "first_received": len(first.received)}  # fmt: skip
 
 
+def mode_scan(args: argparse.Namespace) -> dict[str, Any]:
+    """A drive that never answers its INQUIRY, then a second opener: when does its drive appear?
+
+    Adding a SCSI device holds its host's scan lock while INQUIRY and the
+    upper drivers' probe commands go to the new drive's responder.  The
+    first drive leaves its INQUIRY unanswered (it times out after 20 s, and
+    the scan tries again); the second answers at once.  ``attached_s`` is how
+    long the second drive took to get its block node, None if not within
+    ``--seconds``.  Closing the first drive then fails its INQUIRY at once.
+    """
+    blocker = Drive()
+    blocker.paused.set()
+    blocker.start()
+    time.sleep(1)  # its INQUIRY is queued by now, the scan waiting for it
+    started = time.monotonic()
+    other = Drive().start()
+    try:
+        other.node("block", timeout=args.seconds)
+        attached: float | None = round(time.monotonic() - started, 3)
+    except SystemExit:
+        attached = None
+    addresses = {"blocker": blocker.address(), "other": other.address()}
+    blocker.close()
+    other.node("block", timeout=60)  # leave no scan behind
+    other.close()
+    return {"attached_s": attached, "waited_s": args.seconds, **addresses}
+
+
 def mode_flood(args: argparse.Namespace) -> dict[str, Any]:
     """Many O_DIRECT block reads of a drive at once, one fd and thread each.
 
@@ -589,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lba", type=int, required=True)
     p.add_argument("--go", required=True, help="read once this file exists")
     p.add_argument("--after", required=True, help="check the buffer once this file exists")
+    p = sub.add_parser("scan")
+    p.add_argument("--seconds", type=float, default=15.0)
     p = sub.add_parser("flood")
     p.add_argument("node")
     p.add_argument("--count", type=int, default=64)
@@ -608,8 +638,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
     modes = {"serve": mode_serve, "backing": mode_backing, "reuse": mode_reuse,
-             "probe": mode_probe, "flood": mode_flood, "pread": mode_pread, "watch": mode_watch,
-             "fuzz": mode_fuzz}  # fmt: skip
+             "scan": mode_scan, "probe": mode_probe, "flood": mode_flood, "pread": mode_pread,
+             "watch": mode_watch, "fuzz": mode_fuzz}  # fmt: skip
     print(json.dumps(modes[args.mode](args)), flush=True)
     return 0
 
