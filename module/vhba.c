@@ -2,11 +2,19 @@
 /*
  * vhba - virtual SCSI host bus adapter served from userspace
  *
- * Each open() of /dev/vhba_ctl creates one SCSI device (LUN 0) on the
- * single vhba host.  Commands the midlayer queues to that device are
- * handed to the process holding the file descriptor through read(); the
- * process answers each one with write().  The record layouts and ioctl
- * numbers are fixed by existing userspace (cdemu-daemon).
+ * Each open() of /dev/vhba_ctl creates a SCSI host of its own with one
+ * device, 0:0:0.  Commands the midlayer queues to that device are handed
+ * to the process holding the file descriptor through read(); the process
+ * answers each one with write().  The record layouts and ioctl numbers are
+ * fixed by existing userspace (cdemu-daemon), which finds its device by
+ * the address ioctl and so follows whichever host it is on.
+ *
+ * A host per open, as usb-storage has a host per device, because each
+ * responder may be hostile: the midlayer serialises a host's device scans
+ * (its scan lock is held while INQUIRY and the upper drivers' probe
+ * commands wait for the new device's responder) and runs one error
+ * handler per host, so on a shared host one responder that answers slowly
+ * or not at all would hold up every other user's drive.
  *
  * Direct reads (an extension cdemu-daemon never asks for): a responder may
  * hand the module its image file with VHBA_CTL_SET_DIRECT_READ.  From then
@@ -25,9 +33,8 @@
  * The only waits left are for the bounded steps that store data into a
  * command or complete it (FILLING, COMPLETING).
  *
- * Locking: one spinlock per host, vhba_host.lock, protects the device
- * table, the device-number bitmaps, every command slot and the per-device
- * slot lists.  It is always taken with interrupts disabled and never held
+ * Locking: one spinlock per host, vhba_host.lock, protects the host's
+ * device pointer, every command slot and the device's slot lists.  It is always taken with interrupts disabled and never held
  * across a user copy, a file read, a sleep or a call into the midlayer;
  * copies between a bounce buffer and a command's pages are done under it,
  * after checking that the slot still carries that command.
@@ -56,6 +63,7 @@
 #include <linux/compat.h>
 #include <linux/cred.h>
 #include <linux/kref.h>
+#include <linux/idr.h>
 #include <linux/mm.h>
 #include <linux/blkdev.h>
 #include <linux/vmalloc.h>
@@ -75,16 +83,12 @@
 
 #define VHBA_NAME		"vhba"
 
-/* 16 buses of 15 targets; target 15 of each bus is left unused */
-#define VHBA_MAX_BUS		16
-#define VHBA_MAX_ID		16
-#define VHBA_IDS_PER_BUS	15
-#define VHBA_MAX_DEVICES	(VHBA_MAX_BUS * VHBA_IDS_PER_BUS)
+/* at most this many devices (hosts) at once: upstream's 16 buses of 15 */
+#define VHBA_MAX_DEVICES	240
 #define VHBA_MAX_CDB		16
 
-#define VHBA_CAN_QUEUE_DEF	256
+#define VHBA_CAN_QUEUE_DEF	32
 #define VHBA_CAN_QUEUE_MAX	256
-#define VHBA_QUEUE_DEPTH_DEF	32
 #define VHBA_MIN_SENSE		8	/* response code .. additional length */
 #define VHBA_MAX_SECTORS_DEF	256	/* 128 KiB, as cdemu-daemon needs */
 #define VHBA_MAX_SECTORS_MAX	8192	/* 4 MiB */
@@ -188,53 +192,54 @@ struct vhba_slot {
 };
 
 /*
- * One open control fd, i.e. one SCSI device.  @vhost and @num never change;
- * the lists are protected by vhba_host.lock.
+ * One open control fd, i.e. one SCSI device.  @vhost never changes; the
+ * lists are protected by vhba_host.lock.
  */
 struct vhba_device {
 	struct vhba_host *vhost;
-	unsigned int num;		/* channel * 15 + id */
 	struct list_head pending;	/* PENDING slots, oldest first */
 	struct list_head active;	/* slots userspace is working on */
 	wait_queue_head_t read_wait;	/* woken on new PENDING slots */
 	struct vhba_backing *backing;	/* direct reads, or NULL */
 };
 
-/* Host state, in the Scsi_Host private area. */
+/*
+ * The SCSI host of one open fd, in the Scsi_Host private area.  It lives
+ * until the fd is closed and its host removed (@remove_work) and the last
+ * direct read still running on a slot has returned: each holds @ref.
+ */
 struct vhba_host {
 	struct Scsi_Host *shost;
 	spinlock_t lock;		/* see the top of this file */
 	/* protected by @lock */
-	struct vhba_device *devs[VHBA_MAX_DEVICES];
-	/* numbers with an open fd or a SCSI device not yet removed */
-	DECLARE_BITMAP(busy_map, VHBA_MAX_DEVICES);
-	DECLARE_BITMAP(add_map, VHBA_MAX_DEVICES);
-	DECLARE_BITMAP(remove_map, VHBA_MAX_DEVICES);
+	struct vhba_device *vdev;	/* NULL once the fd is closed */
 	struct list_head free_slots;	/* least recently used first */
 	unsigned int direct_busy;	/* slots whose direct work runs */
-	struct vhba_slot *slots;	/* array of @nr_slots, fixed */
-	/* constant after probe */
+	/* constant after vhba_host_new() */
+	struct vhba_slot *slots;	/* array of @nr_slots */
 	unsigned int nr_slots;
 	unsigned int direct_max;	/* most slots direct works may hold */
-	struct work_struct sync_work;	/* adds and removes SCSI devices */
+	unsigned int num;		/* device number, until @ref is gone */
+	struct kref ref;
+	struct work_struct add_work;	/* adds the SCSI device, once */
+	struct work_struct remove_work;	/* removes the host, after close */
 	wait_queue_head_t slot_wait;	/* woken when a waited slot moves on */
 };
 
-/* Published by probe once the host is up, cleared by remove. */
-static struct vhba_host *vhba_host_ptr;
+/* Parent of every host: published by probe, cleared by remove. */
+static struct device *vhba_parent;
 static struct platform_device *vhba_pdev;
+/* Device numbers (VHBA_CTL_GET_DEVNUM), one per host. */
+static DEFINE_IDA(vhba_devnums);
+/* Adds and removes hosts' devices; drained at unload. */
+static struct workqueue_struct *vhba_host_wq;
 /* Runs direct reads; high priority, as a waiting reader is their only user. */
 static struct workqueue_struct *vhba_direct_wq;
 
 static int vhba_can_queue = VHBA_CAN_QUEUE_DEF;
 module_param_named(can_queue, vhba_can_queue, int, 0444);
 MODULE_PARM_DESC(can_queue,
-		 "Commands in flight on the host, all devices together, 1-256 (default 256)");
-
-static int vhba_queue_depth = VHBA_QUEUE_DEPTH_DEF;
-module_param_named(queue_depth, vhba_queue_depth, int, 0444);
-MODULE_PARM_DESC(queue_depth,
-		 "Commands in flight per device, 1-can_queue (default 32), so that one stalled responder cannot hold every slot of the host");
+		 "Commands in flight per device (each has a host of its own), 1-256 (default 32)");
 
 static int vhba_max_sectors = VHBA_MAX_SECTORS_DEF;
 module_param_named(max_sectors, vhba_max_sectors, int, 0444);
@@ -261,13 +266,10 @@ static bool vhba_cmd_is_data_in(struct scsi_cmnd *cmd)
 	       cmd->sc_data_direction == DMA_BIDIRECTIONAL;
 }
 
-/* Device number of @sdev's address, or -1 if vhba never creates it. */
-static int vhba_sdev_devnum(struct scsi_device *sdev)
+/* Whether @sdev is the one device vhba creates on its host, 0:0:0. */
+static bool vhba_sdev_ours(struct scsi_device *sdev)
 {
-	if (sdev->lun != 0 || sdev->channel >= VHBA_MAX_BUS ||
-	    sdev->id >= VHBA_IDS_PER_BUS)
-		return -1;
-	return sdev->channel * VHBA_IDS_PER_BUS + sdev->id;
+	return sdev->channel == 0 && sdev->id == 0 && sdev->lun == 0;
 }
 
 /*
@@ -504,6 +506,25 @@ static void vhba_backing_put(struct vhba_backing *backing)
 }
 
 /*
+ * Last reference to @vhost gone: its host was removed and no work item
+ * touches a slot any more.  Process context (the host's own release stops
+ * its error handler thread).
+ */
+static void vhba_host_release(struct kref *ref)
+{
+	struct vhba_host *vhost = container_of(ref, struct vhba_host, ref);
+
+	kfree(vhost->slots);
+	vhba_ida_free(&vhba_devnums, vhost->num);
+	scsi_host_put(vhost->shost);	/* frees @vhost */
+}
+
+static void vhba_host_put(struct vhba_host *vhost)
+{
+	kref_put(&vhost->ref, vhba_host_release);
+}
+
+/*
  * Read @len bytes at @pos of @backing into @buf, as the task that set the
  * backing: a file whose server checks the caller at read time (FUSE, NFS)
  * must see the responder's user, not the kworker's root.  Process context,
@@ -575,7 +596,9 @@ static bool vhba_backing_read_sg(struct vhba_backing *backing,
  * the responder instead.  Process context.
  *
  * Holds a module reference from queue_work() to its end, so a stalled
- * read makes rmmod fail with EBUSY instead of waiting for it.
+ * read makes rmmod fail with EBUSY instead of waiting for it, and a host
+ * reference, so a stalled read outlives its host's removal (the slot an
+ * ORPHAN) without touching freed memory.
  */
 static void vhba_direct_work(struct work_struct *work)
 {
@@ -652,6 +675,7 @@ out_unlock:
 out:
 	kvfree(buf);
 	vhba_backing_put(backing);
+	vhba_host_put(vhost);
 	module_put(THIS_MODULE);
 }
 
@@ -665,11 +689,10 @@ static int vhba_queue_cmd(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
 	struct vhba_device *vdev = NULL;
 	struct vhba_slot *slot;
 	unsigned long flags;
-	int num = vhba_sdev_devnum(cmd->device);
 
 	spin_lock_irqsave(&vhost->lock, flags);
-	if (num >= 0)
-		vdev = vhost->devs[num];
+	if (vhba_sdev_ours(cmd->device))
+		vdev = vhost->vdev;
 	if (vdev) {
 		slot = vhba_slot_get(vhost, vdev, cmd);
 		if (!slot) {
@@ -679,7 +702,8 @@ static int vhba_queue_cmd(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
 		/*
 		 * A work item stuck on a stalled backing keeps its slot even
 		 * after its command was taken away: at most half the slots go
-		 * to them, so a stalled backing cannot starve the host.
+		 * to them (none if there is only one), so the responder always
+		 * has slots for the commands that are not READs.
 		 */
 		if (vdev->backing && vhost->direct_busy < vhost->direct_max &&
 		    vhba_direct_match(vdev->backing, cmd, &slot->pos)) {
@@ -689,6 +713,7 @@ static int vhba_queue_cmd(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
 			slot->work_busy = true;
 			vhost->direct_busy++;
 			kref_get(&slot->backing->kref);
+			kref_get(&vhost->ref);
 			__module_get(THIS_MODULE);	/* the fd holds one too */
 			list_move_tail(&slot->node, &vdev->active);
 			queue_work(vhba_direct_wq, &slot->direct_work);
@@ -865,7 +890,7 @@ static struct scsi_host_template vhba_template = {
 	.eh_timed_out		= VHBA_EH_TIMED_OUT,
 #endif
 	.can_queue		= VHBA_CAN_QUEUE_DEF,
-	.cmd_per_lun		= VHBA_QUEUE_DEPTH_DEF,
+	.cmd_per_lun		= VHBA_CAN_QUEUE_DEF,
 	.this_id		= -1,
 	.sg_tablesize		= VHBA_SG_TABLESIZE,
 	.max_sectors		= VHBA_MAX_SECTORS_DEF,
@@ -1173,12 +1198,7 @@ static bool vhba_ctl_readable(struct file *file,
 static long vhba_ctl_get_address(struct vhba_device *vdev,
 				 unsigned int __user *uaddr)
 {
-	unsigned int addr[4] = {
-		vdev->vhost->shost->host_no,
-		vdev->num / VHBA_IDS_PER_BUS,
-		vdev->num % VHBA_IDS_PER_BUS,
-		0,
-	};
+	unsigned int addr[4] = { vdev->vhost->shost->host_no, 0, 0, 0 };
 
 	return copy_to_user(uaddr, addr, sizeof(addr)) ? -EFAULT : 0;
 }
@@ -1343,7 +1363,7 @@ static long vhba_ctl_ioctl(struct file *file, unsigned int cmd,
 	case VHBA_CTL_GET_ADDRESS:
 		return vhba_ctl_get_address(vdev, uarg);
 	case VHBA_CTL_GET_DEVNUM:
-		return put_user(vdev->num, uarg);
+		return put_user(vdev->vhost->num, uarg);
 	case VHBA_CTL_SET_DIRECT_READ:
 		return vhba_ctl_set_direct_read(vdev, (void __user *)arg);
 	default:
@@ -1360,47 +1380,160 @@ static long vhba_ctl_compat_ioctl(struct file *file, unsigned int cmd,
 #endif
 
 /*
- * open(): claim the lowest free device number and schedule the SCSI device
- * for it.  Process context.  Returns before the device exists.  A number
- * stays taken until the SCSI device of the fd that had it is gone, so no
- * command for an old device ever reaches a new opener.
+ * Work item on vhba_host_wq: adds the host's SCSI device, unless the fd
+ * was closed first.  Scanning sends INQUIRY and the upper drivers' probe
+ * commands through the fd and waits for the answers, under this host's
+ * scan lock alone.
+ */
+static void vhba_add_work(struct work_struct *work)
+{
+	struct vhba_host *vhost = container_of(work, struct vhba_host,
+					       add_work);
+	unsigned long flags;
+	bool open;
+	int ret;
+
+	spin_lock_irqsave(&vhost->lock, flags);
+	open = !!vhost->vdev;
+	spin_unlock_irqrestore(&vhost->lock, flags);
+	if (!open)
+		return;
+	ret = scsi_add_device(vhost->shost, 0, 0, 0);
+	if (ret)
+		shost_printk(KERN_INFO, vhost->shost,
+			     "adding its device failed: %d\n", ret);
+}
+
+/*
+ * Work item on vhba_host_wq, queued once by close: removes the host.  A
+ * scan still running ends at once (its commands fail from close on), so
+ * the wait for it is short.  Drops the host's own reference.
+ */
+static void vhba_remove_work(struct work_struct *work)
+{
+	struct vhba_host *vhost = container_of(work, struct vhba_host,
+					       remove_work);
+
+	cancel_work_sync(&vhost->add_work);
+	scsi_remove_host(vhost->shost);
+	vhba_host_put(vhost);
+}
+
+/*
+ * A new SCSI host for @vdev, device number @num, its slots free and no
+ * SCSI device on it yet.  Process context.
+ */
+static struct vhba_host *vhba_host_new(struct device *parent,
+				       struct vhba_device *vdev,
+				       unsigned int num)
+{
+	unsigned int nr_slots, max_sectors, i;
+	struct Scsi_Host *shost;
+	struct vhba_host *vhost;
+	int ret;
+
+	nr_slots = clamp(vhba_can_queue, 1, VHBA_CAN_QUEUE_MAX);
+	max_sectors = clamp(vhba_max_sectors, VHBA_MAX_SECTORS_DEF,
+			    VHBA_MAX_SECTORS_MAX);
+
+	shost = scsi_host_alloc(&vhba_template, sizeof(*vhost));
+	if (!shost)
+		return ERR_PTR(-ENOMEM);
+
+	shost->max_channel = 0;
+	shost->max_id = 1;
+	shost->max_lun = 1;
+	shost->max_cmd_len = VHBA_MAX_CDB;
+	shost->can_queue = nr_slots;
+	shost->cmd_per_lun = nr_slots;
+	shost->max_sectors = max_sectors;
+	/* one page per segment, plus one for a buffer not page aligned */
+	shost->sg_tablesize = max_t(unsigned int, VHBA_SG_TABLESIZE,
+				    max_sectors * 512 / PAGE_SIZE + 1);
+	vhba_host_set_max_segment_size(shost, PAGE_SIZE);
+
+	vhost = shost_priv(shost);
+	vhost->shost = shost;
+	spin_lock_init(&vhost->lock);
+	INIT_LIST_HEAD(&vhost->free_slots);
+	kref_init(&vhost->ref);
+	INIT_WORK(&vhost->add_work, vhba_add_work);
+	INIT_WORK(&vhost->remove_work, vhba_remove_work);
+	init_waitqueue_head(&vhost->slot_wait);
+	vhost->num = num;
+	vhost->vdev = vdev;
+	vdev->vhost = vhost;
+
+	vhost->slots = kcalloc(nr_slots, sizeof(*vhost->slots), GFP_KERNEL);
+	if (!vhost->slots) {
+		ret = -ENOMEM;
+		goto err_put_host;
+	}
+	vhost->nr_slots = nr_slots;
+	vhost->direct_max = nr_slots / 2;
+	for (i = 0; i < nr_slots; i++) {
+		vhost->slots[i].tag = i;
+		vhost->slots[i].vhost = vhost;
+		INIT_WORK(&vhost->slots[i].direct_work, vhba_direct_work);
+		list_add_tail(&vhost->slots[i].node, &vhost->free_slots);
+	}
+
+	ret = scsi_add_host(shost, parent);
+	if (ret)
+		goto err_free_slots;
+	return vhost;
+
+err_free_slots:
+	kfree(vhost->slots);
+err_put_host:
+	scsi_host_put(shost);
+	return ERR_PTR(ret);
+}
+
+/*
+ * open(): claim the lowest free device number, create a host for it and
+ * schedule its SCSI device.  Process context.  Returns before the device
+ * exists.  A number stays taken until its host is gone.
  */
 static int vhba_ctl_open(struct inode *inode, struct file *file)
 {
-	struct vhba_host *vhost;
 	struct vhba_device *vdev;
-	unsigned long flags;
-	unsigned int num;
+	struct vhba_host *vhost;
+	struct device *parent;
+	int num, ret;
 
-	/* pairs with the release in vhba_probe(): the host is fully set up */
-	vhost = smp_load_acquire(&vhba_host_ptr);
-	if (!vhost)
+	/* pairs with the release in vhba_probe(): the parent is set up */
+	parent = smp_load_acquire(&vhba_parent);
+	if (!parent)
 		return -ENODEV;
 
 	vdev = kzalloc(sizeof(*vdev), GFP_KERNEL);
 	if (!vdev)
 		return -ENOMEM;
-	vdev->vhost = vhost;
 	INIT_LIST_HEAD(&vdev->pending);
 	INIT_LIST_HEAD(&vdev->active);
 	init_waitqueue_head(&vdev->read_wait);
 
-	spin_lock_irqsave(&vhost->lock, flags);
-	num = find_first_zero_bit(vhost->busy_map, VHBA_MAX_DEVICES);
-	if (num >= VHBA_MAX_DEVICES) {
-		spin_unlock_irqrestore(&vhost->lock, flags);
-		kfree(vdev);
-		return -EBUSY;
+	num = vhba_ida_alloc(&vhba_devnums, VHBA_MAX_DEVICES - 1);
+	if (num < 0) {
+		ret = num == -ENOSPC ? -EBUSY : num;
+		goto err_free_vdev;
 	}
-	vdev->num = num;
-	vhost->devs[num] = vdev;
-	__set_bit(num, vhost->busy_map);
-	__set_bit(num, vhost->add_map);
-	spin_unlock_irqrestore(&vhost->lock, flags);
+	vhost = vhba_host_new(parent, vdev, num);
+	if (IS_ERR(vhost)) {
+		ret = PTR_ERR(vhost);
+		goto err_free_num;
+	}
 
 	file->private_data = vdev;
-	schedule_work(&vhost->sync_work);
+	queue_work(vhba_host_wq, &vhost->add_work);
 	return 0;
+
+err_free_num:
+	vhba_ida_free(&vhba_devnums, num);
+err_free_vdev:
+	kfree(vdev);
+	return ret;
 }
 
 /*
@@ -1408,7 +1541,7 @@ static int vhba_ctl_open(struct inode *inode, struct file *file)
  * or ioctl() on this fd can be running.  Every command left fails with
  * DID_NO_CONNECT at once, direct reads in flight included (their work
  * items throw the data away); only one storing data is waited for.  The
- * SCSI device is removed asynchronously, and its number freed after that.
+ * host is removed asynchronously, and its number freed after that.
  */
 static int vhba_ctl_release(struct inode *inode, struct file *file)
 {
@@ -1420,8 +1553,7 @@ static int vhba_ctl_release(struct inode *inode, struct file *file)
 	LIST_HEAD(done);
 
 	spin_lock_irqsave(&vhost->lock, flags);
-	vhost->devs[vdev->num] = NULL;	/* no new commands from here on */
-	__set_bit(vdev->num, vhost->remove_map);
+	vhost->vdev = NULL;	/* no new commands from here on */
 	backing = vdev->backing;
 	vdev->backing = NULL;
 	list_splice_tail_init(&vdev->active, &vdev->pending);
@@ -1446,7 +1578,7 @@ static int vhba_ctl_release(struct inode *inode, struct file *file)
 	}
 	vhba_backing_put(backing);
 
-	schedule_work(&vhost->sync_work);
+	queue_work(vhba_host_wq, &vhost->remove_work);
 #ifdef VHBA_INJECT_LEAK
 	/* test only (make INJECT=leak): a debug kernel's kmemleak must report vdev */
 #else
@@ -1454,7 +1586,7 @@ static int vhba_ctl_release(struct inode *inode, struct file *file)
 #endif
 #ifdef VHBA_INJECT_UAF
 	/* test only (make INJECT=uaf): a debug kernel must report this read */
-	pr_info("closed device %u\n", READ_ONCE(vdev->num));
+	pr_info("closed device, backing %p\n", READ_ONCE(vdev->backing));
 #endif
 	return 0;
 }
@@ -1479,181 +1611,33 @@ static struct miscdevice vhba_miscdev = {
 	.fops	= &vhba_ctl_fops,
 };
 
-/* Process context (sync work).  No-op if @num has no SCSI device. */
-static void vhba_sdev_remove(struct vhba_host *vhost, unsigned int num)
-{
-	struct scsi_device *sdev;
-
-	sdev = scsi_device_lookup(vhost->shost, num / VHBA_IDS_PER_BUS,
-				  num % VHBA_IDS_PER_BUS, 0);
-	if (!sdev)
-		return;
-	scsi_remove_device(sdev);
-	scsi_device_put(sdev);
-}
-
 /*
- * Process context (sync work).  Scanning sends INQUIRY and the upper
- * drivers' probe commands through the new fd and waits for the answers.
+ * Platform probe: process context.  The platform device is only the
+ * parent of the hosts, which open() creates; they are given no DMA, but a
+ * 32-bit default mask would let the midlayer cap max_sectors at the
+ * swiotlb mapping size.
  */
-static void vhba_sdev_add(struct vhba_host *vhost, unsigned int num)
-{
-	unsigned int channel = num / VHBA_IDS_PER_BUS;
-	unsigned int id = num % VHBA_IDS_PER_BUS;
-	struct scsi_device *sdev;
-	int ret;
-
-	sdev = scsi_device_lookup(vhost->shost, channel, id, 0);
-	if (sdev) {
-		sdev_printk(KERN_WARNING, sdev, "already present, not added\n");
-		scsi_device_put(sdev);
-		return;
-	}
-	ret = scsi_add_device(vhost->shost, channel, id, 0);
-	if (ret)
-		shost_printk(KERN_INFO, vhost->shost,
-			     "adding %u:%u:0 failed: %d\n", channel, id, ret);
-}
-
-/*
- * Work item on the system workqueue: brings the SCSI devices in line with
- * the open fds.  Additions come first: open() never hands out a number
- * whose old device is still to be removed, and a responder such as
- * cdemu-daemon looks its device up once, a second after opening, so it
- * must not wait behind the removal of many old devices: pending additions
- * are looked for again after each removal.  An addition is
- * skipped if its fd has been closed meanwhile.  A removed device's number
- * becomes free for open() only here, once scsi_remove_device() returned.
- */
-static void vhba_sync_work(struct work_struct *work)
-{
-	struct vhba_host *vhost = container_of(work, struct vhba_host,
-					       sync_work);
-	unsigned long flags;
-	unsigned int num;
-	bool pending;
-
-	do {
-		for (num = 0; num < VHBA_MAX_DEVICES; num++) {
-			spin_lock_irqsave(&vhost->lock, flags);
-			pending = __test_and_clear_bit(num, vhost->add_map) &&
-				  vhost->devs[num];
-			spin_unlock_irqrestore(&vhost->lock, flags);
-			if (pending)
-				vhba_sdev_add(vhost, num);
-		}
-		/* one removal, then look for new additions again */
-		spin_lock_irqsave(&vhost->lock, flags);
-		num = find_first_bit(vhost->remove_map, VHBA_MAX_DEVICES);
-		pending = num < VHBA_MAX_DEVICES;
-		if (pending)
-			__clear_bit(num, vhost->remove_map);
-		spin_unlock_irqrestore(&vhost->lock, flags);
-		if (pending) {
-			vhba_sdev_remove(vhost, num);
-			spin_lock_irqsave(&vhost->lock, flags);
-			if (!vhost->devs[num])
-				__clear_bit(num, vhost->busy_map);
-			spin_unlock_irqrestore(&vhost->lock, flags);
-		}
-	} while (pending);
-}
-
-/* Platform probe: creates the SCSI host.  Process context. */
 static int vhba_probe(struct platform_device *pdev)
 {
-	unsigned int nr_slots, depth, max_sectors, i;
-	struct Scsi_Host *shost;
-	struct vhba_host *vhost;
-	int ret;
-
-	nr_slots = clamp(vhba_can_queue, 1, VHBA_CAN_QUEUE_MAX);
-	depth = clamp_t(int, vhba_queue_depth, 1, nr_slots);
-	max_sectors = clamp(vhba_max_sectors, VHBA_MAX_SECTORS_DEF,
-			    VHBA_MAX_SECTORS_MAX);
-
-	/*
-	 * No DMA happens, but a 32-bit default mask would let the midlayer
-	 * cap max_sectors at the swiotlb mapping size.
-	 */
 	if (dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(64)))
 		dev_dbg(&pdev->dev, "no 64-bit DMA mask\n");
-
-	shost = scsi_host_alloc(&vhba_template, sizeof(*vhost));
-	if (!shost)
-		return -ENOMEM;
-
-	shost->max_channel = VHBA_MAX_BUS - 1;
-	shost->max_id = VHBA_MAX_ID;
-	shost->max_lun = 1;
-	shost->max_cmd_len = VHBA_MAX_CDB;
-	shost->can_queue = nr_slots;
-	shost->cmd_per_lun = depth;
-	shost->max_sectors = max_sectors;
-	/* one page per segment, plus one for a buffer not page aligned */
-	shost->sg_tablesize = max_t(unsigned int, VHBA_SG_TABLESIZE,
-				    max_sectors * 512 / PAGE_SIZE + 1);
-	vhba_host_set_max_segment_size(shost, PAGE_SIZE);
-
-	vhost = shost_priv(shost);
-	vhost->shost = shost;
-	spin_lock_init(&vhost->lock);
-	INIT_LIST_HEAD(&vhost->free_slots);
-	INIT_WORK(&vhost->sync_work, vhba_sync_work);
-	init_waitqueue_head(&vhost->slot_wait);
-
-	vhost->slots = kcalloc(nr_slots, sizeof(*vhost->slots), GFP_KERNEL);
-	if (!vhost->slots) {
-		ret = -ENOMEM;
-		goto err_put_host;
-	}
-	vhost->nr_slots = nr_slots;
-	vhost->direct_max = DIV_ROUND_UP(nr_slots, 2);
-	for (i = 0; i < nr_slots; i++) {
-		vhost->slots[i].tag = i;
-		vhost->slots[i].vhost = vhost;
-		INIT_WORK(&vhost->slots[i].direct_work, vhba_direct_work);
-		list_add_tail(&vhost->slots[i].node, &vhost->free_slots);
-	}
-
-	ret = scsi_add_host(shost, &pdev->dev);
-	if (ret)
-		goto err_free_slots;
-
-	platform_set_drvdata(pdev, vhost);
-	/* publish only a fully set up host; pairs with vhba_ctl_open() */
-	smp_store_release(&vhba_host_ptr, vhost);
-	dev_info(&pdev->dev,
-		 "host%u: can_queue %u, queue_depth %u, max_sectors %u\n",
-		 shost->host_no, nr_slots, depth, max_sectors);
+	/* publish only a set-up parent; pairs with vhba_ctl_open() */
+	smp_store_release(&vhba_parent, &pdev->dev);
+	dev_info(&pdev->dev, "a host per open, can_queue %u, max_sectors %u\n",
+		 clamp(vhba_can_queue, 1, VHBA_CAN_QUEUE_MAX),
+		 clamp(vhba_max_sectors, VHBA_MAX_SECTORS_DEF,
+		       VHBA_MAX_SECTORS_MAX));
 	return 0;
-
-err_free_slots:
-	kfree(vhost->slots);
-err_put_host:
-	scsi_host_put(shost);
-	return ret;
 }
 
 /*
  * Platform remove: process context, only at module unload (manual unbind
- * is suppressed), so no control fd is open and no direct read is in
- * flight (each holds a module reference); the last ones may still be
- * returning, so the workqueue is flushed before the slots go.  The mirror
- * of vhba_probe().
+ * is suppressed), once every host is gone.  The mirror of vhba_probe().
  */
 static void vhba_remove(struct platform_device *pdev)
 {
-	struct vhba_host *vhost = platform_get_drvdata(pdev);
-	struct Scsi_Host *shost = vhost->shost;
-
-	/* unpublish first: pairs with vhba_ctl_open(), which then fails */
-	smp_store_release(&vhba_host_ptr, NULL);
-	flush_work(&vhost->sync_work);
-	scsi_remove_host(shost);
-	flush_workqueue(vhba_direct_wq);
-	kfree(vhost->slots);
-	scsi_host_put(shost);
+	/* pairs with vhba_ctl_open(); none can run now, misc is gone */
+	smp_store_release(&vhba_parent, NULL);
 }
 
 static struct platform_driver vhba_platform_driver = {
@@ -1684,31 +1668,46 @@ static int __init vhba_init(void)
 						    NULL, 0);
 	if (IS_ERR(vhba_pdev)) {
 		ret = PTR_ERR(vhba_pdev);
-		goto err_destroy_wq;
+		goto err_destroy_direct_wq;
 	}
 
 	ret = platform_driver_register(&vhba_platform_driver);
 	if (ret)
 		goto err_unregister_device;
 
+	/* a scan waits for its responder: not one worker for all hosts */
+	vhba_host_wq = alloc_workqueue("vhba_host", VHBA_WQ_PERCPU, 0);
+	if (!vhba_host_wq) {
+		ret = -ENOMEM;
+		goto err_unregister_driver;
+	}
+
 	ret = misc_register(&vhba_miscdev);
 	if (ret)
-		goto err_unregister_driver;
+		goto err_destroy_host_wq;
 
 	return 0;
 
+err_destroy_host_wq:
+	destroy_workqueue(vhba_host_wq);
 err_unregister_driver:
 	platform_driver_unregister(&vhba_platform_driver);
 err_unregister_device:
 	platform_device_unregister(vhba_pdev);
-err_destroy_wq:
+err_destroy_direct_wq:
 	destroy_workqueue(vhba_direct_wq);
 	return ret;
 }
 
+/*
+ * No fd is open and no direct read runs (each holds a module reference),
+ * but the last hosts may still be being removed: draining their workqueue
+ * ends that before their parent goes.
+ */
 static void __exit vhba_exit(void)
 {
 	misc_deregister(&vhba_miscdev);
+	destroy_workqueue(vhba_host_wq);
 	platform_driver_unregister(&vhba_platform_driver);
 	platform_device_unregister(vhba_pdev);
 	destroy_workqueue(vhba_direct_wq);

@@ -105,6 +105,26 @@ static inline void *vhba_kvmalloc(size_t size)
 #endif
 }
 
+/* The lowest free number from 0 to @max in @ida, or a negative errno. */
+static inline int vhba_ida_alloc(struct ida *ida, unsigned int max)
+{
+#if VHBA_KERNEL_SINCE(4, 19, 0)
+	/* 4.19: ida_alloc_max() replaced ida_simple_get(), later removed */
+	return ida_alloc_max(ida, max, GFP_KERNEL);
+#else
+	return ida_simple_get(ida, 0, max + 1, GFP_KERNEL);
+#endif
+}
+
+static inline void vhba_ida_free(struct ida *ida, unsigned int id)
+{
+#if VHBA_KERNEL_SINCE(4, 19, 0)
+	ida_free(ida, id);
+#else
+	ida_simple_remove(ida, id);
+#endif
+}
+
 /*
  * Flag asking for a per-CPU workqueue.  6.17 added WQ_PERCPU so that
  * callers say so explicitly (unbound is to become the default); before,
