@@ -475,7 +475,8 @@ class _Page:
                     f"<li>{_badge(test.status, text=_kinds_text(test.findings))} {name}"
                     f"{self.findings_list(test.findings)}"
                     f"{self.measurements_list(test)}"
-                    f"<pre>{_e(test.message or '(no message)')}</pre></li>"
+                    f"<pre>{_e(test.message or '(no message)')}</pre>"
+                    f"{self.test_reproducer(cell, test.name)}</li>"
                 )
             if items:
                 out.append(f'<ul class="failures">{"".join(items)}</ul>')
@@ -484,6 +485,12 @@ class _Page:
             out.append("</section>")
         out.append("</section>")
         return "".join(out)
+
+    @staticmethod
+    def test_reproducer(cell: Cell, test: str) -> str:
+        """The command that reruns this one test, for a contributor to paste."""
+        line = cell.reproducer_for(test)
+        return f'<code class="repro">{_e(line)}</code>' if line else ""
 
     def findings_list(self, findings: list[SanitizerFinding]) -> str:
         """Each sanitizer report: its kind, its first line, a link to its text."""

@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import os
+import shlex
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -202,6 +203,16 @@ def format_measurements(measurements: Mapping[str, float | int | str]) -> str:
     return ", ".join(format_measurement(k, v) for k, v in measurements.items())
 
 
+def narrow_to_test(command: str, test: str) -> str:
+    """``command`` (a ``vhba-lab run``) limited to ``test``, e.g. "spc/test_x[a]" -> "-k test_x".
+
+    ``-k`` gets the test function's name: its parameters cannot be written in
+    a ``-k`` expression, so a parametrised test reruns with all of them.
+    """
+    function = test.split("/", 1)[-1].split("[", 1)[0]
+    return f"{command} -k {shlex.quote(function)}"
+
+
 @dataclass
 class Cell:
     """One guest: a kernel with one module build and one responder.
@@ -256,6 +267,10 @@ class Cell:
     def findings(self) -> list[SanitizerFinding]:
         """Every sanitizer finding of the cell's tests, in test order."""
         return [f for test in self.tests for f in test.findings]
+
+    def reproducer_for(self, test: str) -> str:
+        """The cell's reproducer narrowed to ``test`` ("" if the cell has none)."""
+        return narrow_to_test(self.reproducer, test) if self.reproducer else ""
 
 
 @dataclass

@@ -38,6 +38,7 @@ from lab.report.results import (
     Status,
     TestResult,
     load_run,
+    narrow_to_test,
 )
 from lab.report.write import write_report
 from lab.run import records
@@ -90,9 +91,8 @@ def reproducer(spec: CellSpec, test: str | None = None, config: RunConfig | None
             words += ["--module", config.module_path, "--module-name", spec.module]
             if config.module_known_as:
                 words += ["--module-known-as", config.module_known_as]
-    if test:
-        words += ["-k", test.split("/", 1)[1]]
-    return shlex.join(words)
+    line = shlex.join(words)
+    return narrow_to_test(line, test) if test else line
 
 
 def _host_info() -> dict[str, str]:

@@ -357,3 +357,14 @@ def test_a_run_without_retried_boots_says_so(tmp_path: Path) -> None:
     text = write_html(samples.build_sample_run(tmp_path), tmp_path).read_text()
     assert "<dt>boots retried</dt><dd>0</dd>" in text
     assert "Boots retried" not in text
+
+
+def test_each_failed_test_has_its_own_reproducer(tmp_path: Path) -> None:
+    """A contributor reruns the one red test, not its whole cell (parameters left to -k)."""
+    run = samples.build_sample_run(tmp_path)
+    run.cell("6.12-ours-ours").tests[1].name = "spc/test_mode_page[2a]"
+    write_html(run, tmp_path)
+    page = _Matrix()
+    page.feed((tmp_path / "index.html").read_text())
+    cell = "vhba-lab run --kernel 6.12 --module ours --responder ours"
+    assert f"{cell} -k test_mode_page" in page.codes
