@@ -34,8 +34,9 @@
  * command or complete it (FILLING, COMPLETING).
  *
  * Locking: one spinlock per host, vhba_host.lock, protects the host's
- * device pointer, every command slot and the device's slot lists.  It is always taken with interrupts disabled and never held
- * across a user copy, a file read, a sleep or a call into the midlayer;
+ * device pointer, every command slot and the device's slot lists.  It is
+ * always taken with interrupts disabled and never held across a user
+ * copy, a file read, a sleep or a call into the midlayer;
  * copies between a bounce buffer and a command's pages are done under it,
  * after checking that the slot still carries that command.
  */
@@ -204,9 +205,13 @@ struct vhba_device {
 };
 
 /*
- * The SCSI host of one open fd, in the Scsi_Host private area.  It lives
- * until the fd is closed and its host removed (@remove_work) and the last
- * direct read still running on a slot has returned: each holds @ref.
+ * The SCSI host of one open fd, in the Scsi_Host private area, slots
+ * included, so it is freed with the host, whoever holds that last: a
+ * user who keeps the drive's /dev/srN open may still call the reset
+ * handlers after close.  @ref keeps the host from being freed while a
+ * direct read still runs on a slot; the fd's own reference goes when the
+ * host has been removed (@remove_work).  The device number is freed only
+ * with the host, so no more than VHBA_MAX_DEVICES hosts ever exist.
  */
 struct vhba_host {
 	struct Scsi_Host *shost;
@@ -216,14 +221,14 @@ struct vhba_host {
 	struct list_head free_slots;	/* least recently used first */
 	unsigned int direct_busy;	/* slots whose direct work runs */
 	/* constant after vhba_host_new() */
-	struct vhba_slot *slots;	/* array of @nr_slots */
 	unsigned int nr_slots;
 	unsigned int direct_max;	/* most slots direct works may hold */
-	unsigned int num;		/* device number, until @ref is gone */
+	unsigned int num;		/* device number */
 	struct kref ref;
 	struct work_struct add_work;	/* adds the SCSI device, once */
 	struct work_struct remove_work;	/* removes the host, after close */
 	wait_queue_head_t slot_wait;	/* woken when a waited slot moves on */
+	struct vhba_slot slots[];	/* @nr_slots of them */
 };
 
 /* Parent of every host: published by probe, cleared by remove. */
@@ -506,17 +511,15 @@ static void vhba_backing_put(struct vhba_backing *backing)
 }
 
 /*
- * Last reference to @vhost gone: its host was removed and no work item
- * touches a slot any more.  Process context (the host's own release stops
- * its error handler thread).
+ * Our last reference to @vhost gone: its host was removed and no direct
+ * read runs on a slot any more.  Process context (the host's release, if
+ * this is its last reference, stops its error handler thread).
  */
 static void vhba_host_release(struct kref *ref)
 {
 	struct vhba_host *vhost = container_of(ref, struct vhba_host, ref);
 
-	kfree(vhost->slots);
-	vhba_ida_free(&vhba_devnums, vhost->num);
-	scsi_host_put(vhost->shost);	/* frees @vhost */
+	scsi_host_put(vhost->shost);	/* may free @vhost */
 }
 
 static void vhba_host_put(struct vhba_host *vhost)
@@ -1246,8 +1249,9 @@ static bool vhba_file_in_memory(struct file *file)
 /*
  * A backing for @arg: a regular file open for reading, that the kernel can
  * read, not on a vhba drive, a loop device or a stacked filesystem (whose
- * lower layer might be a vhba drive), and an image that fits in loff_t.  Block devices
- * are refused: a drive's own node, or one stacked on it, would deadlock.
+ * lower layer might be a vhba drive), and an image that fits in loff_t.
+ * Block devices are refused: a drive's own node, or one stacked on it,
+ * would deadlock.
  * Process context; the backing keeps the caller's credentials.
  */
 static struct vhba_backing *vhba_backing_new(const struct vhba_direct_read *arg)
@@ -1420,25 +1424,51 @@ static void vhba_remove_work(struct work_struct *work)
 }
 
 /*
- * A new SCSI host for @vdev, device number @num, its slots free and no
- * SCSI device on it yet.  Process context.
+ * Release action of a host's device: the host is about to be freed, so its
+ * device number is free again.  Runs in device_release(), whichever put
+ * was the last.
+ */
+static void vhba_host_gone(void *data)
+{
+	struct vhba_host *vhost = data;
+
+	vhba_ida_free(&vhba_devnums, vhost->num);
+}
+
+/*
+ * A new SCSI host for @vdev, with the lowest free device number, its slots
+ * free and no SCSI device on it yet.  Process context.
  */
 static struct vhba_host *vhba_host_new(struct device *parent,
-				       struct vhba_device *vdev,
-				       unsigned int num)
+				       struct vhba_device *vdev)
 {
 	unsigned int nr_slots, max_sectors, i;
 	struct Scsi_Host *shost;
 	struct vhba_host *vhost;
-	int ret;
+	int num, ret;
 
 	nr_slots = clamp(vhba_can_queue, 1, VHBA_CAN_QUEUE_MAX);
 	max_sectors = clamp(vhba_max_sectors, VHBA_MAX_SECTORS_DEF,
 			    VHBA_MAX_SECTORS_MAX);
 
-	shost = scsi_host_alloc(&vhba_template, sizeof(*vhost));
-	if (!shost)
+	num = vhba_ida_alloc(&vhba_devnums, VHBA_MAX_DEVICES - 1);
+	if (num < 0)
+		return ERR_PTR(num == -ENOSPC ? -EBUSY : num);
+	shost = scsi_host_alloc(&vhba_template, sizeof(*vhost) +
+				nr_slots * sizeof(vhost->slots[0]));
+	if (!shost) {
+		vhba_ida_free(&vhba_devnums, num);
 		return ERR_PTR(-ENOMEM);
+	}
+	vhost = shost_priv(shost);
+	vhost->num = num;
+	ret = devm_add_action(&shost->shost_gendev, vhba_host_gone, vhost);
+	if (ret) {
+		scsi_host_put(shost);
+		vhba_ida_free(&vhba_devnums, num);
+		return ERR_PTR(ret);
+	}
+	/* from here on, the number goes with the host */
 
 	shost->max_channel = 0;
 	shost->max_id = 1;
@@ -1452,7 +1482,6 @@ static struct vhba_host *vhba_host_new(struct device *parent,
 				    max_sectors * 512 / PAGE_SIZE + 1);
 	vhba_host_set_max_segment_size(shost, PAGE_SIZE);
 
-	vhost = shost_priv(shost);
 	vhost->shost = shost;
 	spin_lock_init(&vhost->lock);
 	INIT_LIST_HEAD(&vhost->free_slots);
@@ -1460,15 +1489,8 @@ static struct vhba_host *vhba_host_new(struct device *parent,
 	INIT_WORK(&vhost->add_work, vhba_add_work);
 	INIT_WORK(&vhost->remove_work, vhba_remove_work);
 	init_waitqueue_head(&vhost->slot_wait);
-	vhost->num = num;
 	vhost->vdev = vdev;
 	vdev->vhost = vhost;
-
-	vhost->slots = kcalloc(nr_slots, sizeof(*vhost->slots), GFP_KERNEL);
-	if (!vhost->slots) {
-		ret = -ENOMEM;
-		goto err_put_host;
-	}
 	vhost->nr_slots = nr_slots;
 	vhost->direct_max = nr_slots / 2;
 	for (i = 0; i < nr_slots; i++) {
@@ -1479,28 +1501,22 @@ static struct vhba_host *vhba_host_new(struct device *parent,
 	}
 
 	ret = scsi_add_host(shost, parent);
-	if (ret)
-		goto err_free_slots;
+	if (ret) {
+		scsi_host_put(shost);
+		return ERR_PTR(ret);
+	}
 	return vhost;
-
-err_free_slots:
-	kfree(vhost->slots);
-err_put_host:
-	scsi_host_put(shost);
-	return ERR_PTR(ret);
 }
 
 /*
- * open(): claim the lowest free device number, create a host for it and
- * schedule its SCSI device.  Process context.  Returns before the device
- * exists.  A number stays taken until its host is gone.
+ * open(): create a host with a device number and schedule its SCSI device.
+ * Process context.  Returns before the device exists.
  */
 static int vhba_ctl_open(struct inode *inode, struct file *file)
 {
 	struct vhba_device *vdev;
 	struct vhba_host *vhost;
 	struct device *parent;
-	int num, ret;
 
 	/* pairs with the release in vhba_probe(): the parent is set up */
 	parent = smp_load_acquire(&vhba_parent);
@@ -1514,26 +1530,15 @@ static int vhba_ctl_open(struct inode *inode, struct file *file)
 	INIT_LIST_HEAD(&vdev->active);
 	init_waitqueue_head(&vdev->read_wait);
 
-	num = vhba_ida_alloc(&vhba_devnums, VHBA_MAX_DEVICES - 1);
-	if (num < 0) {
-		ret = num == -ENOSPC ? -EBUSY : num;
-		goto err_free_vdev;
-	}
-	vhost = vhba_host_new(parent, vdev, num);
+	vhost = vhba_host_new(parent, vdev);
 	if (IS_ERR(vhost)) {
-		ret = PTR_ERR(vhost);
-		goto err_free_num;
+		kfree(vdev);
+		return PTR_ERR(vhost);
 	}
 
 	file->private_data = vdev;
 	queue_work(vhba_host_wq, &vhost->add_work);
 	return 0;
-
-err_free_num:
-	vhba_ida_free(&vhba_devnums, num);
-err_free_vdev:
-	kfree(vdev);
-	return ret;
 }
 
 /*
@@ -1541,7 +1546,7 @@ err_free_vdev:
  * or ioctl() on this fd can be running.  Every command left fails with
  * DID_NO_CONNECT at once, direct reads in flight included (their work
  * items throw the data away); only one storing data is waited for.  The
- * host is removed asynchronously, and its number freed after that.
+ * host is removed asynchronously; its number is freed with it.
  */
 static int vhba_ctl_release(struct inode *inode, struct file *file)
 {
@@ -1632,7 +1637,8 @@ static int vhba_probe(struct platform_device *pdev)
 
 /*
  * Platform remove: process context, only at module unload (manual unbind
- * is suppressed), once every host is gone.  The mirror of vhba_probe().
+ * is suppressed), once every host has been removed (some may still be
+ * held, and freed later).  The mirror of vhba_probe().
  */
 static void vhba_remove(struct platform_device *pdev)
 {
