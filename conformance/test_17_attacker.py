@@ -449,6 +449,31 @@ def test_a_drive_that_never_answers_its_scan_does_not_hold_up_another(
     )
 
 
+def test_a_drive_that_claims_to_be_a_disk_cannot_hold_up_module_loads(
+    seat: Seat, record_property: pytest.RecordProperty
+) -> None:
+    """A responder says "disk" and leaves sd's probe commands unanswered; modprobe goes on.
+
+    sd probes a disk asynchronously, and each module load waits for every
+    asynchronous probe on the machine to end: a seat user's responder that
+    stalls them (each command 30 s, retried) would hold up every modprobe,
+    by anyone, for minutes.  vhba serves CD/DVD drives: a device of another
+    type gets no upper driver (it keeps its sg node).  Bounded: the load is
+    given 20 s, then the drive is closed.
+    """
+    guest = seat.cell.guest
+    module = "dummy"
+    if guest.run(["modprobe", "-n", "-q", module], check=False).rc != 0:
+        pytest.skip(f"this image has no {module} module to load")
+    guest.run(["modprobe", "-r", module], check=False)
+    out = seat.run("disk", "--module", module, "--seconds", "20", user="root", timeout=180)
+    record_property("modprobe_s", out["modprobe_s"])
+    assert out["rc"] == 0 and out["modprobe_s"] < 8, (
+        f"while drive {out['drive']} claimed to be a disk and left {out['unanswered']} "
+        f"commands unanswered, modprobe {module} took {out['modprobe_s']} s (rc {out['rc']})"
+    )
+
+
 # ------------------------------------------------------------ hostile answers
 # Vendor-specific opcodes, one per hostile answer, so one drive serves them all.
 HOST_BYTES = {0xD0: 0x000D0000, 0xD1: 0x000C0002, 0xD2: 0x000B0000, 0xD3: 0x07000002}

@@ -25,6 +25,7 @@ import random
 import select
 import signal
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -75,6 +76,7 @@ class Drive:
         self.hostile: dict[int, tuple] = {}
         self.short: dict[int, int] = {}
         self.mrw = False  # claim an MRW writer, so the cdrom layer registers its MRW exit hook
+        self.disk = False  # claim to be a disk (peripheral type 0) and answer only INQUIRY
         self.paused = threading.Event()
         self.stop = threading.Event()
         self.phase = 0
@@ -153,6 +155,8 @@ class Drive:
             if self.log:
                 shown = {k: v for k, v in record.items() if k != "payload"}
                 self.log.write(json.dumps(shown) + "\n")
+            if self.disk and cdb[0] != 0x12:
+                continue  # left unanswered: it times out
             self.answer(tag, cdb, data_len)
 
     def _acknowledge_pause(self, paused: bool) -> None:
@@ -210,7 +214,8 @@ class Drive:
             if cdb[1] & 1:
                 return bytes([5, cdb[2], 0, 1, 0]) if cdb[2] == 0 else None
             ident = b"ATTACKERhostile drive   0.1 "
-            return (bytes([5, 0x80, 5, 2, 31, 0, 0, 0]) + ident)[: int.from_bytes(cdb[3:5], "big")]
+            kind = bytes([0, 0]) if self.disk else bytes([5, 0x80])  # disk, or removable CD/DVD
+            return (kind + bytes([5, 2, 31, 0, 0, 0]) + ident)[: int.from_bytes(cdb[3:5], "big")]
         if op == 0x00:  # TEST UNIT READY
             return b"" if self.blocks else None
         if op == 0x25 and self.blocks:  # READ CAPACITY(10)
@@ -413,6 +418,30 @@ def mode_scan(args: argparse.Namespace) -> dict[str, Any]:
     other.node("block", timeout=60)  # leave no scan behind
     other.close()
     return {"attached_s": attached, "waited_s": args.seconds, **addresses}
+
+
+def mode_disk(args: argparse.Namespace) -> dict[str, Any]:
+    """A drive that claims to be a disk, then answers nothing: does loading a module wait for it?
+
+    sd probes disks asynchronously, and every module load (and boot's wait
+    for device probes) waits for all asynchronous probes to end: one
+    responder that stalls sd's probe commands would hold up every modprobe
+    on the machine.  ``modprobe_s`` is how long loading ``--module`` took,
+    at most ``--seconds``; the drive is closed afterwards, the module unloaded.
+    """
+    drive = Drive()
+    drive.disk = True
+    drive.start()
+    time.sleep(3)  # scanned by now: INQUIRY answered, whatever probes it is waiting
+    started = time.monotonic()
+    load = subprocess.run(["timeout", str(args.seconds), "modprobe", args.module], check=False)
+    took = round(time.monotonic() - started, 3)
+    address = drive.address()
+    unanswered = len([r for r in drive.received if r["op"] != 0x12])
+    drive.close()
+    subprocess.run(["modprobe", "-r", args.module], check=False)
+    return {"modprobe_s": took, "rc": load.returncode, "waited_s": args.seconds,
+            "drive": address, "unanswered": unanswered}  # fmt: skip
 
 
 def mode_flood(args: argparse.Namespace) -> dict[str, Any]:
@@ -619,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--after", required=True, help="check the buffer once this file exists")
     p = sub.add_parser("scan")
     p.add_argument("--seconds", type=float, default=15.0)
+    p = sub.add_parser("disk")
+    p.add_argument("--module", required=True, help="a module not loaded, to load meanwhile")
+    p.add_argument("--seconds", type=float, default=20.0)
     p = sub.add_parser("flood")
     p.add_argument("node")
     p.add_argument("--count", type=int, default=64)
@@ -638,8 +670,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
     modes = {"serve": mode_serve, "backing": mode_backing, "reuse": mode_reuse,
-             "scan": mode_scan, "probe": mode_probe, "flood": mode_flood, "pread": mode_pread,
-             "watch": mode_watch, "fuzz": mode_fuzz}  # fmt: skip
+             "scan": mode_scan, "disk": mode_disk, "probe": mode_probe, "flood": mode_flood,
+             "pread": mode_pread, "watch": mode_watch, "fuzz": mode_fuzz}  # fmt: skip
     print(json.dumps(modes[args.mode](args)), flush=True)
     return 0
 
