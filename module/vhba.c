@@ -864,6 +864,26 @@ static void vhba_drop_commands(struct vhba_host *vhost,
 	spin_unlock_irqrestore(&vhost->lock, flags);
 }
 
+/*
+ * Device configuration: process context, once INQUIRY has told the
+ * device's type, before any upper driver may bind.  vhba serves CD/DVD
+ * drives; a device of another type gets no upper driver, only its sg
+ * node: sd probes a disk asynchronously, and every module load on the
+ * machine waits for all asynchronous probes, which its responder could
+ * stall for minutes.
+ */
+static int vhba_configure(struct scsi_device *sdev)
+{
+	if (sdev->type != TYPE_ROM && sdev->type != TYPE_WORM) {
+		sdev->no_uld_attach = 1;
+		if (__ratelimit(&vhba_status_rs))
+			sdev_printk(KERN_NOTICE, sdev,
+				    "type %#x is not a CD/DVD drive: sg only\n",
+				    sdev->type);
+	}
+	return 0;
+}
+
 /* ->eh_device_reset_handler: process context (SCSI error handler). */
 static int vhba_device_reset(struct scsi_cmnd *cmd)
 {
@@ -889,6 +909,11 @@ static struct scsi_host_template vhba_template = {
 	.eh_abort_handler	= vhba_abort,
 	.eh_device_reset_handler = vhba_device_reset,
 	.eh_host_reset_handler	= vhba_host_reset,
+#ifdef VHBA_SDEV_CONFIGURE
+	.sdev_configure		= vhba_sdev_configure,
+#else
+	.slave_configure	= vhba_sdev_configure,
+#endif
 #ifdef VHBA_EH_TIMED_OUT
 	.eh_timed_out		= VHBA_EH_TIMED_OUT,
 #endif

@@ -157,6 +157,28 @@ static int vhba_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
 #endif
 
 /*
+ * Device configuration adaptor: vhba_configure() runs once INQUIRY has
+ * told the device's type, before an upper driver may bind.  The template
+ * sets ->sdev_configure if VHBA_SDEV_CONFIGURE, else ->slave_configure.
+ */
+static int vhba_configure(struct scsi_device *sdev);
+
+#if VHBA_KERNEL_SINCE(6, 14, 0)
+/* 6.14: ->slave_configure became ->sdev_configure, with queue limits */
+#define VHBA_SDEV_CONFIGURE
+static int vhba_sdev_configure(struct scsi_device *sdev,
+			       struct queue_limits *lim)
+{
+	return vhba_configure(sdev);
+}
+#else
+static int vhba_sdev_configure(struct scsi_device *sdev)
+{
+	return vhba_configure(sdev);
+}
+#endif
+
+/*
  * ->eh_timed_out adaptor.  vhba_timed_out() says whether it completed the
  * command itself (DONE), wants its timer re-armed (RESET_TIMER), or leaves
  * it to the midlayer's abort and recovery (NOT_HANDLED).
