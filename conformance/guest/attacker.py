@@ -427,20 +427,28 @@ def mode_disk(args: argparse.Namespace) -> dict[str, Any]:
     for device probes) waits for all asynchronous probes to end: one
     responder that stalls sd's probe commands would hold up every modprobe
     on the machine.  ``modprobe_s`` is how long loading ``--module`` took,
-    at most ``--seconds``; the drive is closed afterwards, the module unloaded.
+    None if more than ``--seconds``; the drive is closed then (its commands
+    fail, whatever probe waits for them ends), and the module unloaded.
     """
     drive = Drive()
     drive.disk = True
     drive.start()
     time.sleep(3)  # scanned by now: INQUIRY answered, whatever probes it is waiting
     started = time.monotonic()
-    load = subprocess.run(["timeout", str(args.seconds), "modprobe", args.module], check=False)
-    took = round(time.monotonic() - started, 3)
+    load = subprocess.Popen(["modprobe", args.module])
+    took: float | None = None
+    try:
+        rc: int | None = load.wait(args.seconds)
+        took = round(time.monotonic() - started, 3)
+    except subprocess.TimeoutExpired:
+        rc = None
     address = drive.address()
     unanswered = len([r for r in drive.received if r["op"] != 0x12])
     drive.close()
+    if rc is None:
+        rc = load.wait(120)
     subprocess.run(["modprobe", "-r", args.module], check=False)
-    return {"modprobe_s": took, "rc": load.returncode, "waited_s": args.seconds,
+    return {"modprobe_s": took, "rc": rc, "waited_s": args.seconds,
             "drive": address, "unanswered": unanswered}  # fmt: skip
 
 
