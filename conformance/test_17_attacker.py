@@ -449,6 +449,26 @@ def test_a_drive_that_never_answers_its_scan_does_not_hold_up_another(
     )
 
 
+def test_a_held_drive_keeps_its_device_number_until_its_host_is_freed(seat: Seat) -> None:
+    """The seat user holds a drive's /dev/srN, closes its fd, opens another: a new number.
+
+    Each fd has a SCSI host of its own, capped by device numbers (240); a
+    held node keeps a closed drive's host (its error handler thread, its
+    workqueue) alive after its removal.  Were its number free again, a user
+    who repeats this would make hosts without end.
+    """
+    if sr_uaf_reachable(seat.cell.guest, claims_mrw=False):
+        pytest.skip(f"{UNSAFE}: attacker/test_an_mrw_drive_held_open_* shows it under KASAN")
+    out = seat.run("pin")
+    if not out["host_removed"] and out["same_host"]:
+        pytest.skip("this module puts every drive on one host: no host outlives its fd")
+    assert out["host_removed"], f"the closed drive's host was never removed: {out}"
+    assert out["second_num"] != out["first_num"], (
+        f"device number {out['first_num']} was handed out again while the host of the drive "
+        "that had it was still held"
+    )
+
+
 def test_a_drive_that_claims_to_be_a_disk_cannot_hold_up_module_loads(
     seat: Seat, record_property: pytest.RecordProperty
 ) -> None:

@@ -420,6 +420,30 @@ def mode_scan(args: argparse.Namespace) -> dict[str, Any]:
     return {"attached_s": attached, "waited_s": args.seconds, **addresses}
 
 
+def mode_pin(args: argparse.Namespace) -> dict[str, Any]:
+    """A drive's /dev/srN held open past its fd's close: is its device number handed out meanwhile?
+
+    The held node keeps the closed drive's SCSI host alive (its error
+    handler thread, its workqueue), removed but not freed.  The module caps
+    how many hosts exist by device numbers, so a number must stay taken
+    until its host is freed: else a user who holds each drive's node and
+    closes its fd, over and over, makes hosts without end.
+    """
+    first = Drive().start()
+    first_num = first.devnum()
+    host = first.address().split(":")[0]
+    held = open_when_allowed(first.node("block"))
+    first.close()
+    removed = wait_for(f"/sys/class/scsi_host/host{host}", 15, gone=True)
+    second = Drive().start()
+    second_num = second.devnum()
+    same_host = second.address().split(":")[0] == host
+    second.close()
+    os.close(held)
+    return {"first_num": first_num, "second_num": second_num, "host_removed": removed,
+            "same_host": same_host}  # fmt: skip
+
+
 def mode_disk(args: argparse.Namespace) -> dict[str, Any]:
     """A drive that claims to be a disk, then answers nothing: does loading a module wait for it?
 
@@ -482,9 +506,10 @@ def mode_flood(args: argparse.Namespace) -> dict[str, Any]:
     return {"count": args.count, "good": results.count(f"read {BLOCK}")}
 
 
-def wait_for(path: str, timeout: float) -> bool:
+def wait_for(path: str, timeout: float, gone: bool = False) -> bool:
+    """Whether ``path`` exists (or, with ``gone``, no longer does) within ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
+    while os.path.exists(path) == gone:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -656,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--after", required=True, help="check the buffer once this file exists")
     p = sub.add_parser("scan")
     p.add_argument("--seconds", type=float, default=15.0)
+    sub.add_parser("pin")
     p = sub.add_parser("disk")
     p.add_argument("--module", required=True, help="a module not loaded, to load meanwhile")
     p.add_argument("--seconds", type=float, default=20.0)
@@ -678,7 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
     modes = {"serve": mode_serve, "backing": mode_backing, "reuse": mode_reuse,
-             "scan": mode_scan, "disk": mode_disk, "probe": mode_probe, "flood": mode_flood,
+             "scan": mode_scan, "disk": mode_disk, "pin": mode_pin,
+             "probe": mode_probe, "flood": mode_flood,
              "pread": mode_pread, "watch": mode_watch, "fuzz": mode_fuzz}  # fmt: skip
     print(json.dumps(modes[args.mode](args)), flush=True)
     return 0
