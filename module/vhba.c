@@ -224,6 +224,7 @@ struct vhba_host {
 	unsigned int nr_slots;
 	unsigned int direct_max;	/* most slots direct works may hold */
 	unsigned int num;		/* device number */
+	unsigned int *num_res;		/* frees it once the host is freed */
 	struct kref ref;
 	struct work_struct add_work;	/* adds the SCSI device, once */
 	struct work_struct remove_work;	/* removes the host, after close */
@@ -1445,19 +1446,22 @@ static void vhba_remove_work(struct work_struct *work)
 
 	cancel_work_sync(&vhost->add_work);
 	scsi_remove_host(vhost->shost);
+	/*
+	 * Only now: device_del() releases what a device without a driver
+	 * holds; what is added after it goes with the device's release.
+	 */
+	devres_add(&vhost->shost->shost_gendev, vhost->num_res);
 	vhba_host_put(vhost);
 }
 
 /*
- * Release action of a host's device: the host is about to be freed, so its
- * device number is free again.  Runs in device_release(), whichever put
- * was the last.
+ * Release action of a removed host's device: the host is about to be
+ * freed, so its device number @res is free again.  Runs in
+ * device_release(), from whichever put was the last.
  */
-static void vhba_host_gone(void *data)
+static void vhba_host_gone(struct device *dev, void *res)
 {
-	struct vhba_host *vhost = data;
-
-	vhba_ida_free(&vhba_devnums, vhost->num);
+	vhba_ida_free(&vhba_devnums, *(unsigned int *)res);
 }
 
 /*
@@ -1470,6 +1474,7 @@ static struct vhba_host *vhba_host_new(struct device *parent,
 	unsigned int nr_slots, max_sectors, i;
 	struct Scsi_Host *shost;
 	struct vhba_host *vhost;
+	unsigned int *num_res;
 	int num, ret;
 
 	nr_slots = clamp(vhba_can_queue, 1, VHBA_CAN_QUEUE_MAX);
@@ -1479,21 +1484,18 @@ static struct vhba_host *vhba_host_new(struct device *parent,
 	num = vhba_ida_alloc(&vhba_devnums, VHBA_MAX_DEVICES - 1);
 	if (num < 0)
 		return ERR_PTR(num == -ENOSPC ? -EBUSY : num);
+	ret = -ENOMEM;
+	num_res = devres_alloc(vhba_host_gone, sizeof(*num_res), GFP_KERNEL);
+	if (!num_res)
+		goto err_free_num;
+	*num_res = num;
 	shost = scsi_host_alloc(&vhba_template, sizeof(*vhost) +
 				nr_slots * sizeof(vhost->slots[0]));
-	if (!shost) {
-		vhba_ida_free(&vhba_devnums, num);
-		return ERR_PTR(-ENOMEM);
-	}
+	if (!shost)
+		goto err_free_res;
 	vhost = shost_priv(shost);
 	vhost->num = num;
-	ret = devm_add_action(&shost->shost_gendev, vhba_host_gone, vhost);
-	if (ret) {
-		scsi_host_put(shost);
-		vhba_ida_free(&vhba_devnums, num);
-		return ERR_PTR(ret);
-	}
-	/* from here on, the number goes with the host */
+	vhost->num_res = num_res;
 
 	shost->max_channel = 0;
 	shost->max_id = 1;
@@ -1526,11 +1528,17 @@ static struct vhba_host *vhba_host_new(struct device *parent,
 	}
 
 	ret = scsi_add_host(shost, parent);
-	if (ret) {
-		scsi_host_put(shost);
-		return ERR_PTR(ret);
-	}
+	if (ret)
+		goto err_put_host;
 	return vhost;
+
+err_put_host:
+	scsi_host_put(shost);
+err_free_res:
+	devres_free(num_res);
+err_free_num:
+	vhba_ida_free(&vhba_devnums, num);
+	return ERR_PTR(ret);
 }
 
 /*
