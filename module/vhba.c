@@ -223,8 +223,7 @@ struct vhba_host {
 	/* constant after vhba_host_new() */
 	unsigned int nr_slots;
 	unsigned int direct_max;	/* most slots direct works may hold */
-	unsigned int num;		/* device number */
-	unsigned int *num_res;		/* frees it once the host is freed */
+	unsigned int *num_res;		/* device number, freed with the host */
 	struct kref ref;
 	struct work_struct add_work;	/* adds the SCSI device, once */
 	struct work_struct remove_work;	/* removes the host, after close */
@@ -1393,7 +1392,7 @@ static long vhba_ctl_ioctl(struct file *file, unsigned int cmd,
 	case VHBA_CTL_GET_ADDRESS:
 		return vhba_ctl_get_address(vdev, uarg);
 	case VHBA_CTL_GET_DEVNUM:
-		return put_user(vdev->vhost->num, uarg);
+		return put_user(*vdev->vhost->num_res, uarg);
 	case VHBA_CTL_SET_DIRECT_READ:
 		return vhba_ctl_set_direct_read(vdev, (void __user *)arg);
 	default:
@@ -1494,7 +1493,6 @@ static struct vhba_host *vhba_host_new(struct device *parent,
 	if (!shost)
 		goto err_free_res;
 	vhost = shost_priv(shost);
-	vhost->num = num;
 	vhost->num_res = num_res;
 
 	shost->max_channel = 0;
