@@ -164,6 +164,40 @@ def test_a_guest_killed_mid_cell_is_one_error_the_rest_skip_and_no_qemu_is_left(
     assert not _qemu_pids(str(tmp_path)), "a QEMU of the broken cell is still running"
 
 
+def test_a_run_stopped_by_sigterm_reports_what_ran_and_leaves_no_qemu(tmp_path: Path) -> None:
+    """A CI engine cancels a job with SIGTERM to the run's own process: the run
+    writes its report (the cut cell an ERROR, never a pass) and stops its guests."""
+    cell = f"{REFERENCE_KERNEL}-ours-ours"
+    cmd = [*VHBA_LAB, "run", "--quick", "--reports", str(tmp_path), "--cell", cell,
+           "-k", "spc or mmc"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    signalled = False
+    try:
+        deadline = time.monotonic() + 1500
+        while time.monotonic() < deadline and proc.poll() is None:
+            records = list(tmp_path.glob(f"*/cells/{cell}/tests.jsonl"))
+            if records and len(records[0].read_text().splitlines()) >= 3:
+                proc.send_signal(signal.SIGTERM)
+                signalled = True
+                break
+            time.sleep(0.5)
+        output, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert signalled, "the cell never got to its third test"
+    assert proc.returncode == 2, output[-3000:]
+    assert "run interrupted: reporting what ran" in output, output[-3000:]
+    run = load_run(tmp_path / "latest")
+    (result,) = run.cells
+    assert result.overall.value == "error", (result.overall, result.message)
+    assert result.message is not None and result.message.startswith("unfinished: ")
+    assert "(the run was interrupted)" in result.message
+    assert result.tests and not [t for t in result.tests if t.status.value == "fail"]
+    assert (tmp_path / "latest" / "index.html").exists()
+    assert not _qemu_pids(str(tmp_path)), "a QEMU of the stopped cell is still running"
+
+
 def test_cells_run_apart_and_merged_equal_one_joint_run(tmp_path: Path) -> None:
     """What the CI engines do (one job per cell, then merge) gives the joint run's verdicts."""
     cells = [f"{REFERENCE_KERNEL}-ours-ours", f"{REFERENCE_KERNEL}-ours-cdemu"]

@@ -102,6 +102,24 @@ def test_a_cell_that_never_started_still_names_its_kernel(tmp_path: Path) -> Non
     assert cell.kernel == facts and cell.status is Status.ERROR
 
 
+def test_a_cell_cut_short_is_an_error_not_a_pass(tmp_path: Path) -> None:
+    """A run stopped mid-cell (SIGTERM, Ctrl-C) leaves a cell whose tests so far
+    passed, and whose teardown may even have run: it must not look green."""
+    spec = CellSpec("6.12")
+    cut = _cell_result(spec, _cell_dir(tmp_path / "a", INFO, [TEST]), TCG, expected=3,
+                       interrupted=True)  # fmt: skip
+    assert cut.status is Status.ERROR and cut.overall is Status.ERROR
+    assert cut.message == "unfinished: 1 of 3 tests ran (the run was interrupted)"
+    died = _cell_result(spec, _cell_dir(tmp_path / "b", INFO, [TEST]), TCG, expected=2)
+    assert died.message == "unfinished: 1 of 2 tests ran (its worker stopped early)"
+    never = _cell_result(spec, _cell_dir(tmp_path / "c", None, []), TCG, expected=3,
+                         interrupted=True)  # fmt: skip
+    assert never.status is Status.ERROR
+    assert never.message == "not run: the run was interrupted before this cell started"
+    whole = _cell_result(spec, _cell_dir(tmp_path / "d", INFO, [TEST]), TCG, expected=1)
+    assert whole.status is Status.PASS and whole.message is None
+
+
 def test_reproducer_names_the_cell_test_and_faults() -> None:
     spec = CellSpec("7.3")
     faulty = RunConfig(cells=(), responder_faults=("capacity:blocks=1000",))
