@@ -43,6 +43,7 @@ from lab.report.results import (
 from lab.report.write import write_report
 from lab.run import records
 from lab.run.config import RunConfig
+from lab.run.interrupt import termination_interrupts
 from lab.run.progress import MatrixProgress
 
 CONFORMANCE_DIR = repo_root() / "conformance"
@@ -118,10 +119,16 @@ def _cell_result(
     cell_dir: Path,
     config: RunConfig,
     known_kernel: dict[str, str] | None = None,
+    *,
+    expected: int = 0,
+    interrupted: bool = False,
 ) -> Cell:
     """The Cell for what ``cell_dir`` holds.  ``known_kernel`` (from the catalogue)
     describes the kernel of a cell that never got far enough to write it (an
-    interrupted run), so the report still lists that cell."""
+    interrupted run), so the report still lists that cell.  ``expected`` is how
+    many tests the run gave the cell (0: not known): a cell with fewer records
+    was cut short (``interrupted``: by a signal to the run) and is an ERROR, even
+    if every test it ran passed and its teardown ran."""
     info: dict = {}
     if (cell_dir / "cell.json").exists():
         info = json.loads((cell_dir / "cell.json").read_text())
@@ -131,7 +138,9 @@ def _cell_result(
         kernel = known_kernel or {"series": spec.kernel}
     status = Status.PASS
     message = None
-    if not info:
+    if not info and interrupted:
+        status, message = Status.ERROR, "not run: the run was interrupted before this cell started"
+    elif not info:
         status, message = Status.ERROR, "the cell left no results (harness crashed?)"
     elif info.get("loss"):
         loss = CellLoss.from_json(info["loss"])
@@ -140,6 +149,9 @@ def _cell_result(
         status, message = Status.ERROR, "cell set-up failed in the harness; see its tests' logs"
     elif info.get("broken"):
         status, message = Status.FAIL, info["broken"]
+    elif len(tests) < expected:
+        why = "the run was interrupted" if interrupted else "its worker stopped early"
+        status, message = Status.ERROR, f"unfinished: {len(tests)} of {expected} tests ran ({why})"
     return Cell(
         cell_id=spec.cell_id,
         kernel={k: str(v) for k, v in kernel.items() if v is not None},
@@ -320,19 +332,42 @@ def run_matrix(
             expected,
             listed=_listed_as_known(ctx, cells, config, entries),
         )
-        pytest.main(args, plugins=[progress])
+        with termination_interrupts() as termination:
+            outcome = pytest.main(args, plugins=[progress])
+            termination.hold()  # what is left is the report: a second signal waits for it
+            planned = {s.cell_id: progress.cells[s.cell_id].total for s in cells}
+            interrupted = outcome == pytest.ExitCode.INTERRUPTED
+            return _report(ctx, config, run_dir, started, previous, entries, planned, interrupted)
+
+
+def _report(
+    ctx: LabContext,
+    config: RunConfig,
+    run_dir: Path,
+    started: dt.datetime,
+    previous: Run | None,
+    entries: list[KnownFailure],
+    planned: dict[str, int],
+    interrupted: bool,
+) -> Run:
+    """Turn what the cells left in ``run_dir`` into the run's results and report;
+    ``planned`` is how many tests each cell was given."""
+    if interrupted:
+        ctx.say("run interrupted: reporting what ran")
     cell_results = [
-        _cell_result(s, run_dir / "cells" / s.cell_id, config, _kernel_facts(ctx, s)) for s in cells
-    ]
+        _cell_result(s, run_dir / "cells" / s.cell_id, config, _kernel_facts(ctx, s),
+                     expected=planned.get(s.cell_id, 0), interrupted=interrupted)
+        for s in config.specs()
+    ]  # fmt: skip
     run = Run(
-        run_id=run_id,
+        run_id=run_dir.name,
         started=started,
         finished=dt.datetime.now(dt.timezone.utc),
         host=_host_info(),
         cells=cell_results,
     )
     run = known_failures.apply(run, entries, dt.date.today())
-    for entry in known_failures.now_passing(run, entries):
+    for entry in [] if interrupted else known_failures.now_passing(run, entries):
         ctx.say(
             f"  note: known failure {entry.test} ({entry.source}) passed wherever it applies "
             "in this run: the bug may be fixed; remove the entry"
