@@ -23,6 +23,7 @@ worker that ran the test into ``<run-dir>/cells/<cell>/tests.jsonl``; the
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from lab.errors import GuestLostError
 from lab.report.results import clean_measurements
 from lab.run import records
 from lab.run.config import RunConfig
+from lab.run.interrupt import termination_interrupts
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -75,6 +77,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "xdist_group(name): keep a cell's tests on one xdist worker",
     ):
         config.addinivalue_line("markers", line)
+    if hasattr(config, "workerinput"):
+        # A CI engine that cancels a job signals the whole process group: a worker
+        # then stops as on Ctrl-C, so its cell's teardown stops QEMU and keeps the
+        # logs (the runner's own process does the same in lab.run.runner).
+        stack = contextlib.ExitStack()
+        stack.enter_context(termination_interrupts())
+        config.add_cleanup(stack.close)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
