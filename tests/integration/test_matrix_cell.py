@@ -126,30 +126,42 @@ def test_a_boot_that_keeps_panicking_is_one_error_with_both_serial_logs(tmp_path
     assert "--boot-fault panic" in result.reproducer
 
 
-def test_a_guest_killed_mid_cell_is_one_error_the_rest_skip_and_no_qemu_is_left(
-    tmp_path: Path,
-) -> None:
+def _act_at_third_test(tmp_path: Path, act: Callable[[subprocess.Popen[str], Path], bool]) -> str:
+    """Run the reference cell's spc and mmc tests into ``tmp_path``; once its third
+    test is recorded, call ``act(run process, cell directory)`` (which says whether
+    it acted), let the run end, and return its output."""
     cell = f"{REFERENCE_KERNEL}-ours-ours"
     cmd = [*VHBA_LAB, "run", "--quick", "--reports", str(tmp_path), "--cell", cell,
            "-k", "spc or mmc"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    killed: list[int] = []
+    acted = False
     try:
         deadline = time.monotonic() + 1500
         while time.monotonic() < deadline and proc.poll() is None:
             records = list(tmp_path.glob(f"*/cells/{cell}/tests.jsonl"))
             if records and len(records[0].read_text().splitlines()) >= 3:
-                killed = _qemu_pids(str(records[0].parent))
-                for pid in killed:
-                    os.kill(pid, signal.SIGKILL)
+                acted = act(proc, records[0].parent)
                 break
             time.sleep(0.5)
         output, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert killed, "the cell never got to its third test"
+    assert acted, f"the cell never got to its third test:\n{output[-3000:]}"
     assert proc.returncode == 2, output[-3000:]
+    return output
+
+
+def test_a_guest_killed_mid_cell_is_one_error_the_rest_skip_and_no_qemu_is_left(
+    tmp_path: Path,
+) -> None:
+    def kill_qemu(proc: subprocess.Popen[str], cell_dir: Path) -> bool:
+        killed = _qemu_pids(str(cell_dir))
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        return bool(killed)
+
+    _act_at_third_test(tmp_path, kill_qemu)
     run = load_run(tmp_path / "latest")
     (result,) = run.cells
     errors = [t for t in result.tests if t.status.value == "error"]
@@ -167,26 +179,12 @@ def test_a_guest_killed_mid_cell_is_one_error_the_rest_skip_and_no_qemu_is_left(
 def test_a_run_stopped_by_sigterm_reports_what_ran_and_leaves_no_qemu(tmp_path: Path) -> None:
     """A CI engine cancels a job with SIGTERM to the run's own process: the run
     writes its report (the cut cell an ERROR, never a pass) and stops its guests."""
-    cell = f"{REFERENCE_KERNEL}-ours-ours"
-    cmd = [*VHBA_LAB, "run", "--quick", "--reports", str(tmp_path), "--cell", cell,
-           "-k", "spc or mmc"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    signalled = False
-    try:
-        deadline = time.monotonic() + 1500
-        while time.monotonic() < deadline and proc.poll() is None:
-            records = list(tmp_path.glob(f"*/cells/{cell}/tests.jsonl"))
-            if records and len(records[0].read_text().splitlines()) >= 3:
-                proc.send_signal(signal.SIGTERM)
-                signalled = True
-                break
-            time.sleep(0.5)
-        output, _ = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert signalled, "the cell never got to its third test"
-    assert proc.returncode == 2, output[-3000:]
+
+    def terminate(proc: subprocess.Popen[str], cell_dir: Path) -> bool:
+        proc.send_signal(signal.SIGTERM)
+        return True
+
+    output = _act_at_third_test(tmp_path, terminate)
     assert "run interrupted: reporting what ran" in output, output[-3000:]
     run = load_run(tmp_path / "latest")
     (result,) = run.cells
