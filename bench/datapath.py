@@ -127,7 +127,15 @@ METRICS: dict[str, dict[str, str]] = {
                        "what": "median SG_IO TEST UNIT READY round trip (sglat, 1000 cmds)"},
     "read2k_latency_us": {"unit": "us", "better": "lower",
                           "what": "median SG_IO READ(10) 1 block round trip (sglat, 1000 cmds)"},
+    # What a drive costs to bring up (our module: a SCSI host per open, upstream:
+    # one host for all); vhba stacks only, the module already loaded.
+    "attach_s": {"unit": "s", "better": "lower",
+                 "what": "start the drive program with the ISO until its sr node has the medium"},
+    "attach16_s": {"unit": "s", "better": "lower",
+                   "what": "the same with 16 drives of the ISO, until all 16 have it (opt-in)"},
 }  # fmt: skip
+DEFAULT_METRICS = [m for m in METRICS if m != "attach16_s"]  # 16 drives: ~1 min a stack (TCG)
+MANY_DRIVES = 16
 FIO_JOBS = {
     "rand4k_qd1_iops": ("4k", 1),
     "rand4k_qd32_iops": ("4k", 32),
@@ -161,6 +169,7 @@ class DataPathBench:
         self.loaded: tuple[str, str] | None = None  # (module, params) in the guest
         self.scsi_debug: str | None = None  # which scsi_debug flavour is loaded
         self.drive: Drive | None = None
+        self.attached_s: float | None = None  # what the last activate() took to start the drive
         self.broken: dict[str, str] = {}
         self.guest_iso = f"{GUEST_RAM}/bench.iso" if args.backing == "tmpfs" else GUEST_ISO_DISK
 
@@ -257,11 +266,6 @@ class DataPathBench:
         load_module(self.guest, self.kos[module], params)
         self.loaded = want
 
-    def _start_ours(self, trace: bool, extra: tuple[str, ...] = ()) -> list[DriveNode]:
-        """Traced: exactly what the lab's cells run; untraced: a user's plain invocation."""
-        self.drive = OurResponder(self.guest)
-        return self.drive.start([self.guest_iso], trace=trace, extra_args=extra)
-
     def _ensure_scsi_debug(self, flavour: str) -> DriveNode:
         if self.scsi_debug != flavour:
             self.guest.run(["rmmod", "scsi_debug"], check=False)
@@ -279,22 +283,47 @@ class DataPathBench:
             self.scsi_debug = flavour
         return self.block_node(self.find("Linux", "scsi_debug"))
 
+    def _start_drives(self, stack: Stack, count: int) -> tuple[list[DriveNode], float]:
+        """Start ``stack``'s drive program with the ISO in ``count`` drives; their nodes
+        and the seconds until every one of them has the whole medium."""
+        assert stack.drive
+        media: list[str | None] = [self.guest_iso] * count
+        timeout = 60.0 + 10.0 * count
+        started = time.monotonic()
+        if stack.drive == "cdemu":
+            self.drive = CdemuDaemon(self.guest)
+            nodes = self.drive.start(media, timeout=timeout)
+        else:
+            ours = self.drive = OurResponder(self.guest)
+            # Traced: exactly what the lab's cells run; untraced: a user's plain invocation.
+            nodes = ours.start(media, timeout=timeout, trace=stack.drive == "ours-trace",
+                               extra_args=stack.responder_args)  # fmt: skip
+        for node in nodes:
+            self.wait_capacity(node.sr)
+        return nodes, round(time.monotonic() - started, 3)
+
     def activate(self, stack: Stack) -> DriveNode:
+        self.attached_s = None
         if stack.kind == "vhba":
-            assert stack.module and stack.drive
+            assert stack.module
             self._ensure_module(stack.module, stack.params)
-            if stack.drive == "cdemu":
-                self.drive = CdemuDaemon(self.guest)
-                nodes = self.drive.start([self.guest_iso], timeout=60)
-            else:
-                nodes = self._start_ours(stack.drive == "ours-trace", stack.responder_args)
-            node = nodes[0]
-        elif stack.kind == "qemu":
+            nodes, self.attached_s = self._start_drives(stack, 1)
+            return nodes[0]
+        if stack.kind == "qemu":
             node = self.block_node(self.find("QEMU"))
         else:
             node = self._ensure_scsi_debug(stack.kind)
         self.wait_capacity(node.sr)
         return node
+
+    def attach_many(self, stack: Stack) -> tuple[float | None, dict[str, Any]]:
+        """Stop the one-drive program, start it with MANY_DRIVES drives (left running:
+        :meth:`deactivate` stops it)."""
+        self.deactivate()
+        nodes, seconds = self._start_drives(stack, MANY_DRIVES)
+        if len(nodes) != MANY_DRIVES:
+            raise StackError(f"{len(nodes)} drives came up, {MANY_DRIVES} were started")
+        return seconds, {"drives": len(nodes)}
 
     def data_check(self, node: DriveNode) -> str | None:
         """Does the device serve the ISO's bytes?  (First 32 MiB, buffered; None = yes.)
@@ -416,9 +445,13 @@ class DataPathBench:
             raise StackError(f"sglat {what}: {doc['errors']} of {doc['n']} commands failed")
         return doc["p50_us"], doc
 
-    def measure(self, node: DriveNode) -> dict[str, tuple[float | None, dict[str, Any]]]:
+    def measure(
+        self, stack: Stack, node: DriveNode
+    ) -> dict[str, tuple[float | None, dict[str, Any]]]:
         out: dict[str, tuple[float | None, dict[str, Any]]] = {}
         wanted = self.args.metrics
+        if stack.kind != "vhba":  # no drive program to start
+            wanted = [m for m in wanted if m not in ("attach_s", "attach16_s")]
         steps = {
             "seq_direct_128k_MBps": lambda: self.dd(node.sr, "128K"),
             "seq_direct_1m_MBps": lambda: self.dd(node.sr, "1M"),
@@ -427,6 +460,8 @@ class DataPathBench:
                for m, (bs, qd) in FIO_JOBS.items()},
             "tur_latency_us": lambda: self.latency(node.sg, "tur"),
             "read2k_latency_us": lambda: self.latency(node.sg, "read"),
+            "attach_s": lambda: (self.attached_s, {}),
+            "attach16_s": lambda: self.attach_many(stack),  # last: it replaces the drive
         }  # fmt: skip
         for metric, step in steps.items():
             if metric not in wanted:
@@ -540,7 +575,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         say(f"  {stack.name}: DATA MISMATCH: {bad}")
                     else:
                         res.setdefault("data_ok", True)
-                    measured = bench.measure(node)
+                    measured = bench.measure(stack, node)
                 except LabError as exc:
                     bench.broken[stack.name] = str(exc)[:800]
                     res["errors"].append(f"rep {rep + 1}: set-up failed: {str(exc)[:800]}")
@@ -624,7 +659,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--stacks", help="comma-separated stacks (default: the 7 standard ones); "
                    f"known: {','.join(STACKS)}")  # fmt: skip
-    p.add_argument("--metrics", help=f"comma-separated subset of: {','.join(METRICS)}")
+    p.add_argument("--metrics", help=f"comma-separated subset of: {','.join(METRICS)} "
+                   "(default: all but attach16_s)")  # fmt: skip
     p.add_argument("--reps", type=int, help="repetitions (default 3; --quick 1)")
     p.add_argument("--iso-mb", type=int, help="ISO file data in MiB (default 300; --quick 64)")
     p.add_argument("--fio-runtime", type=int, help="seconds per fio job (default 10; --quick 3)")
@@ -650,7 +686,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown stacks {unknown}; known: {', '.join(STACKS)}")
     args.stacks = stacks
-    metrics = args.metrics.split(",") if args.metrics else list(METRICS)
+    metrics = args.metrics.split(",") if args.metrics else DEFAULT_METRICS
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         p.error(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
