@@ -403,6 +403,7 @@ static bool vhba_slot_moved(struct vhba_host *vhost, struct vhba_slot *slot,
  */
 static void vhba_slot_wait(struct vhba_host *vhost, struct vhba_slot *slot,
 			   unsigned long *flags)
+	__must_hold(&vhost->lock)
 {
 	u32 tag = slot->tag;
 	enum vhba_slot_state state = slot->state;

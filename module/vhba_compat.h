@@ -20,6 +20,11 @@
 #define VHBA_KERNEL_SINCE(major, minor, sub) \
 	(KERNEL_VERSION(major, minor, sub) <= LINUX_VERSION_CODE)
 
+#if !VHBA_KERNEL_SINCE(3, 19, 0)
+/* 3.19: READ_ONCE() arrived; before it, ACCESS_ONCE() did the same for scalars */
+#define READ_ONCE(x) ACCESS_ONCE(x)
+#endif
+
 /* Hand a finished command back to the SCSI midlayer. */
 static inline void vhba_cmd_done(struct scsi_cmnd *cmd)
 {
@@ -212,6 +217,7 @@ static enum scsi_timeout_action vhba_eh_timed_out(struct scsi_cmnd *cmd)
 		return SCSI_EH_NOT_HANDLED;
 	}
 }
+
 #define VHBA_EH_TIMED_OUT	vhba_eh_timed_out
 #elif VHBA_KERNEL_SINCE(5, 10, 0)
 /*
@@ -227,6 +233,7 @@ static enum blk_eh_timer_return vhba_eh_timed_out(struct scsi_cmnd *cmd)
 		return BLK_EH_RESET_TIMER;
 	return BLK_EH_DONE;
 }
+
 #define VHBA_EH_TIMED_OUT	vhba_eh_timed_out
 #endif
 /*
