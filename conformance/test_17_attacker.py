@@ -769,3 +769,59 @@ def test_stalled_backing_cannot_wedge_abort_close_or_rmmod(
             rmmod_eventually(guest)
         restart_drive(seat.cell)
         guest.sh("chgrp cdrom /dev/vhba_ctl && chmod 0660 /dev/vhba_ctl", check=False)
+
+
+# Work items a module can hold on one CPU: a per-CPU workqueue's default limit
+# (WQ_DFL_ACTIVE: 256 in 5.10-6.x). Enough stalled direct reads to pass it on
+# every CPU, with a margin.
+WQ_ACTIVE = 256
+HOG_PER_DRIVE = 16  # our module's direct reads per drive (half its 32 slots)
+
+
+@pytest.mark.slow
+def test_stalled_direct_reads_cannot_hold_up_another_users_direct_reads(
+    fuse_backing: FuseBacking, seat: Seat
+) -> None:
+    """One seat user's drives whose backing never answers must not hold the direct
+    reads of another user's drive: on a workqueue shared by all drives, enough
+    stalled work items fill a CPU's share and the next ones wait for them."""
+    guest = seat.cell.guest
+    victim = seat.serve("victim", "--image", CD1, "--direct", user="root")
+    said = guest.run(["grep", "^direct ", "/tmp/attacker-victim.out"]).stdout.split()
+    if said[1:] == ["ENOTTY"]:
+        pytest.skip("the module has no direct reads (an extension of ours)")
+    cpus = int(guest.run(["nproc"]).stdout)
+    drives = -(-WQ_ACTIVE * cpus // HOG_PER_DRIVE) + 2
+    hog = ["runuser", "-u", SEAT_USER, "--", "python3", GUEST_ATTACKER, "hog",
+           "--image", fuse_backing.image, "--drives", str(drives),
+           "--per-drive", str(HOG_PER_DRIVE), "--go", "/tmp/hog.go"]  # fmt: skip
+    guest.sh(f"rm -f /tmp/hog.go; nohup {command_text(hog)} >/tmp/hog.out 2>&1 &")
+    try:
+        try:
+            guest.wait_for(["grep", "-q", "^opened", "/tmp/hog.out"], timeout=300)
+        except GuestWaitError:
+            out = guest.run(["cat", "/tmp/hog.out"], check=False).stdout
+            pytest.fail(f"the seat user's {drives} drives did not come up: {out[-800:]}")
+        fuse_backing.signal("USR1")  # the backing stalls from here
+        guest.run(["touch", "/tmp/hog.go"])
+        guest.wait_for(["grep", "-q", "^hogging", "/tmp/hog.out"], timeout=120)
+        slow = {}
+        for cpu in range(cpus):
+            dd = ["timeout", "60", "taskset", "-c", str(cpu), "dd", f"if={victim.sr}",
+                  "of=/dev/null", "bs=2048", "count=1", f"skip={7 + cpu}",
+                  "iflag=direct"]  # fmt: skip
+            started = time.monotonic()
+            result = guest.run(dd, timeout=90, check=False)
+            took = time.monotonic() - started
+            if result.rc != 0 or took > 10:
+                slow[cpu] = f"{took:.1f} s, rc {result.rc}: {result.stderr.strip()[-200:]}"
+        assert not slow, (
+            f"while a seat user's {drives} drives had {drives * HOG_PER_DRIVE} direct reads "
+            f"stalled on their backing, another drive's direct read on CPU n took: {slow}"
+        )
+    finally:
+        fuse_backing.signal("USR2")
+        guest.run(["pkill", "-TERM", "-f", f"{GUEST_ATTACKER} hog"], check=False)
+        if not _wait_gone(seat.cell, ["pgrep", "-f", f"{GUEST_ATTACKER} hog"], 120):
+            guest.run(["pkill", "-KILL", "-f", f"{GUEST_ATTACKER} hog"], check=False)
+        victim.stop()

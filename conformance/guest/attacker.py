@@ -506,6 +506,56 @@ def mode_flood(args: argparse.Namespace) -> dict[str, Any]:
     return {"count": args.count, "good": results.count(f"read {BLOCK}")}
 
 
+def mode_hog(args: argparse.Namespace) -> dict[str, Any]:
+    """Drives whose direct reads all go to one backing (the test stalls it), each
+    read by ``--per-drive`` O_DIRECT commands at once, the reading threads spread
+    over every CPU: the work items of a module's direct reads pile up on every
+    CPU.  Prints "opened" once the drives are up, reads once ``--go`` exists,
+    prints "hogging" once every read is issued, and returns when they end."""
+    drives = []
+    for _ in range(args.drives):
+        drive = Drive(args.image).start()
+        state = drive.set_direct(drive.image_fd, drive.blocks)
+        if state != "ok":
+            return {"error": f"direct reads refused: {state}"}
+        drives.append(drive)
+    fds = []
+    for drive in drives:
+        node = drive.node("block")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                fds += [os.open(node, os.O_RDONLY | os.O_DIRECT) for _ in range(args.per_drive)]
+                break
+            except PermissionError:  # a new node is root's until udev has applied its group
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    print("opened", flush=True)
+    if not wait_for(args.go, 120):
+        return {"error": "never told to read"}
+    cpus = sorted(os.sched_getaffinity(0))
+    results: list[str] = []
+
+    def one(index: int, fd: int) -> None:
+        os.sched_setaffinity(0, {cpus[index % len(cpus)]})  # this thread only
+        buf = mmap.mmap(-1, BLOCK)
+        try:
+            results.append(f"read {os.preadv(fd, [buf], (index % 64) * 4 * BLOCK)}")
+        except OSError as exc:
+            results.append(errname(exc))
+
+    threads = [threading.Thread(target=one, args=(i, fd), daemon=True) for i, fd in enumerate(fds)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2)
+    print("hogging", len(threads), flush=True)
+    deadline = time.monotonic() + args.seconds
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return {"reads": len(threads), "ended": len(results), "cpus": len(cpus)}
+
+
 def wait_for(path: str, timeout: float, gone: bool = False) -> bool:
     """Whether ``path`` exists (or, with ``gone``, no longer does) within ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -689,6 +739,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("node")
     p.add_argument("--count", type=int, default=64)
     p.add_argument("--go", required=True, help="read once this file exists")
+    p = sub.add_parser("hog")
+    p.add_argument("--image", required=True)
+    p.add_argument("--drives", type=int, required=True)
+    p.add_argument("--per-drive", type=int, default=16)
+    p.add_argument("--go", required=True, help="read once this file exists")
+    p.add_argument("--seconds", type=float, default=180.0, help="wait this long for the reads")
     p = sub.add_parser("watch")
     p.add_argument("node")
     p.add_argument("--seconds", type=float, required=True)
@@ -705,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     modes = {"serve": mode_serve, "backing": mode_backing, "reuse": mode_reuse,
              "scan": mode_scan, "disk": mode_disk, "pin": mode_pin,
-             "probe": mode_probe, "flood": mode_flood,
+             "probe": mode_probe, "flood": mode_flood, "hog": mode_hog,
              "pread": mode_pread, "watch": mode_watch, "fuzz": mode_fuzz}  # fmt: skip
     print(json.dumps(modes[args.mode](args)), flush=True)
     return 0
