@@ -240,6 +240,16 @@ static DEFINE_IDA(vhba_devnums);
 static struct workqueue_struct *vhba_host_wq;
 /* Runs direct reads; high priority, as a waiting reader is their only user. */
 static struct workqueue_struct *vhba_direct_wq;
+/*
+ * Direct reads queued or running, on all hosts.  vhba_direct_wq runs at
+ * most 256 work items a CPU (the default limit since 2.6.36; more on newer
+ * kernels) and holds newer ones back until one ends, so one user's drives
+ * with a stalled backing could fill a CPU's share and make every other
+ * drive's direct reads wait there until they time out.  Kept below that
+ * limit: past it, a READ goes to its responder like any other command.
+ */
+#define VHBA_DIRECT_INFLIGHT_MAX	128
+static atomic_t vhba_direct_inflight = ATOMIC_INIT(0);
 
 static int vhba_can_queue = VHBA_CAN_QUEUE_DEF;
 module_param_named(can_queue, vhba_can_queue, int, 0444);
@@ -634,6 +644,7 @@ static void vhba_direct_work(struct work_struct *work)
 	spin_lock_irqsave(&vhost->lock, flags);
 	slot->work_busy = false;
 	vhost->direct_busy--;
+	atomic_dec(&vhba_direct_inflight);
 	switch (slot->state) {
 	case VHBA_SLOT_ORPHAN:
 		slot->backing = NULL;
@@ -710,7 +721,9 @@ static int vhba_queue_cmd(struct Scsi_Host *shost, struct scsi_cmnd *cmd)
 		 * has slots for the commands that are not READs.
 		 */
 		if (vdev->backing && vhost->direct_busy < vhost->direct_max &&
-		    vhba_direct_match(vdev->backing, cmd, &slot->pos)) {
+		    vhba_direct_match(vdev->backing, cmd, &slot->pos) &&
+		    atomic_add_unless(&vhba_direct_inflight, 1,
+				      VHBA_DIRECT_INFLIGHT_MAX)) {
 			slot->state = VHBA_SLOT_DIRECT;
 			slot->backing = vdev->backing;
 			slot->len = scsi_bufflen(cmd);
