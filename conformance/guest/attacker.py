@@ -522,7 +522,7 @@ def mode_hog(args: argparse.Namespace) -> dict[str, Any]:
     fds = []
     for drive in drives:
         node = drive.node("block")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # udev takes its time with dozens of new drives
         while True:
             try:
                 fds += [os.open(node, os.O_RDONLY | os.O_DIRECT) for _ in range(args.per_drive)]
