@@ -221,8 +221,9 @@ def cdrom_props(guest: Guest, sr: str) -> dict[str, str]:
 
 
 def wait_props(guest: Guest, sr: str, want: dict[str, str | None], timeout: float = 15.0) -> dict:
-    """Poll udev until every ``want`` key has its value (None: the key is absent)."""
-    deadline = time.monotonic() + timeout
+    """Poll udev until every ``want`` key has its value (None: the key is absent);
+    ``timeout`` times the guest's patience (a debug kernel's udev is slower)."""
+    deadline = time.monotonic() + timeout * guest.patience
     while True:
         props = udev_props(guest, sr)
         if all(props.get(k) == v for k, v in want.items()) or time.monotonic() > deadline:

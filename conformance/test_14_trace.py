@@ -112,7 +112,8 @@ def test_mount_sequence_matches_golden(cell: CellEnv, drive: DriveNode) -> None:
     g = cell.guest
     # Settle first: a pending revalidation would add READ CAPACITY and friends.
     getsize = command_text(["blockdev", "--getsize64", drive.sr])
-    g.sh(f"udevadm settle -t 20; {getsize}; sleep 1", timeout=60, check=False)
+    g.settle()
+    g.sh(f"{getsize}; sleep 1", timeout=60, check=False)
     mnt = "/mnt/conf-trace"
     start = _now(cell)
     g.sh(

@@ -339,6 +339,9 @@ def test_rmmod_races_closes_and_completions(seat: Seat) -> None:
     guest = seat.cell.guest
     assert seat.cell.drive is not None
     image = _seat_readable_image(seat.cell)
+    # Past this an rmmod counts as hung; SIGKILL cannot cut one short inside the
+    # kernel, so a slow one (a debug kernel's) needs the guest's patience.
+    rmmod_limit = round(10 * guest.patience)
     seat.cell.drive.stop()
     try:
         for round_ in range(3):
@@ -351,7 +354,8 @@ def test_rmmod_races_closes_and_completions(seat: Seat) -> None:
             # after the kill, while the closes and completions are still running.
             race = guest.sh(
                 f"{readers} sleep 0.3; {command_text(['pkill', '-KILL', '-f', SERVING])}; "
-                "for i in $(seq 100); do timeout -s KILL 10 rmmod vhba 2>/dev/null && exit 0; "
+                f"for i in $(seq 100); do timeout -s KILL {rmmod_limit} rmmod vhba 2>/dev/null "
+                "&& exit 0; "
                 "test $? = 137 && { echo HUNG; exit 1; }; sleep 0.1; done; exit 1",
                 timeout=120,
                 check=False,
@@ -519,6 +523,11 @@ def test_a_drive_that_claims_to_be_a_disk_cannot_hold_up_module_loads(
 HOST_BYTES = {0xD0: 0x000D0000, 0xD1: 0x000C0002, 0xD2: 0x000B0000, 0xD3: 0x07000002}
 SENSE_LENGTHS = {0xC0: 0, 0xC1: 1, 0xC2: 17, 0xC3: 18, 0xC4: 95, 0xC5: 96, 0xC6: 97,
                  0xC7: 252, 0xC8: 0xFFFFFFFF}  # fmt: skip
+# A hostile answer must end its command at once: well before the SG_IO timeout,
+# which a command the module dropped or the midlayer kept retrying runs into.
+# Not scaled by patience: on the debug kernel these round trips take < 0.1 s.
+PROBE_TIMEOUT_MS = 4000
+ANSWERED_S = 3.0
 
 
 @pytest.mark.slow
@@ -529,7 +538,9 @@ def test_status_word_cannot_set_host_or_driver_bytes(seat: Seat) -> None:
     )
     results = {}
     for op in HOST_BYTES:
-        results[op] = seat.probe(served.sg, f"{op:02x}000000000000000000", timeout_ms=4000)
+        results[op] = seat.probe(
+            served.sg, f"{op:02x}000000000000000000", timeout_ms=PROBE_TIMEOUT_MS
+        )
     served.stop()
     deliveries = {op: 0 for op in HOST_BYTES}
     for record in served.records():
@@ -538,7 +549,7 @@ def test_status_word_cannot_set_host_or_driver_bytes(seat: Seat) -> None:
     for op, word in HOST_BYTES.items():
         got = results[op]
         assert "error" not in got, got
-        assert deliveries[op] <= 1 and got["seconds"] < 2, (
+        assert deliveries[op] <= 1 and got["seconds"] < ANSWERED_S, (
             f"status word {word:#010x}: the command reached the responder "
             f"{deliveries[op]} times in {got['seconds']} s (host byte {got['host']:#x})"
         )
@@ -550,8 +561,8 @@ def test_status_word_cannot_set_host_or_driver_bytes(seat: Seat) -> None:
 def test_sense_lengths_at_every_boundary(seat: Seat) -> None:
     served = seat.serve("sense", *[f"--hostile={op:#x}:2:{n}" for op, n in SENSE_LENGTHS.items()])
     for op, declared in SENSE_LENGTHS.items():
-        got = seat.probe(served.sg, f"{op:02x}000000000000000000", timeout_ms=4000)
-        assert "error" not in got and got["seconds"] < 2, (declared, got)
+        got = seat.probe(served.sg, f"{op:02x}000000000000000000", timeout_ms=PROBE_TIMEOUT_MS)
+        assert "error" not in got and got["seconds"] < ANSWERED_S, (declared, got)
         assert got["sense_len"] <= 96, f"declared {declared}: {got['sense_len']} sense bytes"
         if declared >= 18:
             assert got["status"] == 2 and got["sense_len"] >= 18, (declared, got)
@@ -579,6 +590,7 @@ def test_random_campaign(
     record_property("seed", seed)
     print(f"random campaign seed {seed}")
     out = seat.run("fuzz", "--seed", str(seed), "--ops", "20000", "--seconds", "60", timeout=180)
+    record_property("ops", out["ops"])
     assert out["ops"] >= 1000, f"seed {seed}: only {out['ops']} calls in 60 s: {out}"
     read = seat.cell.guest.run(
         ["dd", f"if={drive.sr}", "of=/dev/null", "bs=2048", "count=16", "iflag=direct"],

@@ -316,7 +316,7 @@ class CdemuDaemon:
             f"--num-devices={count}", f"--logfile={LOGS}/cdemu-daemon.log",
         ]  # fmt: skip
         self.guest.sh(f"({command_text(daemon)} </dev/null >{LOGS}/stdout.log 2>&1 &)")
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * self.guest.patience
         while self._cdemu("status", check=False).rc != 0:
             if time.monotonic() > deadline:
                 raise GuestCommandError("cdemu-daemon did not answer on its session bus")
