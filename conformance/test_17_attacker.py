@@ -297,6 +297,43 @@ def test_given_up_read_is_never_handed_out(seat: Seat) -> None:
     )
 
 
+# The READ's own timeout in the reset test: a module that loses the command at
+# the reset leaves it until then; one that ends it is read again in seconds.
+RESET_READ_TIMEOUT_S = 60
+
+
+@pytest.mark.slow
+def test_a_reset_of_a_running_drive_loses_no_command(seat: Seat) -> None:
+    """root's device reset (SG_SCSI_RESET, sg_reset) outside error recovery.
+
+    The midlayer still waits for every command the drive holds, so the reset
+    must end them, as a real drive's reset does (the block layer then sends
+    them again), not just forget them: a forgotten READ would wait for its
+    own timeout (the issuer's choice, here 60 s) before anything retried it.
+    """
+    guest = seat.cell.guest
+    served, _ = _stall_a_read(seat, "reset", lba=555, timeout_s=RESET_READ_TIMEOUT_S)
+    inflight = f"/sys/block/{Path(served.sr).name}/inflight"  # "reads writes"
+    try:
+        # the READ must be in the drive's hands before the reset, not issued after it
+        guest.wait_for(["sh", "-c", f'read r w < {inflight} && [ "$r" -ge 1 ]'], timeout=30)
+        reset = guest.run(["sg_reset", "-d", served.sg], timeout=60, check=False)
+        served.resume()
+        finished = _wait_for_file(seat.cell, "/tmp/reset.go.done", 2 * RESET_READ_TIMEOUT_S)
+    finally:
+        _end_stalled_read(seat, served, "reset", wait_s=20)
+    # A module without a device reset handler fails the reset (upstream's): it then
+    # keeps the READ, and the responder serves it when it reads again.
+    said = f"sg_reset rc {reset.rc} {reset.stderr.strip()[-200:]}"
+    assert finished, f"the READ had not ended {2 * RESET_READ_TIMEOUT_S} s after the reset"
+    out = json.loads(guest.run(["tail", "-1", "/tmp/reset.out"]).stdout)
+    assert out["outcome"] == "read 2048" and out["seconds"] < RESET_READ_TIMEOUT_S / 2, (
+        f"a READ in flight at a device reset ended {out['outcome']} after {out['seconds']} s "
+        f"(its timeout: {RESET_READ_TIMEOUT_S} s): the reset dropped it instead of ending it "
+        f"({said})"
+    )
+
+
 @pytest.mark.slow
 def test_device_number_reuse_never_leaks_commands(seat: Seat) -> None:
     """The next opener must never get commands sent to the closed fd's device."""
