@@ -28,8 +28,8 @@
  * here waits on either: a copy to or from userspace goes through a bounce
  * buffer and touches the command only under the lock, a direct read lands
  * in a buffer of its own, and a command that times out or that the
- * midlayer gives up on (abort, device or host reset, close) is taken away
- * from whoever holds it at once.
+ * midlayer gives up on (abort, close) is taken away from whoever holds it
+ * at once, as are the commands a device or host reset finds.
  * The only waits left are for the bounded steps that store data into a
  * command or complete it (FILLING, COMPLETING).
  *
@@ -659,7 +659,7 @@ static void vhba_direct_work(struct work_struct *work)
 		if (!ok || slot->vdev->backing != backing)
 			goto requeue;
 		break;
-	default:			/* close() is completing it */
+	default:			/* close() or a reset completes it */
 		slot->backing = NULL;
 		goto out_unlock;
 	}
@@ -853,29 +853,77 @@ static int vhba_abort(struct scsi_cmnd *cmd)
 }
 
 /*
- * Take away every command of @sdev, or of every device if @sdev is NULL.
- * The reset handlers' work: the error handler calls them once it has given
- * up on those commands, and after SUCCESS it completes or retries them
- * itself, so no slot may keep one.  Process context.
+ * Whether a reset may find commands in our slots that the midlayer has
+ * given up on, which it must then only take away.  Since 5.10
+ * vhba_timed_out() takes every timed-out command itself, so the error
+ * handler, which runs once all of the host's commands have failed, finds
+ * the slots empty, and whatever a reset finds (root's SG_SCSI_RESET, the
+ * error handler's own TEST UNIT READY) is live.  Before, a command that
+ * times out a second time, or once eh_deadline has passed, reaches the
+ * error handler still in its slot, and the host is then in a recovery
+ * state.  (Not scsi_host_in_recovery(): it counts tmf_in_progress, which
+ * SG_SCSI_RESET sets.)  Takes the host lock.
  */
-static void vhba_drop_commands(struct vhba_host *vhost,
-			       struct scsi_device *sdev)
+#ifdef VHBA_EH_TIMED_OUT
+static bool vhba_slots_given_up(struct Scsi_Host *shost)
 {
+	return false;
+}
+#else
+static bool vhba_slots_given_up(struct Scsi_Host *shost)
+{
+	enum scsi_host_state state;
+	unsigned long flags;
+
+	spin_lock_irqsave(shost->host_lock, flags);
+	state = shost->shost_state;
+	spin_unlock_irqrestore(shost->host_lock, flags);
+	return state == SHOST_RECOVERY || state == SHOST_CANCEL_RECOVERY ||
+	       state == SHOST_DEL_RECOVERY;
+}
+#endif
+
+/*
+ * The reset handlers' work: every command of @sdev, or of every device if
+ * @sdev is NULL, leaves its slot.  A live command is completed with
+ * DID_RESET, as a real drive's reset ends its commands: the midlayer
+ * retries it for the block layer and reports it to a passthrough caller;
+ * dropped, it would wait for its own timeout.  One the midlayer has given
+ * up on (see vhba_slots_given_up()) it completes or retries itself after
+ * SUCCESS, so it is only taken away.  Process context.
+ */
+static void vhba_reset_commands(struct vhba_host *vhost,
+				struct scsi_device *sdev)
+{
+	bool live = !vhba_slots_given_up(vhost->shost);
+	struct vhba_slot *slot, *next;
 	unsigned long flags;
 	unsigned int i;
+	LIST_HEAD(done);
 
 	spin_lock_irqsave(&vhost->lock, flags);
 	for (i = 0; i < vhost->nr_slots; i++) {
-		struct vhba_slot *slot = &vhost->slots[i];
-
+		slot = &vhost->slots[i];
 		while (slot->cmd && (!sdev || slot->cmd->device == sdev) &&
 		       vhba_slot_bounded(slot))
 			vhba_slot_wait(vhost, slot, &flags);
 		if (!slot->cmd || (sdev && slot->cmd->device != sdev))
 			continue;
-		vhba_slot_put(vhost, slot);
+		if (!live) {
+			vhba_slot_put(vhost, slot);
+			continue;
+		}
+		/* as close() does: a read() or write() on it rechecks and lets go */
+		slot->state = VHBA_SLOT_COMPLETING;
+		list_move_tail(&slot->node, &done);
 	}
 	spin_unlock_irqrestore(&vhost->lock, flags);
+
+	list_for_each_entry_safe(slot, next, &done, node) {
+		list_del_init(&slot->node);
+		vhba_slot_complete(vhost, slot, DID_RESET << 16,
+				   scsi_bufflen(slot->cmd));
+	}
 }
 
 /*
@@ -898,20 +946,25 @@ static int vhba_configure(struct scsi_device *sdev)
 	return 0;
 }
 
-/* ->eh_device_reset_handler: process context (SCSI error handler). */
+/*
+ * ->eh_device_reset_handler: process context (the SCSI error handler, or
+ * root's SG_SCSI_RESET).
+ */
 static int vhba_device_reset(struct scsi_cmnd *cmd)
 {
-	vhba_drop_commands(shost_priv(cmd->device->host), cmd->device);
-	sdev_printk(KERN_INFO, cmd->device, "reset: pending commands dropped\n");
+	vhba_reset_commands(shost_priv(cmd->device->host), cmd->device);
+	sdev_printk(KERN_INFO, cmd->device, "device reset\n");
 	return SUCCESS;
 }
 
-/* ->eh_host_reset_handler: process context (SCSI error handler). */
+/*
+ * ->eh_host_reset_handler: process context (the SCSI error handler, or
+ * root's SG_SCSI_RESET).
+ */
 static int vhba_host_reset(struct scsi_cmnd *cmd)
 {
-	vhba_drop_commands(shost_priv(cmd->device->host), NULL);
-	shost_printk(KERN_INFO, cmd->device->host,
-		     "reset: all pending commands dropped\n");
+	vhba_reset_commands(shost_priv(cmd->device->host), NULL);
+	shost_printk(KERN_INFO, cmd->device->host, "host reset\n");
 	return SUCCESS;
 }
 
