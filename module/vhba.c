@@ -1066,15 +1066,14 @@ static int vhba_copy_in(struct vhba_host *vhost, struct vhba_slot *slot,
 }
 
 /*
- * The SCSI result for a responder's status word and sense.  The host and
- * driver bytes are ours to choose: a responder that sets them (DID_REQUEUE
- * would have the midlayer retry at its will) or sends a status byte that
- * SAM does not define gets DID_ERROR, and so does CHECK CONDITION without
- * usable sense, which would otherwise send every drive of the host into
- * error recovery.
+ * Whether a responder's status word and sense can be the command's SCSI
+ * result; if not, the result is DID_ERROR.  The host and driver bytes are
+ * ours to choose: a responder that sets them (DID_REQUEUE would have the
+ * midlayer retry at its will) or sends a status byte that SAM does not
+ * define is refused, and so is CHECK CONDITION without usable sense, which
+ * would otherwise send every drive of the host into error recovery.
  */
-static int vhba_result(struct scsi_cmnd *cmd, u32 status, const u8 *sense,
-		       unsigned int sense_len)
+static bool vhba_status_ok(u32 status, const u8 *sense, unsigned int sense_len)
 {
 	switch (status) {
 	case SAM_STAT_GOOD:
@@ -1083,16 +1082,12 @@ static int vhba_result(struct scsi_cmnd *cmd, u32 status, const u8 *sense,
 	case SAM_STAT_RESERVATION_CONFLICT:
 	case SAM_STAT_TASK_SET_FULL:
 	case SAM_STAT_TASK_ABORTED:
-		return status;
+		return true;
 	case SAM_STAT_CHECK_CONDITION:
-		if (sense_len >= VHBA_MIN_SENSE && (sense[0] & 0x7c) == 0x70)
-			return status;
-		break;
+		return sense_len >= VHBA_MIN_SENSE && (sense[0] & 0x7c) == 0x70;
+	default:
+		return false;
 	}
-	if (__ratelimit(&vhba_status_rs))
-		scmd_printk(KERN_NOTICE, cmd, "responder status %#x refused\n",
-			    status);
-	return DID_ERROR << 16;
 }
 
 /*
@@ -1210,9 +1205,9 @@ static ssize_t vhba_ctl_write(struct file *file, const char __user *buf,
 	unsigned int len = 0, bufflen, resid = 0;
 	unsigned long flags;
 	char *bounce = NULL;
-	bool data_in;
+	bool data_in, status_ok;
 	size_t avail;
-	int ret = 0, result;
+	int ret = 0;
 
 	if (count < sizeof(resp))
 		return -EIO;
@@ -1258,8 +1253,8 @@ static ssize_t vhba_ctl_write(struct file *file, const char __user *buf,
 		slot->state = VHBA_SLOT_SENT;
 		goto out_unlock;
 	}
-	result = vhba_result(slot->cmd, resp.status, sense, len);
-	if (resp.status && result == resp.status) {
+	status_ok = vhba_status_ok(resp.status, sense, len);
+	if (resp.status && status_ok) {
 		memcpy(slot->cmd->sense_buffer, sense, len);
 		memset(slot->cmd->sense_buffer + len, 0,
 		       SCSI_SENSE_BUFFERSIZE - len);
@@ -1268,7 +1263,12 @@ static ssize_t vhba_ctl_write(struct file *file, const char __user *buf,
 	list_del_init(&slot->node);
 	spin_unlock_irqrestore(&vhost->lock, flags);
 
-	vhba_slot_complete(vhost, slot, result, resid);
+	/* COMPLETING: the command stays ours until vhba_slot_complete() */
+	if (!status_ok && __ratelimit(&vhba_status_rs))
+		scmd_printk(KERN_NOTICE, slot->cmd,
+			    "responder status %#x refused\n", resp.status);
+	vhba_slot_complete(vhost, slot,
+			   status_ok ? (int)resp.status : DID_ERROR << 16, resid);
 	ret = sizeof(resp) + len;
 	goto out;
 
