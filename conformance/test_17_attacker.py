@@ -91,7 +91,8 @@ class Seat:
     cell: CellEnv
 
     def run(self, *args: str, user: str = SEAT_USER, timeout: float = 120) -> dict:
-        argv = ["python3", GUEST_ATTACKER, *args]
+        patience = ["--patience", str(self.cell.guest.patience)]
+        argv = ["python3", GUEST_ATTACKER, args[0], *patience, *args[1:]]
         if user != "root":
             argv = ["runuser", "-u", user, "--", *argv]
         result = self.cell.guest.run(argv, timeout=timeout, check=False)
@@ -100,7 +101,8 @@ class Seat:
 
     def serve(self, name: str, *args: str, user: str = SEAT_USER) -> Served:
         served = Served(self, name)
-        argv = ["python3", GUEST_ATTACKER, "serve", "--name", name, "--log", served.log, *args]
+        argv = ["python3", GUEST_ATTACKER, "serve", "--patience", str(self.cell.guest.patience),
+                "--name", name, "--log", served.log, *args]  # fmt: skip
         if user != "root":
             argv = ["runuser", "-u", user, "--", *argv]
         out = f"/tmp/attacker-{name}.out"

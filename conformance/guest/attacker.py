@@ -68,8 +68,11 @@ class Drive:
     after it resumed.
     """
 
-    def __init__(self, image: str | None = None, log: str | None = None) -> None:
+    def __init__(
+        self, image: str | None = None, log: str | None = None, *, patience: float
+    ) -> None:
         self.fd = os.open(CTL, os.O_RDWR | os.O_NONBLOCK)
+        self.patience = patience  # scales waits on udev (a debug kernel's guest is slower)
         self.image_fd = os.open(image, os.O_RDONLY) if image else -1
         self.blocks = os.fstat(self.image_fd).st_size // BLOCK if image else 0
         self.log = open(log, "a", buffering=1) if log else None  # noqa: SIM115 (lives with the drive)
@@ -93,8 +96,13 @@ class Drive:
     def devnum(self) -> int:
         return struct.unpack("=I", fcntl.ioctl(self.fd, IOCTL_GET_DEVNUM, bytes(4)))[0]
 
-    def node(self, kind: str, timeout: float = 30.0) -> str:
-        """/dev/srN ("block") or /dev/sgN ("generic") of this drive, once udev made it."""
+    def node(self, kind: str, timeout: float | None = None) -> str:
+        """/dev/srN ("block") or /dev/sgN ("generic") of this drive, once udev made it.
+
+        ``timeout`` (default 30 s times the patience) is a bound a test sets itself.
+        """
+        if timeout is None:
+            timeout = 30.0 * self.patience
         sysfs = "/sys/bus/scsi/devices/" + self.address()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -282,7 +290,7 @@ def sg_io(
 # ----------------------------------------------------------------- modes
 def mode_serve(args: argparse.Namespace) -> dict[str, Any]:
     """Serve until SIGTERM; SIGUSR1 stops reading commands, SIGUSR2 resumes."""
-    drive = Drive(args.image, args.log)
+    drive = Drive(args.image, args.log, patience=args.patience)
     for spec in args.hostile:
         op, status, sense_len = (int(x, 0) for x in spec.split(":"))
         drive.hostile[op] = (status, sense_len)
@@ -312,9 +320,12 @@ def mode_serve(args: argparse.Namespace) -> dict[str, Any]:
     return {"received": len(drive.received), "write_errors": drive.write_errors}
 
 
-def open_when_allowed(path: str, timeout: float = 10.0) -> int:
-    """Open read-only; a new node is root's until udev has applied its group."""
-    deadline = time.monotonic() + timeout
+def open_when_allowed(path: str, patience: float) -> int:
+    """Open read-only; a new node is root's until udev has applied its group.
+
+    Seen on 6.12-debug under TCG: udev took more than 10 s for it.
+    """
+    deadline = time.monotonic() + 10.0 * patience
     while True:
         try:
             return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -326,13 +337,13 @@ def open_when_allowed(path: str, timeout: float = 10.0) -> int:
 
 def mode_backing(args: argparse.Namespace) -> dict[str, Any]:
     """Ask the module to read each path directly; "@self" is this drive's own sr node."""
-    drive = Drive().start()
+    drive = Drive(patience=args.patience).start()
     sr = drive.node("block")
     results = {}
     for path in args.paths:
         real = sr if path == "@self" else path
         try:
-            fd = open_when_allowed(real)
+            fd = open_when_allowed(real, args.patience)
         except OSError as exc:
             results[path] = "open:" + errname(exc)
             continue
@@ -353,7 +364,7 @@ def mode_reuse(args: argparse.Namespace) -> dict[str, Any]:
     The second opener, meanwhile, records every command it receives: none may
     carry the secret, those commands were addressed to a device that is gone.
     """
-    first = Drive().start()
+    first = Drive(patience=args.patience).start()
     sg = os.open(first.node("generic"), os.O_RDWR)
     first_num = first.devnum()
     secret = b"SECRET-OF-THE-FIRST-OPENER-" + os.urandom(8).hex().encode()
@@ -371,12 +382,12 @@ def mode_reuse(args: argparse.Namespace) -> dict[str, Any]:
     thread.start()
     while sent[0] < 20:
         time.sleep(0.01)
-    blocker = Drive()
+    blocker = Drive(patience=args.patience)
     blocker.paused.set()
     blocker.start()
     time.sleep(0.5)  # the scan now waits for the blocker's INQUIRY
     first.close()
-    second = Drive().start()
+    second = Drive(patience=args.patience).start()
     second_num = second.devnum()
     time.sleep(args.seconds)
     blocker.paused.clear()
@@ -402,12 +413,12 @@ def mode_scan(args: argparse.Namespace) -> dict[str, Any]:
     long the second drive took to get its block node, None if not within
     ``--seconds``.  Closing the first drive then fails its INQUIRY at once.
     """
-    blocker = Drive()
+    blocker = Drive(patience=args.patience)
     blocker.paused.set()
     blocker.start()
     time.sleep(1)  # its INQUIRY is queued by now, the scan waiting for it
     started = time.monotonic()
-    other = Drive().start()
+    other = Drive(patience=args.patience).start()
     try:
         other.node("block", timeout=args.seconds)
         attached: float | None = round(time.monotonic() - started, 3)
@@ -429,13 +440,13 @@ def mode_pin(args: argparse.Namespace) -> dict[str, Any]:
     until its host is freed: else a user who holds each drive's node and
     closes its fd, over and over, makes hosts without end.
     """
-    first = Drive().start()
+    first = Drive(patience=args.patience).start()
     first_num = first.devnum()
     host = first.address().split(":")[0]
-    held = open_when_allowed(first.node("block"))
+    held = open_when_allowed(first.node("block"), args.patience)
     first.close()
     removed = wait_for(f"/sys/class/scsi_host/host{host}", 15, gone=True)
-    second = Drive().start()
+    second = Drive(patience=args.patience).start()
     second_num = second.devnum()
     same_host = second.address().split(":")[0] == host
     second.close()
@@ -454,7 +465,7 @@ def mode_disk(args: argparse.Namespace) -> dict[str, Any]:
     None if more than ``--seconds``; the drive is closed then (its commands
     fail, whatever probe waits for them ends), and the module unloaded.
     """
-    drive = Drive()
+    drive = Drive(patience=args.patience)
     drive.disk = True
     drive.start()
     time.sleep(3)  # scanned by now: INQUIRY answered, whatever probes it is waiting
@@ -514,7 +525,7 @@ def mode_hog(args: argparse.Namespace) -> dict[str, Any]:
     prints "hogging" once every read is issued, and returns when they end."""
     drives = []
     for _ in range(args.drives):
-        drive = Drive(args.image).start()
+        drive = Drive(args.image, patience=args.patience).start()
         state = drive.set_direct(drive.image_fd, drive.blocks)
         if state != "ok":
             return {"error": f"direct reads refused: {state}"}
@@ -711,8 +722,12 @@ def mode_fuzz(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    # After the mode, so "attacker.py serve" stays the serving processes' name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--patience", type=float, default=1.0,
+                        help="scale for waits on udev (the lab's guest patience)")  # fmt: skip
     sub = parser.add_subparsers(dest="mode", required=True)
-    p = sub.add_parser("serve")
+    p = sub.add_parser("serve", parents=[common])
     p.add_argument("--name", help="only for finding this drive's process")
     p.add_argument("--image")
     p.add_argument("--log")
@@ -720,41 +735,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hostile", action="append", default=[], metavar="OP:STATUS:SENSELEN")
     p.add_argument("--short", action="append", default=[], metavar="OP:BYTES")
     p.add_argument("--mrw", action="store_true", help="claim MRW writing (feature 0x28, page 3)")
-    p = sub.add_parser("backing")
+    p = sub.add_parser("backing", parents=[common])
     p.add_argument("paths", nargs="+")
-    p = sub.add_parser("reuse")
+    p = sub.add_parser("reuse", parents=[common])
     p.add_argument("--seconds", type=float, default=3.0)
-    p = sub.add_parser("pread")
+    p = sub.add_parser("pread", parents=[common])
     p.add_argument("node")
     p.add_argument("--lba", type=int, required=True)
     p.add_argument("--go", required=True, help="read once this file exists")
     p.add_argument("--after", required=True, help="check the buffer once this file exists")
-    p = sub.add_parser("scan")
+    p = sub.add_parser("scan", parents=[common])
     p.add_argument("--seconds", type=float, default=15.0)
-    sub.add_parser("pin")
-    p = sub.add_parser("disk")
+    sub.add_parser("pin", parents=[common])
+    p = sub.add_parser("disk", parents=[common])
     p.add_argument("--module", required=True, help="a module not loaded, to load meanwhile")
     p.add_argument("--seconds", type=float, default=20.0)
-    p = sub.add_parser("flood")
+    p = sub.add_parser("flood", parents=[common])
     p.add_argument("node")
     p.add_argument("--count", type=int, default=64)
     p.add_argument("--go", required=True, help="read once this file exists")
-    p = sub.add_parser("hog")
+    p = sub.add_parser("hog", parents=[common])
     p.add_argument("--image", required=True)
     p.add_argument("--drives", type=int, required=True)
     p.add_argument("--per-drive", type=int, default=16)
     p.add_argument("--go", required=True, help="read once this file exists")
     p.add_argument("--seconds", type=float, default=180.0, help="wait this long for the reads")
-    p = sub.add_parser("watch")
+    p = sub.add_parser("watch", parents=[common])
     p.add_argument("node")
     p.add_argument("--seconds", type=float, required=True)
     p.add_argument("--every", type=float, default=0.2)
-    p = sub.add_parser("probe")
+    p = sub.add_parser("probe", parents=[common])
     p.add_argument("node")
     p.add_argument("cdb", help="hex")
     p.add_argument("--data-in", type=int, default=0)
     p.add_argument("--timeout-ms", type=int, default=5000)
-    p = sub.add_parser("fuzz")
+    p = sub.add_parser("fuzz", parents=[common])
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--ops", type=int, default=5000)
     p.add_argument("--seconds", type=float, default=60.0)
