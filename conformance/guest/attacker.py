@@ -445,7 +445,7 @@ def mode_pin(args: argparse.Namespace) -> dict[str, Any]:
     host = first.address().split(":")[0]
     held = open_when_allowed(first.node("block"), args.patience)
     first.close()
-    removed = wait_for(f"/sys/class/scsi_host/host{host}", 15, gone=True)
+    removed = wait_for(f"/sys/class/scsi_host/host{host}", 15 * args.patience, gone=True)
     second = Drive(patience=args.patience).start()
     second_num = second.devnum()
     same_host = second.address().split(":")[0] == host
@@ -533,7 +533,7 @@ def mode_hog(args: argparse.Namespace) -> dict[str, Any]:
     fds = []
     for drive in drives:
         node = drive.node("block")
-        deadline = time.monotonic() + 60  # udev takes its time with dozens of new drives
+        deadline = time.monotonic() + 60 * args.patience  # udev is slow with dozens of new drives
         while True:
             try:
                 fds += [os.open(node, os.O_RDONLY | os.O_DIRECT) for _ in range(args.per_drive)]
