@@ -101,8 +101,9 @@ class Seat:
 
     def serve(self, name: str, *args: str, user: str = SEAT_USER) -> Served:
         served = Served(self, name)
-        argv = ["python3", GUEST_ATTACKER, "serve", "--patience", str(self.cell.guest.patience),
-                "--name", name, "--log", served.log, *args]  # fmt: skip
+        # "serve --name NAME" first: SERVING and Served find the process by it.
+        argv = ["python3", GUEST_ATTACKER, "serve", "--name", name, "--log", served.log, *args,
+                "--patience", str(self.cell.guest.patience)]  # fmt: skip
         if user != "root":
             argv = ["runuser", "-u", user, "--", *argv]
         out = f"/tmp/attacker-{name}.out"
